@@ -1,0 +1,50 @@
+"""Helpers shared by the tests: compose configs as `vae-train` does; run the installed CLI."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+from omegaconf import DictConfig
+
+from vae_runner.app import to_typed
+from vae_runner.config import Config, register_configs
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The composed DictConfig for `vae-train <overrides>`."""
+    register_configs()
+    with initialize_config_module("vae_runner.conf", version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def typed_config(*overrides: str) -> Config:
+    return to_typed(compose_config(*overrides))
+
+
+def vae_train_executable() -> str:
+    """The installed console script (next to this Python, or on PATH)."""
+    beside = Path(sys.executable).with_name("vae-train")
+    found = str(beside) if beside.exists() else shutil.which("vae-train")
+    if not found:
+        pytest.fail("vae-train is not installed: run the README's set-up (pip install -e '.[dev]')")
+    return found
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the installed `vae-train` as a user would; output is captured (not a terminal)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.run(
+        [vae_train_executable(), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )

@@ -1,0 +1,110 @@
+"""End to end: the installed `vae-train` in a subprocess, as a user or a CI script runs it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from helpers import run_cli
+
+pytestmark = pytest.mark.e2e
+
+
+def test_one_run_records_its_overrides(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        "optimizer=adamw", "lr=1e-4", "epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
+    assert config["optimizer"]["name"] == "adamw" and config["lr"] == 1e-4
+    assert config["optimizer"]["weight_decay"] == 1e-5
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["status"] == "completed"
+    assert history["lr"] == [1e-4, 1e-4]
+    assert history["config"]["optimizer"]["name"] == "adamw"
+    # CI logs: no control codes, one line per epoch, the run directory on the last line
+    assert "\x1b" not in result.stdout
+    assert result.stdout.count("Epoch ") == 2
+    assert result.stdout.strip().splitlines()[-1] == f"Run directory: {run_dir.resolve()}"
+
+
+def test_default_run_dir_is_under_outputs_of_the_working_directory(tmp_path):
+    result = run_cli("epochs=1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    (history_file,) = tmp_path.glob("outputs/*/*/history.json")
+    assert json.loads(history_file.read_text())["status"] == "completed"
+
+
+def test_multirun_writes_one_complete_run_per_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "lr=1e-2,1e-3", "epochs=2", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    for job, lr in (("0", 1e-2), ("1", 1e-3)):
+        history = json.loads((sweep / job / "history.json").read_text())
+        assert history["status"] == "completed" and len(history["test_loss"]) == 2
+        assert history["lr"][0] == lr and history["config"]["lr"] == lr
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("lr=-1", "lr must be > 0 (got -1.0)"),
+        ("epochs=0", "epochs must be >= 1 (got 0)"),
+        ("+misspelt=1", "unknown config key misspelt"),
+        ("device=cuda", "device=cuda but torch sees no CUDA GPU"),
+    ],
+)
+def test_bad_values_exit_2_with_one_line_and_no_run_data(tmp_path, override, words):
+    run_dir = tmp_path / "run"
+    result = run_cli(override, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    if override == "device=cuda" and result.returncode == 0:
+        pytest.skip("a CUDA GPU is present")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines == [f"Error: {lines[0].removeprefix('Error: ')}"] and words in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    # nothing beyond Hydra's own config files
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra"]
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("lr=abc", "full_key: lr"),
+        ("optimizer=foo", "Could not find 'optimizer/foo'"),
+        ("reduction=median", "Could not find 'reduction/median'"),
+        ("optimizer.momentum=0.9", "Key 'momentum' not in 'AdamConfig'"),
+    ],
+)
+def test_compose_errors_exit_2_before_any_run_directory(tmp_path, override, words):
+    run_dir = tmp_path / "run"
+    result = run_cli(override, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert not run_dir.exists()
+
+
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    result = run_cli("optimizer=sgd", "lr=0.05", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = yaml.safe_load(result.stdout)
+    assert config["optimizer"] == {
+        "name": "sgd",
+        "weight_decay": 0.0,
+        "momentum": 0.9,
+        "nesterov": False,
+    }
+    assert config["lr"] == 0.05 and not (tmp_path / "outputs").exists()
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_cli("epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path).returncode == 0
+    files = ("history.json", ".hydra/config.yaml", ".hydra/overrides.yaml")
+    before = [(run_dir / name).read_bytes() for name in files]
+    again = run_cli("epochs=2", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a run" in again.stderr
+    assert [(run_dir / name).read_bytes() for name in files] == before

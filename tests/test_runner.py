@@ -1,0 +1,181 @@
+"""The training loop in-process: history.json's contents, determinism, clipping, the scheduler."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+import torch
+from rich.console import Console
+
+from vae_runner.data import load_data
+from vae_runner.history import EPOCH_KEYS, write_json_atomic
+from vae_runner.model import MLPVAE
+from vae_runner.runner import run, train_epoch
+
+from helpers import typed_config
+
+SEED_KEYS = ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
+
+
+def quiet_console() -> tuple[Console, io.StringIO]:
+    buffer = io.StringIO()
+    return Console(file=buffer, width=120), buffer
+
+
+def train(tmp_path, *overrides):
+    console, buffer = quiet_console()
+    history = run(typed_config("device=cpu", *overrides), tmp_path, console)
+    return history, buffer.getvalue()
+
+
+def test_history_holds_the_seed_curves_and_the_monitors(tmp_path):
+    history, output = train(tmp_path, "epochs=3")
+    on_disk = json.loads((tmp_path / "history.json").read_text())
+    assert on_disk == json.loads(json.dumps(history))
+    assert on_disk["status"] == "completed" and on_disk["schema_version"] == 1
+    for key in EPOCH_KEYS:
+        assert len(on_disk[key]) == 3, key
+    assert on_disk["epoch"] == [1, 2, 3]
+    assert on_disk["kl_weight"] == pytest.approx([0.1, 0.2, 0.3])  # the seed's warmup of 10
+    assert on_disk["lr"] == [1e-3] * 3
+    for e in range(3):
+        w = on_disk["kl_weight"][e]
+        # train loss uses the annealed weight, test loss the full beta (as in the seed)
+        assert on_disk["train_loss"][e] == pytest.approx(
+            on_disk["train_recon"][e] + w * on_disk["train_kl"][e]
+        )
+        assert on_disk["test_loss"][e] == pytest.approx(
+            on_disk["test_recon"][e] + on_disk["test_kl"][e]
+        )
+        assert on_disk["recon_per_dim"][e] == pytest.approx(on_disk["test_recon"][e] / 64)
+        assert on_disk["kl_per_dim"][e] == pytest.approx(on_disk["test_kl"][e] / 20)
+        assert 0 < on_disk["grad_norm"][e] <= on_disk["grad_norm_max"][e]
+        assert 0 <= on_disk["active_units"][e] <= 20
+        assert on_disk["epoch_seconds"][e] > 0
+    # per-sample Bernoulli NLL of 64 grey levels: well below 64 * ln 2 * 2 and decreasing
+    assert on_disk["test_loss"][-1] < on_disk["test_loss"][0] < 100
+    best = min(range(3), key=lambda e: on_disk["test_loss"][e])
+    assert on_disk["best_epoch"] == best + 1
+    assert on_disk["best_test_loss"] == on_disk["test_loss"][best]
+    assert on_disk["active_units_threshold"] == 0.01
+    assert on_disk["device"] == "cpu" and on_disk["data_dim"] == 64
+    assert on_disk["n_train"] + on_disk["n_test"] == 1797 and on_disk["n_test"] == 359
+    assert on_disk["config"]["optimizer"]["name"] == "adam" and on_disk["config"]["epochs"] == 3
+    assert set(on_disk["versions"]) >= {"torch", "python", "hydra", "vae_runner"}
+    assert on_disk["finished_at"] >= on_disk["started_at"]
+    assert "Epoch 1/3 | Train:" in output and "Run directory:" in output.splitlines()[-1]
+
+
+def test_same_seed_same_history_and_other_seed_differs(tmp_path):
+    first, _ = train(tmp_path / "a", "epochs=3")
+    second, _ = train(tmp_path / "b", "epochs=3")
+    other, _ = train(tmp_path / "c", "epochs=3", "seed=1")
+    for key in SEED_KEYS + ("grad_norm", "grad_norm_max", "active_units"):
+        assert first[key] == second[key], key
+    assert first["test_loss"] != other["test_loss"]
+
+
+def test_plateau_halves_the_lr_when_the_test_loss_stops_improving(tmp_path):
+    # threshold 1 makes every epoch count as 'no improvement'; patience 0 acts at once
+    history, _ = train(tmp_path, "epochs=3", "scheduler.patience=0", "scheduler.threshold=1.0")
+    assert history["lr"] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+
+
+def test_plateau_keeps_the_lr_while_the_loss_improves(tmp_path):
+    history, _ = train(tmp_path, "epochs=3")
+    assert history["lr"] == [1e-3] * 3
+
+
+@pytest.mark.parametrize("scheduler, expected", [("step", 0.5e-3), ("cosine", 0.0)])
+def test_epoch_schedulers_move_the_lr(tmp_path, scheduler, expected):
+    args = ["epochs=3", f"scheduler={scheduler}", "scheduler.step_size=2"]
+    history, _ = train(tmp_path, *(args if scheduler == "step" else args[:2]))
+    assert history["lr"][0] == 1e-3
+    if scheduler == "step":
+        assert history["lr"] == pytest.approx([1e-3, 1e-3, 0.5e-3])
+    else:  # T_max = epochs: 1e-3 * (1 + cos(pi * k / 3)) / 2
+        assert history["lr"] == pytest.approx(
+            [1e-3 * (1 + math.cos(math.pi * k / 3)) / 2 for k in range(3)]
+        )
+
+
+def test_clipping_bounds_the_update_and_the_recorded_norm_is_pre_clip():
+    """With plain SGD the update is lr * clipped gradient, so its norm is at most lr * grad_clip."""
+    cfg = typed_config(
+        "device=cpu",
+        "optimizer=sgd",
+        "optimizer.momentum=0",
+        "lr=1.0",
+        "grad_clip=0.01",
+        "batch_size=2000",  # one batch: one step
+    )
+    data = load_data(cfg.data)
+    torch.manual_seed(0)
+    model = MLPVAE(data.image_shape, hidden_dim=32, latent_dim=4)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+
+    class NoProgress:
+        def advance(self):
+            pass
+
+    sums = train_epoch(
+        model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0), NoProgress()
+    )
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    step = (after - before).norm().item()
+    assert sums.grad_norm > 1.0  # the gradient itself is large...
+    assert step == pytest.approx(0.01, rel=1e-3)  # ...the step is clipped to lr * grad_clip
+
+
+def test_without_clipping_the_step_is_the_full_gradient():
+    cfg = typed_config(
+        "device=cpu",
+        "optimizer=sgd",
+        "optimizer.momentum=0",
+        "lr=1e-3",
+        "grad_clip=0",
+        "batch_size=2000",
+    )
+    data = load_data(cfg.data)
+    torch.manual_seed(0)
+    model = MLPVAE(data.image_shape, hidden_dim=32, latent_dim=4)
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+    class NoProgress:
+        def advance(self):
+            pass
+
+    sums = train_epoch(
+        model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0), NoProgress()
+    )
+    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    assert (after - before).norm().item() == pytest.approx(1e-3 * sums.grad_norm, rel=1e-4)
+
+
+def test_history_write_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "history.json"
+    write_json_atomic(path, {"status": "running", "train_loss": [1.0]})
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_json_atomic(path, {"status": "completed", "train_loss": [1.0, 0.5]})
+    assert json.loads(path.read_text()) == {"status": "running", "train_loss": [1.0]}
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]  # no temporary left behind
+
+
+def test_non_finite_numbers_are_written_as_null(tmp_path):
+    write_json_atomic(tmp_path / "h.json", {"loss": [1.0, float("nan"), float("inf")]})
+    assert json.loads((tmp_path / "h.json").read_text()) == {"loss": [1.0, None, None]}
+
+
+def test_output_off_a_terminal_has_no_control_codes(tmp_path):
+    _, output = train(tmp_path, "epochs=2")
+    assert "\x1b" not in output and "\r" not in output

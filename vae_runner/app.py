@@ -1,0 +1,76 @@
+"""The Hydra job: composed DictConfig -> typed Config -> run(), with failures turned into statuses.
+
+A job never raises and never calls sys.exit: an exception would make Hydra skip its end-of-sweep
+callbacks and sys.exit would abort the other jobs of a sweep. Instead each job records its exit
+code in `outcome`, and `cli.main` exits with it once Hydra returns.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from vae_runner.config import Config, ConfigError, unknown_keys
+from vae_runner.console import print_error
+from vae_runner.exit_codes import ExitCode, outcome
+from vae_runner.history import HISTORY_FILE
+
+STATUS_EXIT = {"completed": ExitCode.COMPLETED, "diverged": ExitCode.DIVERGED}
+
+
+def to_typed(cfg: DictConfig) -> Config:
+    """Validate a composed config and build the typed objects (runs every __post_init__)."""
+    extra = unknown_keys(cfg)
+    if extra:
+        raise ConfigError(
+            f"unknown config key {', '.join(extra)}: check the spelling "
+            "(`vae-train --cfg job` prints every key)"
+        )
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as err:  # OmegaConf may wrap what __post_init__ raised
+        cause = err.__cause__ or err.__context__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
+    assert isinstance(typed, Config)
+    return typed
+
+
+def _refuse_used_dir(run_dir: Path) -> None:
+    if (run_dir / HISTORY_FILE).exists():
+        raise ConfigError(
+            f"{run_dir} already holds a run ({HISTORY_FILE}); it is not overwritten: "
+            "choose another directory with hydra.run.dir=..."
+        )
+
+
+def run_job(cfg: DictConfig, run_dir: Path) -> float:
+    """Run one job and record its exit code. Returns the best test loss (inf if there is none)."""
+    outcome.job_started = True
+    code, objective = ExitCode.FAILED, float("inf")
+    try:
+        typed = to_typed(cfg)
+        _refuse_used_dir(run_dir)
+        from vae_runner.runner import run  # imports torch: only once a job really runs
+
+        history = run(typed, run_dir)
+        code = STATUS_EXIT.get(history["status"], ExitCode.FAILED)
+        if history["status"] == "completed" and history["best_test_loss"] is not None:
+            objective = history["best_test_loss"]
+    except ConfigError as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            traceback.print_exc()
+        print_error(str(err))
+        code = ExitCode.CONFIG
+    except Exception as err:  # a bug or an environment fault: keep the traceback
+        traceback.print_exc()
+        print_error(f"{type(err).__name__}: {err} (run directory: {run_dir})")
+        code = ExitCode.FAILED
+    outcome.codes.append(int(code))
+    return objective

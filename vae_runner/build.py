@@ -1,0 +1,110 @@
+"""The one place where config names become objects: device, model, optimizer, scheduler."""
+
+from __future__ import annotations
+
+import torch
+
+from vae_runner.config import (
+    AdamConfig,
+    AdamWConfig,
+    ConfigError,
+    CosineConfig,
+    DeviceConfig,
+    MLPModelConfig,
+    ModelConfig,
+    NoSchedulerConfig,
+    OptimizerConfig,
+    PlateauConfig,
+    SchedulerConfig,
+    SGDConfig,
+    StepConfig,
+)
+from vae_runner.model import MLPVAE
+
+
+def build_device(cfg: DeviceConfig) -> torch.device:
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    match cfg.name:
+        case "auto":
+            return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+        case "cpu":
+            return torch.device("cpu")
+        case "cuda":
+            if not cuda:
+                raise ConfigError(
+                    "device=cuda but torch sees no CUDA GPU "
+                    f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+                    "use device=auto or device=cpu"
+                )
+            return torch.device("cuda")
+        case "mps":
+            if not mps:
+                raise ConfigError(
+                    "device=mps but Apple's MPS backend is not available here; "
+                    "use device=auto or device=cpu"
+                )
+            return torch.device("mps")
+    raise ConfigError(f"unknown device.name {cfg.name!r}")
+
+
+def build_model(cfg: ModelConfig, image_shape: tuple[int, ...]) -> torch.nn.Module:
+    match cfg:
+        case MLPModelConfig():
+            return MLPVAE(image_shape, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim)
+    raise ConfigError(f"unknown model {cfg.name!r}")
+
+
+def build_optimizer(cfg: OptimizerConfig, params, lr: float) -> torch.optim.Optimizer:
+    match cfg:
+        # AdamW subclasses Adam's schema: test it first.
+        case AdamWConfig():
+            return torch.optim.AdamW(
+                params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+            )
+        case AdamConfig():
+            return torch.optim.Adam(
+                params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay
+            )
+        case SGDConfig():
+            return torch.optim.SGD(
+                params,
+                lr=lr,
+                momentum=cfg.momentum,
+                nesterov=cfg.nesterov,
+                weight_decay=cfg.weight_decay,
+            )
+    raise ConfigError(f"unknown optimizer {cfg.name!r}")
+
+
+def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int):
+    """An epoch-level LR scheduler, or None. The plateau one must be stepped with the test loss."""
+    from torch.optim import lr_scheduler
+
+    match cfg:
+        case PlateauConfig():
+            return lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=cfg.factor,
+                patience=cfg.patience,
+                threshold=cfg.threshold,
+                min_lr=cfg.min_lr,
+            )
+        case CosineConfig():
+            t_max = cfg.t_max if cfg.t_max is not None else epochs
+            return lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=cfg.eta_min)
+        case StepConfig():
+            return lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        case NoSchedulerConfig():
+            return None
+    raise ConfigError(f"unknown scheduler {cfg.name!r}")
+
+
+def step_scheduler(scheduler, test_loss: float) -> None:
+    """Advance one epoch. ReduceLROnPlateau watches the test loss, the others count epochs."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(test_loss)
+    else:
+        scheduler.step()

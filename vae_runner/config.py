@@ -1,0 +1,425 @@
+"""Typed schema of every config group, and the checks that a YAML file cannot express.
+
+The default values live in one place, the YAML files under conf/ (every field here is MISSING);
+this module says what type each key has and which values are allowed.
+
+Registered in Hydra's ConfigStore (``register_configs``) so that composition already rejects a
+wrong type (``lr=abc``), an unknown option (``optimizer=foo``) or a misspelt key. Range and
+cross-field rules live in ``__post_init__`` and raise ``ConfigError`` with a message that names the
+key and the fix; they run when ``OmegaConf.to_object`` builds these objects in ``app.py``.
+
+This module must not import torch: ``vae-train --help`` and ``--cfg job`` stay fast.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, List, Optional
+
+from omegaconf import MISSING
+
+
+class ConfigError(ValueError):
+    """A value the user can fix on the command line. Printed as one line, exit code 2."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def _fixed_name(group: str, option: Any) -> None:
+    """`name` records the chosen option in .hydra/config.yaml and history.json; it is no knob.
+
+    Each option has its own schema class (GROUP_SCHEMAS), so the class says what the name must be.
+    """
+    expected = _OPTION_OF_SCHEMA[type(option)]
+    _require(
+        option.name == expected,
+        f"{group}.name is set by the option, not by hand: use {group}={option.name} instead of "
+        f"{group}.name={option.name}",
+    )
+
+
+# --------------------------------------------------------------------------- optimizer
+@dataclass
+class OptimizerConfig:
+    name: str = MISSING
+    weight_decay: float = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            self.weight_decay >= 0,
+            f"optimizer.weight_decay must be >= 0 (got {self.weight_decay}); "
+            "the seed recommends 0 to 1e-5",
+        )
+
+
+@dataclass
+class AdamConfig(OptimizerConfig):
+    name: str = MISSING
+    betas: List[float] = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fixed_name("optimizer", self)
+        _require(
+            len(self.betas) == 2 and all(0.0 <= b < 1.0 for b in self.betas),
+            f"optimizer.betas must be two numbers in [0, 1) (got {list(self.betas)}); "
+            "the seed uses optimizer.betas=[0.9,0.999]",
+        )
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    name: str = MISSING
+    weight_decay: float = MISSING
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = MISSING
+    momentum: float = MISSING
+    nesterov: bool = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fixed_name("optimizer", self)
+        _require(
+            0.0 <= self.momentum < 1.0,
+            f"optimizer.momentum must be in [0, 1) (got {self.momentum}); "
+            "the usual value is optimizer.momentum=0.9",
+        )
+        _require(
+            not (self.nesterov and self.momentum == 0),
+            "optimizer.nesterov=true needs optimizer.momentum > 0; set optimizer.momentum=0.9",
+        )
+
+
+# --------------------------------------------------------------------------- scheduler
+@dataclass
+class SchedulerConfig:
+    name: str = MISSING
+
+
+@dataclass
+class PlateauConfig(SchedulerConfig):
+    """ReduceLROnPlateau on the test loss, as in the seed."""
+
+    name: str = MISSING
+    factor: float = MISSING
+    patience: int = MISSING
+    threshold: float = MISSING
+    min_lr: float = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("scheduler", self)
+        _require(
+            0.0 < self.factor < 1.0,
+            f"scheduler.factor must be in (0, 1) (got {self.factor}); the seed uses 0.5",
+        )
+        _require(
+            self.patience >= 0,
+            f"scheduler.patience must be >= 0 epochs (got {self.patience}); the seed uses 5",
+        )
+        _require(self.threshold >= 0, f"scheduler.threshold must be >= 0 (got {self.threshold})")
+        _require(self.min_lr >= 0, f"scheduler.min_lr must be >= 0 (got {self.min_lr})")
+
+
+@dataclass
+class CosineConfig(SchedulerConfig):
+    name: str = MISSING
+    t_max: Optional[int] = MISSING
+    eta_min: float = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("scheduler", self)
+        _require(
+            self.t_max is None or self.t_max >= 1,
+            f"scheduler.t_max must be >= 1 epoch or null for the whole run (got {self.t_max})",
+        )
+        _require(self.eta_min >= 0, f"scheduler.eta_min must be >= 0 (got {self.eta_min})")
+
+
+@dataclass
+class StepConfig(SchedulerConfig):
+    name: str = MISSING
+    step_size: int = MISSING
+    gamma: float = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("scheduler", self)
+        _require(
+            self.step_size >= 1, f"scheduler.step_size must be >= 1 epoch (got {self.step_size})"
+        )
+        _require(0.0 < self.gamma <= 1.0, f"scheduler.gamma must be in (0, 1] (got {self.gamma})")
+
+
+@dataclass
+class NoSchedulerConfig(SchedulerConfig):
+    name: str = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("scheduler", self)
+
+
+# --------------------------------------------------------------------------- reduction
+@dataclass
+class ReductionConfig:
+    """How a batch's loss is reduced: see losses.py and the README's loss-normalisation section."""
+
+    name: str = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name in ("sum", "mean"),
+            f"reduction.name must be sum or mean (got {self.name}); choose with reduction=sum",
+        )
+
+
+# --------------------------------------------------------------------------- annealing
+@dataclass
+class AnnealingConfig:
+    name: str = MISSING
+
+
+@dataclass
+class LinearAnnealingConfig(AnnealingConfig):
+    """The seed's schedule: kl_weight = min(1, epoch / warmup_epochs) * beta."""
+
+    name: str = MISSING
+    warmup_epochs: int = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("annealing", self)
+        _require(
+            self.warmup_epochs >= 0,
+            f"annealing.warmup_epochs must be >= 0 (got {self.warmup_epochs}); "
+            "0 means the full beta from the first epoch",
+        )
+
+
+@dataclass
+class ConstantAnnealingConfig(AnnealingConfig):
+    name: str = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("annealing", self)
+
+
+@dataclass
+class CyclicalAnnealingConfig(AnnealingConfig):
+    """Fu et al. 2019: `cycles` ramps over the run, each rising for `ratio` of its length."""
+
+    name: str = MISSING
+    cycles: int = MISSING
+    ratio: float = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("annealing", self)
+        _require(self.cycles >= 1, f"annealing.cycles must be >= 1 (got {self.cycles})")
+        _require(
+            0.0 < self.ratio <= 1.0,
+            f"annealing.ratio must be in (0, 1] (got {self.ratio}); Fu et al. use 0.5",
+        )
+
+
+@dataclass
+class SigmoidAnnealingConfig(AnnealingConfig):
+    """Bowman et al. 2016: kl_weight = beta / (1 + exp(-steepness * (epoch - midpoint)))."""
+
+    name: str = MISSING
+    midpoint: float = MISSING
+    steepness: float = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("annealing", self)
+        _require(self.midpoint >= 0, f"annealing.midpoint must be >= 0 (got {self.midpoint})")
+        _require(self.steepness > 0, f"annealing.steepness must be > 0 (got {self.steepness})")
+
+
+# --------------------------------------------------------------------------- device
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class DeviceConfig:
+    name: str = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            self.name in DEVICE_NAMES,
+            f"device.name must be one of {', '.join(DEVICE_NAMES)} (got {self.name}); "
+            "choose with device=cpu",
+        )
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    limit: Optional[int] = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            self.limit is None or self.limit >= 1,
+            f"data.limit must be >= 1 or null for the whole training set (got {self.limit})",
+        )
+
+
+@dataclass
+class DigitsDataConfig(DataConfig):
+    """scikit-learn's bundled 8x8 digits: offline, 1797 images, a fixed train/test split."""
+
+    name: str = MISSING
+    test_fraction: float = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fixed_name("data", self)
+        _require(
+            0.0 < self.test_fraction < 1.0,
+            f"data.test_fraction must be in (0, 1) (got {self.test_fraction})",
+        )
+
+
+# --------------------------------------------------------------------------- model
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    latent_dim: int = MISSING
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1 (got {self.latent_dim})")
+
+
+@dataclass
+class MLPModelConfig(ModelConfig):
+    """The seed's and pytorch/examples' VAE: D -> hidden -> (mu, logvar) -> hidden -> D."""
+
+    name: str = MISSING
+    hidden_dim: int = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fixed_name("model", self)
+        _require(self.hidden_dim >= 1, f"model.hidden_dim must be >= 1 (got {self.hidden_dim})")
+
+
+# --------------------------------------------------------------------------- top level
+@dataclass
+class Config:
+    """The whole run. Short top-level knobs read like the seed's hyper-parameter table."""
+
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    reduction: ReductionConfig = MISSING
+    annealing: AnnealingConfig = MISSING
+    device: DeviceConfig = MISSING
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+
+    lr: float = MISSING
+    beta: float = MISSING
+    epochs: int = MISSING
+    batch_size: int = MISSING
+    seed: int = MISSING
+    grad_clip: Optional[float] = MISSING
+    # KL per latent dimension (nats, test-set mean) above which a dimension counts as active
+    active_threshold: float = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            math.isfinite(self.lr) and self.lr > 0,
+            f"lr must be > 0 (got {self.lr}); the seed recommends 1e-4 to 1e-3, e.g. lr=1e-3",
+        )
+        _require(
+            math.isfinite(self.beta) and self.beta >= 0,
+            f"beta must be >= 0 (got {self.beta}); the seed's VAE uses beta=1.0",
+        )
+        _require(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
+        _require(
+            self.batch_size >= 1,
+            f"batch_size must be >= 1 (got {self.batch_size}); the seed uses 128",
+        )
+        _require(
+            self.grad_clip is None or self.grad_clip >= 0,
+            f"grad_clip must be >= 0 (got {self.grad_clip}); 0 or null disables clipping, "
+            "the seed recommends 1.0 to 5.0",
+        )
+        _require(
+            self.active_threshold >= 0,
+            f"active_threshold must be >= 0 nats (got {self.active_threshold})",
+        )
+
+    @property
+    def clip_norm(self) -> Optional[float]:
+        """The max-norm to clip to, or None when clipping is off (grad_clip 0 or null)."""
+        return self.grad_clip if self.grad_clip else None
+
+
+# Each option's schema, by group and option name. The YAML files in conf/<group>/ name
+# `/schema/<group>/<option>@_here_` in their defaults list, so composing an option types it.
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "optimizer": {"adam": AdamConfig, "adamw": AdamWConfig, "sgd": SGDConfig},
+    "scheduler": {
+        "plateau": PlateauConfig,
+        "cosine": CosineConfig,
+        "step": StepConfig,
+        "none": NoSchedulerConfig,
+    },
+    "reduction": {"reduction": ReductionConfig},
+    "annealing": {
+        "linear": LinearAnnealingConfig,
+        "constant": ConstantAnnealingConfig,
+        "cyclical": CyclicalAnnealingConfig,
+        "sigmoid": SigmoidAnnealingConfig,
+    },
+    "device": {"device": DeviceConfig},
+    "data": {"digits": DigitsDataConfig},
+    "model": {"mlp": MLPModelConfig},
+}
+
+
+_OPTION_OF_SCHEMA = {
+    schema: option for options in GROUP_SCHEMAS.values() for option, schema in options.items()
+}
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore. Idempotent; called before Hydra composes."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(name="base_config", node=Config)
+    for group, options in GROUP_SCHEMAS.items():
+        for option, schema in options.items():
+            store.store(group=f"schema/{group}", name=option, node=schema)
+
+
+def unknown_keys(cfg: Any, schema: type = Config, prefix: str = "") -> list[str]:
+    """Keys in a composed config that its schema does not declare.
+
+    Hydra lets `+misspelt_key=1` into a structured config silently; this finds such keys so the
+    run can refuse them instead of ignoring a typo.
+    """
+    import dataclasses
+
+    from omegaconf import DictConfig, OmegaConf
+
+    found: list[str] = []
+    node_type = OmegaConf.get_type(cfg) if isinstance(cfg, DictConfig) else None
+    schema = node_type if dataclasses.is_dataclass(node_type) else schema
+    declared = {f.name: f for f in dataclasses.fields(schema)}
+    for key in cfg:
+        full = f"{prefix}{key}"
+        if key not in declared:
+            found.append(full)
+            continue
+        child = cfg._get_node(key)
+        if isinstance(child, DictConfig) and not child._is_missing() and not child._is_none():
+            child_type = OmegaConf.get_type(child)
+            if dataclasses.is_dataclass(child_type):
+                found.extend(unknown_keys(child, child_type, f"{full}."))
+    return found

@@ -1,0 +1,120 @@
+"""The only module that draws on the terminal (rich).
+
+On a terminal: a transient progress bar over each epoch's batches. Elsewhere (CI logs, pipes):
+no bar and no control codes, just one plain line per epoch. The last line of a run's output
+names its run directory, so a script can `tail -n 1` it.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def make_console(file=None) -> Console:
+    return Console(file=file or sys.stdout, highlight=False)
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, for errors the user can fix."""
+    Console(file=sys.stderr, highlight=False).print(
+        f"[bold red]Error:[/] {message}", soft_wrap=True
+    )
+
+
+def print_warning(console: Console, message: str) -> None:
+    console.print(f"[yellow]Warning:[/] {message}", soft_wrap=True)
+
+
+class BatchProgress:
+    """A per-epoch progress bar. `advance()` only counts: it never reads a tensor (no sync)."""
+
+    def __init__(self, console: Console, total_batches: int) -> None:
+        self._total = total_batches
+        self._progress = None
+        if console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+        self._task = None
+
+    @contextmanager
+    def epoch(self, epoch: int):
+        if self._progress is None:
+            yield self
+            return
+        with self._progress:
+            self._task = self._progress.add_task("train", total=self._total, epoch=epoch)
+            try:
+                yield self
+            finally:
+                self._progress.remove_task(self._task)
+                self._task = None
+
+    def advance(self) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task)
+
+
+def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:
+    """The seed's progress line, every epoch."""
+    width = len(str(epochs))
+    console.print(
+        f"Epoch {record['epoch']:{width}d}/{epochs} | "
+        f"Train: {record['train_loss']:.2f} (R:{record['train_recon']:.2f} "
+        f"K:{record['train_kl']:.2f}) | Test: {record['test_loss']:.2f} | "
+        f"β_eff: {record['kl_weight']:.3f} | lr: {record['lr']:.2e} | "
+        f"active: {record['active_units']}",
+        soft_wrap=True,
+    )
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> None:
+    """The end-of-run table; its last line names the run directory."""
+    status = history["status"]
+    colour = {"completed": "green", "diverged": "red"}.get(status, "yellow")
+    table = Table(title="vae-train summary", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+
+    def last(key: str) -> Any:
+        return history[key][-1] if history[key] else None
+
+    rows = [
+        ("status", f"[{colour}]{status}[/]"),
+        ("epochs run", f"{len(history['epoch'])} of {history['config']['epochs']}"),
+        ("best epoch", _fmt(history["best_epoch"], "d")),
+        ("best test loss", _fmt(history["best_test_loss"])),
+        ("final test loss", _fmt(last("test_loss"))),
+        ("final test recon / KL", f"{_fmt(last('test_recon'))} / {_fmt(last('test_kl'))}"),
+        ("active units", f"{_fmt(last('active_units'), 'd')} of {history['latent_dim']}"),
+        ("final lr", _fmt(last("lr"), ".2e")),
+        ("device", history["device"]),
+        ("seconds", _fmt(sum(history["epoch_seconds"]), ".1f")),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"Run directory: {Path(run_dir).resolve()}", soft_wrap=True, markup=False)

@@ -1,0 +1,32 @@
+"""Exit codes of vae-train, documented in the README, and the per-process record of job outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    COMPLETED = 0
+    FAILED = 1  # an unexpected error: a bug, a full disk, a crash in a job
+    CONFIG = 2  # bad command line or config: nothing was trained
+    DIVERGED = 3  # the loss or gradient became non-finite
+    INTERRUPTED = 130  # SIGINT (Ctrl-C); 128 + 2, as shells report it
+    TERMINATED = 143  # SIGTERM (SLURM, CI); 128 + 15
+
+
+@dataclass
+class Outcome:
+    """What the jobs of this process ended with; read by cli.main after Hydra returns."""
+
+    job_started: bool = False
+    codes: list[int] = field(default_factory=list)
+
+    def exit_code(self) -> int:
+        if not self.codes:
+            return ExitCode.COMPLETED
+        failed = [c for c in self.codes if c != ExitCode.COMPLETED]
+        return max(failed) if failed else ExitCode.COMPLETED
+
+
+outcome = Outcome()

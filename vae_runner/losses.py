@@ -1,0 +1,59 @@
+"""The ELBO's parts, and the one explicit switch between the two batch reductions.
+
+`elbo_terms` returns per-sample reconstruction NLL and per-sample, per-dimension KL, so that every
+reported number is per sample (and comparable across reductions and batch sizes) whatever the
+training loss does with them.
+
+Reductions (the seed's "Loss Normalization"):
+- `sum`:  loss = sum_i sum_d recon_id + w * sum_i sum_j kl_ij      (the seed's)
+- `mean`: loss = (1/B) * [sum_i sum_d recon_id + w * sum_i sum_j kl_ij]
+Both reduce the two terms the same way, so the reconstruction/KL balance (the effective beta) is
+identical; `sum` only scales the gradient by the batch size B, which matters for the learning rate,
+for SGD and for gradient clipping. A per-element mean of the reconstruction (dividing it by D as
+well, as `F.mse_loss` does by default) would instead weaken it by D against the KL.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class ElboTerms(NamedTuple):
+    recon: torch.Tensor  # [B]: Bernoulli negative log-likelihood per sample, nats
+    kl_by_dim: torch.Tensor  # [B, latent_dim]: KL(q(z|x) || N(0, I)) per sample and dimension
+
+    @property
+    def kl(self) -> torch.Tensor:  # [B]
+        return self.kl_by_dim.sum(dim=1)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Per-sample binary cross-entropy, summed over the data dimensions.
+
+    Equal to the seed's `F.binary_cross_entropy(sigmoid(logits), x)`, computed from logits so it
+    stays finite (a diverging run then shows up as a non-finite loss, not a device assert).
+    """
+    nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
+    return nll.flatten(start_dim=1).sum(dim=1)
+
+
+def gaussian_kl_by_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, 1)) per element, the seed's closed form."""
+    return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def elbo_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
+    return ElboTerms(recon=bernoulli_nll(logits, x), kl_by_dim=gaussian_kl_by_dim(mu, logvar))
+
+
+def training_loss(terms: ElboTerms, kl_weight: float, reduction: str) -> torch.Tensor:
+    """The scalar that is back-propagated: recon + kl_weight * KL under `reduction`."""
+    per_sample = terms.recon + kl_weight * terms.kl
+    if reduction == "sum":
+        return per_sample.sum()
+    if reduction == "mean":
+        return per_sample.mean()
+    raise ValueError(f"unknown reduction {reduction!r}: use sum or mean")
