@@ -20,7 +20,16 @@ from vae_runner.config import GROUP_SCHEMAS, Config, ConfigError
 
 from helpers import compose_config, typed_config
 
-GROUPS = ("optimizer", "scheduler", "reduction", "annealing", "device", "data", "model")
+GROUPS = (
+    "optimizer",
+    "scheduler",
+    "reduction",
+    "annealing",
+    "device",
+    "data",
+    "model",
+    "likelihood",
+)
 
 
 def shipped_options() -> list[tuple[str, str]]:
@@ -37,7 +46,7 @@ def shipped_options() -> list[tuple[str, str]]:
 def test_every_group_ships_options():
     groups = {group for group, _ in shipped_options()}
     assert groups == set(GROUPS)
-    assert len(shipped_options()) >= 18
+    assert len(shipped_options()) >= 23
 
 
 def test_defaults_are_the_issue_s_public_interface():
@@ -80,7 +89,7 @@ def test_every_option_composes_and_builds(group, option):
                 build_device(cfg.device)
             return
     device = build_device(cfg.device)
-    model = build_model(cfg.model, (1, 8, 8)).to(device)
+    model = build_model(cfg.model, cfg.likelihood, (1, 8, 8)).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
     assert optimizer.param_groups[0]["lr"] == cfg.lr

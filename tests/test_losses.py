@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vae_runner.losses import elbo_terms, gaussian_kl_by_dim, training_loss
+from vae_runner.losses import (
+    bernoulli_nll,
+    elbo_terms,
+    gaussian_kl_by_dim,
+    gaussian_nll,
+    training_loss,
+)
 
 
 def fixed_batch(batch: int = 6, data_dim: int = 12, latent: int = 4, seed: int = 0):
@@ -27,7 +35,7 @@ def seed_terms(logits, x, mu, logvar):
 
 def test_terms_equal_the_seed_formulas():
     logits, x, mu, logvar = fixed_batch()
-    terms = elbo_terms(logits, x, mu, logvar)
+    terms = elbo_terms(bernoulli_nll(logits, x), mu, logvar)
     recon, kl = seed_terms(logits, x, mu, logvar)
     assert terms.recon.shape == (6,) and terms.kl_by_dim.shape == (6, 4)
     torch.testing.assert_close(terms.recon.sum(), recon, rtol=1e-5, atol=1e-4)
@@ -38,7 +46,7 @@ def test_terms_equal_the_seed_formulas():
 def test_sum_reduction_is_the_seed_loss(beta):
     logits, x, mu, logvar = fixed_batch()
     recon, kl = seed_terms(logits, x, mu, logvar)
-    loss = training_loss(elbo_terms(logits, x, mu, logvar), beta, "sum")
+    loss = training_loss(elbo_terms(bernoulli_nll(logits, x), mu, logvar), beta, "sum")
     torch.testing.assert_close(loss, recon + beta * kl, rtol=1e-5, atol=1e-4)
 
 
@@ -46,7 +54,7 @@ def test_sum_reduction_is_the_seed_loss(beta):
 def test_mean_reduction_divides_both_terms_by_the_batch(beta):
     logits, x, mu, logvar = fixed_batch(batch=6)
     recon, kl = seed_terms(logits, x, mu, logvar)
-    loss = training_loss(elbo_terms(logits, x, mu, logvar), beta, "mean")
+    loss = training_loss(elbo_terms(bernoulli_nll(logits, x), mu, logvar), beta, "mean")
     torch.testing.assert_close(loss, (recon + beta * kl) / 6, rtol=1e-5, atol=1e-4)
 
 
@@ -57,7 +65,7 @@ def test_kl_is_zero_at_the_prior_and_positive_elsewhere():
 
 
 def test_unknown_reduction_is_refused():
-    terms = elbo_terms(*fixed_batch())
+    terms = elbo_terms(bernoulli_nll(*fixed_batch()[:2]), *fixed_batch()[2:])
     with pytest.raises(ValueError, match="unknown reduction 'median'"):
         training_loss(terms, 1.0, "median")
 
@@ -72,7 +80,9 @@ def _param_grads(reduction: str, copies: int, beta: float = 1.0):
     def rep(t):
         return t.repeat(copies, 1)
 
-    terms = elbo_terms(rep(logits) * w_decoder, rep(x), rep(mu) * w_encoder, rep(logvar))
+    terms = elbo_terms(
+        bernoulli_nll(rep(logits) * w_decoder, rep(x)), rep(mu) * w_encoder, rep(logvar)
+    )
     training_loss(terms, beta, reduction).backward()
     return w_decoder.grad, w_encoder.grad
 
@@ -102,5 +112,17 @@ def test_both_reductions_keep_the_recon_kl_balance():
     # a per-element mean of the reconstruction (F.*(reduction="mean")) would shrink it by D:
     logits, x, mu, logvar = fixed_batch()
     per_element = F.binary_cross_entropy_with_logits(logits, x, reduction="mean")
-    terms = elbo_terms(logits, x, mu, logvar)
+    terms = elbo_terms(bernoulli_nll(logits, x), mu, logvar)
     torch.testing.assert_close(per_element * x.shape[1], terms.recon.mean())
+
+
+def test_gaussian_nll_is_the_normal_log_density():
+    g = torch.Generator().manual_seed(1)
+    mean, x = torch.rand(4, 10, generator=g), torch.rand(4, 10, generator=g)
+    for sigma in (0.1, 1.0, 2.5):
+        log_sigma = torch.tensor(math.log(sigma))
+        expected = -torch.distributions.Normal(mean, sigma).log_prob(x).sum(dim=1)
+        torch.testing.assert_close(gaussian_nll(mean, x, log_sigma), expected)
+    # with sigma = 1 it is half the summed squared error plus a constant per dimension
+    half_sse = 0.5 * (x - mean).pow(2).sum(dim=1) + 10 * 0.5 * math.log(2 * math.pi)
+    torch.testing.assert_close(gaussian_nll(mean, x, torch.tensor(0.0)), half_sse)

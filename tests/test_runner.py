@@ -179,3 +179,34 @@ def test_non_finite_numbers_are_written_as_null(tmp_path):
 def test_output_off_a_terminal_has_no_control_codes(tmp_path):
     _, output = train(tmp_path, "epochs=2")
     assert "\x1b" not in output and "\r" not in output
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["model=conv"],
+        ["likelihood=bernoulli", "likelihood.binarize=none"],
+        ["likelihood=bernoulli", "likelihood.binarize=static"],
+        ["likelihood=bernoulli", "likelihood.binarize=dynamic"],
+        ["likelihood=gaussian", "likelihood.variance=fixed"],
+        ["likelihood=gaussian", "likelihood.variance=learned"],
+        ["model=conv", "likelihood=gaussian", "likelihood.variance=learned"],
+    ],
+    ids=lambda o: " ".join(o),
+)
+def test_every_model_and_likelihood_trains(tmp_path, overrides):
+    history, _ = train(tmp_path, "epochs=2", *overrides)
+    assert history["status"] == "completed"
+    assert all(math.isfinite(v) for v in history["test_loss"])
+    assert history["test_loss"][-1] < history["initial_test_loss"]
+
+
+def test_learned_gaussian_variance_is_trained(tmp_path):
+    cfg = typed_config("device=cpu", "likelihood=gaussian", "likelihood.variance=learned")
+    from vae_runner.build import build_model
+
+    model = build_model(cfg.model, cfg.likelihood, (1, 8, 8))
+    assert any(p is model.likelihood.log_sigma for p in model.parameters())
+    fixed = build_model(cfg.model, typed_config("likelihood=gaussian").likelihood, (1, 8, 8))
+    assert all(p is not fixed.likelihood.log_sigma for p in fixed.parameters())
+    assert float(fixed.likelihood.log_sigma.exp()) == pytest.approx(0.1)

@@ -7,9 +7,13 @@ import torch
 from vae_runner.config import (
     AdamConfig,
     AdamWConfig,
+    BernoulliLikelihoodConfig,
     ConfigError,
+    ConvModelConfig,
     CosineConfig,
     DeviceConfig,
+    GaussianLikelihoodConfig,
+    LikelihoodConfig,
     MLPModelConfig,
     ModelConfig,
     NoSchedulerConfig,
@@ -19,7 +23,7 @@ from vae_runner.config import (
     SGDConfig,
     StepConfig,
 )
-from vae_runner.model import MLPVAE
+from vae_runner.model import MLPVAE, VAE, BernoulliLikelihood, ConvVAE, GaussianLikelihood
 
 
 def build_device(cfg: DeviceConfig) -> torch.device:
@@ -47,10 +51,32 @@ def build_device(cfg: DeviceConfig) -> torch.device:
     raise ConfigError(f"unknown device.name {cfg.name!r}")
 
 
-def build_model(cfg: ModelConfig, image_shape: tuple[int, ...]) -> torch.nn.Module:
+def build_likelihood(cfg: LikelihoodConfig) -> torch.nn.Module:
+    match cfg:
+        case BernoulliLikelihoodConfig():
+            return BernoulliLikelihood()
+        case GaussianLikelihoodConfig():
+            return GaussianLikelihood(cfg.sigma, learned=cfg.variance == "learned")
+    raise ConfigError(f"unknown likelihood {cfg.name!r}")
+
+
+def build_model(
+    cfg: ModelConfig, likelihood: LikelihoodConfig, image_shape: tuple[int, ...]
+) -> VAE:
+    decoder_likelihood = build_likelihood(likelihood)
     match cfg:
         case MLPModelConfig():
-            return MLPVAE(image_shape, hidden_dim=cfg.hidden_dim, latent_dim=cfg.latent_dim)
+            return MLPVAE(image_shape, cfg.hidden_dim, cfg.latent_dim, decoder_likelihood)
+        case ConvModelConfig():
+            _, height, width = image_shape
+            if height % 4 or width % 4:
+                raise ConfigError(
+                    f"model=conv needs image sides divisible by 4 but the data's images are "
+                    f"{height}x{width}; use model=mlp"
+                )
+            return ConvVAE(
+                image_shape, cfg.channels, cfg.hidden_dim, cfg.latent_dim, decoder_likelihood
+            )
     raise ConfigError(f"unknown model {cfg.name!r}")
 
 

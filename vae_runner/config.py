@@ -284,6 +284,68 @@ class DigitsDataConfig(DataConfig):
         )
 
 
+@dataclass
+class MNISTDataConfig(DataConfig):
+    """torchvision's MNIST, from local IDX files first (see idx.py for where it looks)."""
+
+    name: str = MISSING
+    root: Optional[str] = MISSING  # a folder of the four IDX files; null = search (README)
+    download: bool = MISSING  # let torchvision download when the files are found nowhere
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fixed_name("data", self)
+
+
+@dataclass
+class FashionMNISTDataConfig(MNISTDataConfig):
+    """torchvision's FashionMNIST; the same files and rules as MNIST."""
+
+
+# --------------------------------------------------------------------------- likelihood
+@dataclass
+class LikelihoodConfig:
+    name: str = MISSING
+
+
+BINARIZE = ("none", "static", "dynamic")
+
+
+@dataclass
+class BernoulliLikelihoodConfig(LikelihoodConfig):
+    """Binary cross-entropy on grey levels (the seed's), optionally on binarised data."""
+
+    name: str = MISSING
+    binarize: str = MISSING  # none | static (thresholded once) | dynamic (resampled every epoch)
+
+    def __post_init__(self) -> None:
+        _fixed_name("likelihood", self)
+        _require(
+            self.binarize in BINARIZE,
+            f"likelihood.binarize must be one of {', '.join(BINARIZE)} (got {self.binarize})",
+        )
+
+
+@dataclass
+class GaussianLikelihoodConfig(LikelihoodConfig):
+    """N(x | decoder mean, sigma^2 I): a squared-error decoder whose NLL is in nats."""
+
+    name: str = MISSING
+    variance: str = MISSING  # fixed | learned (one scalar sigma, starting at `sigma`)
+    sigma: float = MISSING
+
+    def __post_init__(self) -> None:
+        _fixed_name("likelihood", self)
+        _require(
+            self.variance in ("fixed", "learned"),
+            f"likelihood.variance must be fixed or learned (got {self.variance})",
+        )
+        _require(
+            math.isfinite(self.sigma) and self.sigma > 0,
+            f"likelihood.sigma must be > 0 (got {self.sigma}); 0.1 suits grey levels in [0, 1]",
+        )
+
+
 # --------------------------------------------------------------------------- model
 @dataclass
 class ModelConfig:
@@ -307,6 +369,21 @@ class MLPModelConfig(ModelConfig):
         _require(self.hidden_dim >= 1, f"model.hidden_dim must be >= 1 (got {self.hidden_dim})")
 
 
+@dataclass
+class ConvModelConfig(ModelConfig):
+    """A small convolutional VAE: two stride-2 convolutions each way (sides divisible by 4)."""
+
+    name: str = MISSING
+    channels: int = MISSING  # channels of the first convolution (the second has twice as many)
+    hidden_dim: int = MISSING
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _fixed_name("model", self)
+        _require(self.channels >= 1, f"model.channels must be >= 1 (got {self.channels})")
+        _require(self.hidden_dim >= 1, f"model.hidden_dim must be >= 1 (got {self.hidden_dim})")
+
+
 # --------------------------------------------------------------------------- top level
 @dataclass
 class Config:
@@ -319,6 +396,7 @@ class Config:
     device: DeviceConfig = MISSING
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
+    likelihood: LikelihoodConfig = MISSING
 
     lr: float = MISSING
     beta: float = MISSING
@@ -377,8 +455,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "sigmoid": SigmoidAnnealingConfig,
     },
     "device": {"device": DeviceConfig},
-    "data": {"digits": DigitsDataConfig},
-    "model": {"mlp": MLPModelConfig},
+    "data": {
+        "digits": DigitsDataConfig,
+        "mnist": MNISTDataConfig,
+        "fashion_mnist": FashionMNISTDataConfig,
+    },
+    "model": {"mlp": MLPModelConfig, "conv": ConvModelConfig},
+    "likelihood": {"bernoulli": BernoulliLikelihoodConfig, "gaussian": GaussianLikelihoodConfig},
 }
 
 

@@ -6,12 +6,20 @@ a time, so the whole set lives on the device with no per-sample Python work.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from vae_runner.config import DataConfig, DigitsDataConfig
+from vae_runner import idx
+from vae_runner.config import (
+    BernoulliLikelihoodConfig,
+    DataConfig,
+    DigitsDataConfig,
+    LikelihoodConfig,
+    MNISTDataConfig,
+)
 
 
 @dataclass
@@ -20,6 +28,9 @@ class ImageData:
     test: torch.Tensor  # [M, C, H, W], uint8 grey levels
     max_level: float  # the grey level that maps to 1.0 (255 for MNIST, 16 for digits)
     name: str
+    train_labels: torch.Tensor  # [N] int64 class labels (for plots; never used in training)
+    test_labels: torch.Tensor  # [M]
+    resample_train: bool = False  # dynamic binarisation: draw Bernoulli(x) for every batch
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -29,31 +40,105 @@ class ImageData:
         """A batch of stored grey levels as float32 in [0, 1]."""
         return levels.float().div_(self.max_level)
 
+    def train_batch(self, index: torch.Tensor) -> torch.Tensor:
+        x = self.to_float(self.train[index])
+        return torch.bernoulli(x) if self.resample_train else x
+
     def to(self, device: torch.device) -> ImageData:
-        return ImageData(self.train.to(device), self.test.to(device), self.max_level, self.name)
+        return replace(self, train=self.train.to(device), test=self.test.to(device))
 
 
 def load_digits(cfg: DigitsDataConfig) -> ImageData:
     """scikit-learn's 8x8 digits (bundled, offline), split once with a fixed permutation."""
     from sklearn.datasets import load_digits as sklearn_digits  # 1.3 s to import: only when used
 
-    images = sklearn_digits().images.astype(np.uint8)  # [1797, 8, 8], levels 0..16
+    bunch = sklearn_digits()
+    images = bunch.images.astype(np.uint8)  # [1797, 8, 8], levels 0..16
+    labels = torch.from_numpy(bunch.target.astype(np.int64))
     # The split must not follow the run's `seed`: runs with different seeds see the same test set.
     order = np.random.default_rng(20260101).permutation(len(images))
     n_test = round(len(images) * cfg.test_fraction)
     test, train = images[order[:n_test]], images[order[n_test:]]
     as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a)).unsqueeze(1)  # noqa: E731
-    return ImageData(as_tensor(train), as_tensor(test), max_level=16.0, name="digits")
+    return ImageData(
+        as_tensor(train),
+        as_tensor(test),
+        max_level=16.0,
+        name="digits",
+        train_labels=labels[order[n_test:]],
+        test_labels=labels[order[:n_test]],
+    )
 
 
-def load_data(cfg: DataConfig) -> ImageData:
+def load_torchvision(cfg: MNISTDataConfig) -> ImageData:
+    """MNIST or Fashion-MNIST through torchvision's own classes, from local files first."""
+    from torchvision import datasets  # 4 s to import: only when used
+
+    cls = getattr(datasets, idx.TORCHVISION_CLASS[cfg.name])
+    places = idx.places_to_look(cfg.name, cfg.root)
+    root = None
+    for place in places:
+        files = idx.find_files(place.path)
+        if files and (place.direct or place.path.name == "raw"):
+            root = idx.torchvision_root(files, cfg.name)
+            break
+    if root is None:
+        if not cfg.download:
+            raise idx.DataError(idx.not_found_message(cfg.name, places, None))
+        root = Path(cfg.root).expanduser() if cfg.root else Path("data")
+        try:
+            cls(root, train=True, download=True)
+            cls(root, train=False, download=True)
+        except Exception as err:  # offline, a proxy, a full disk: all end the same way
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise idx.DataError(idx.not_found_message(cfg.name, places, reason)) from None
+        files = idx.find_files(root / cls.__name__ / "raw")
+        if not files:
+            raise idx.DataError(idx.not_found_message(cfg.name, places, "no files after it"))
+        root = idx.torchvision_root(files, cfg.name)  # checks what was downloaded
+    train = cls(root, train=True, download=False)
+    test = cls(root, train=False, download=False)
+    return ImageData(
+        train.data.unsqueeze(1),
+        test.data.unsqueeze(1),
+        max_level=255.0,
+        name=cfg.name,
+        train_labels=train.targets,
+        test_labels=test.targets,
+    )
+
+
+def binarize(data: ImageData, mode: str) -> ImageData:
+    """Apply a Bernoulli likelihood's binarisation (see conf/likelihood/bernoulli.yaml).
+
+    Binarised images are stored as levels 0 or `max_level`, so batches convert as before.
+    """
+    if mode == "none":
+        return data
+    top = int(data.max_level)
+    if mode == "static":
+        threshold = lambda t: (t.float() >= data.max_level / 2).to(torch.uint8) * top  # noqa: E731
+        return replace(data, train=threshold(data.train), test=threshold(data.test))
+    # dynamic: the test set is sampled once with a fixed seed, so every run meets the same one
+    fixed = torch.Generator().manual_seed(0)
+    test = torch.bernoulli(data.to_float(data.test), generator=fixed).to(torch.uint8) * top
+    return replace(data, test=test, resample_train=True)
+
+
+def load_data(cfg: DataConfig, likelihood: LikelihoodConfig | None = None) -> ImageData:
     match cfg:
         case DigitsDataConfig():
             data = load_digits(cfg)
+        case MNISTDataConfig():
+            data = load_torchvision(cfg)
         case _:
             raise ValueError(f"unknown data set {cfg.name!r}")
     if cfg.limit is not None:
-        data.train = data.train[: cfg.limit]
+        data = replace(
+            data, train=data.train[: cfg.limit], train_labels=data.train_labels[: cfg.limit]
+        )
+    if isinstance(likelihood, BernoulliLikelihoodConfig):
+        data = binarize(data, likelihood.binarize)
     return data
 
 

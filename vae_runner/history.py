@@ -45,6 +45,7 @@ def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
         status="running",
         best_epoch=None,
         best_test_loss=None,
+        initial_test_loss=None,
         **meta,
         config=config,
     )

@@ -15,6 +15,7 @@ well, as `F.mse_loss` does by default) would instead weaken it by D against the 
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -45,8 +46,20 @@ def gaussian_kl_by_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def elbo_terms(logits: torch.Tensor, x: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor):
-    return ElboTerms(recon=bernoulli_nll(logits, x), kl_by_dim=gaussian_kl_by_dim(mu, logvar))
+def gaussian_nll(mean: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
+    """Per-sample -log N(x | mean, sigma^2 I), summed over the data dimensions (nats).
+
+    0.5 * sum_d [((x - mean) / sigma)^2 + log(2 pi sigma^2)]: a squared error whose scale and
+    constant make it a likelihood, so Gaussian and Bernoulli runs report the same kind of number.
+    """
+    z = (x - mean) * torch.exp(-log_sigma)
+    per_element = 0.5 * z.pow(2) + log_sigma + 0.5 * math.log(2 * math.pi)
+    return per_element.flatten(start_dim=1).sum(dim=1)
+
+
+def elbo_terms(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> ElboTerms:
+    """Bundle a per-sample reconstruction NLL with the posterior's KL per dimension."""
+    return ElboTerms(recon=recon, kl_by_dim=gaussian_kl_by_dim(mu, logvar))
 
 
 def training_loss(terms: ElboTerms, kl_weight: float, reduction: str) -> torch.Tensor:
