@@ -48,3 +48,34 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
+
+
+def start_cli(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """Start `vae-train` in the background (its own process, so signals reach only it)."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    return subprocess.Popen(
+        [vae_train_executable(), *args],
+        cwd=cwd,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen, timeout=240) -> None:
+    """Block until history.json records `epochs` finished epochs."""
+    import json
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"vae-train ended early with exit code {process.returncode}")
+        try:
+            if len(json.loads((run_dir / "history.json").read_text())["epoch"]) >= epochs:
+                return
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"no {epochs} epochs within {timeout} s")

@@ -210,3 +210,19 @@ def test_learned_gaussian_variance_is_trained(tmp_path):
     fixed = build_model(cfg.model, typed_config("likelihood=gaussian").likelihood, (1, 8, 8))
     assert all(p is not fixed.likelihood.log_sigma for p in fixed.parameters())
     assert float(fixed.likelihood.log_sigma.exp()) == pytest.approx(0.1)
+
+
+def test_an_interrupted_history_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "history.json"
+    write_json_atomic(path, {"status": "running"})
+
+    def half_then_crash(f):
+        f.write(b'{"status": "compl')
+        raise KeyboardInterrupt  # a signal in the middle of the write
+
+    from vae_runner.history import replace_atomically
+
+    with pytest.raises(KeyboardInterrupt):
+        replace_atomically(path, half_then_crash)
+    assert json.loads(path.read_text()) == {"status": "running"}
+    assert [p.name for p in tmp_path.iterdir()] == ["history.json"]

@@ -18,7 +18,20 @@ from vae_runner.console import print_error
 from vae_runner.exit_codes import ExitCode, outcome
 from vae_runner.history import HISTORY_FILE
 
-STATUS_EXIT = {"completed": ExitCode.COMPLETED, "diverged": ExitCode.DIVERGED}
+
+def exit_code_of(history: dict, cfg: Config) -> ExitCode:
+    status = history["status"]
+    if status == "completed":
+        return ExitCode.COMPLETED
+    if status == "diverged":
+        return ExitCode.COMPLETED if cfg.on_divergence == "stop" else ExitCode.DIVERGED
+    if status == "interrupted":
+        return (
+            ExitCode.TERMINATED
+            if history.get("interrupted_by") == "SIGTERM"
+            else (ExitCode.INTERRUPTED)
+        )
+    return ExitCode.FAILED
 
 
 def to_typed(cfg: DictConfig) -> Config:
@@ -50,19 +63,37 @@ def _refuse_used_dir(run_dir: Path) -> None:
         )
 
 
-def run_job(cfg: DictConfig, run_dir: Path) -> float:
+def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
     """Run one job and record its exit code. Returns the best test loss (inf if there is none)."""
     outcome.job_started = True
     code, objective = ExitCode.FAILED, float("inf")
+    if outcome.interrupted:  # Ctrl-C in an earlier job of this sweep: start nothing more
+        outcome.codes.append(int(ExitCode.INTERRUPTED))
+        return objective
     try:
         typed = to_typed(cfg)
-        _refuse_used_dir(run_dir)
+        checkpoint = None
+        if typed.resume is not None:
+            from vae_runner.resume import load_for_resume  # imports torch
+
+            typed, checkpoint = load_for_resume(run_dir, overrides, typed)
+        else:
+            _refuse_used_dir(run_dir)
         from vae_runner.runner import run  # imports torch: only once a job really runs
 
-        history = run(typed, run_dir)
-        code = STATUS_EXIT.get(history["status"], ExitCode.FAILED)
+        history = run(typed, run_dir, checkpoint=checkpoint)
+        code = exit_code_of(history, typed)
         if history["status"] == "completed" and history["best_test_loss"] is not None:
             objective = history["best_test_loss"]
+    except KeyboardInterrupt:  # Ctrl-C before training started (imports, data loading)
+        print_error("interrupted before the first epoch; nothing to resume")
+        code = ExitCode.INTERRUPTED
+    except OSError as err:  # a full disk, a folder that cannot be written: no traceback needed
+        print_error(
+            f"{err.strerror or err} ({err.filename or run_dir}); the run directory "
+            "keeps every finished epoch"
+        )
+        code = ExitCode.FAILED
     except ConfigError as err:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             traceback.print_exc()
@@ -72,5 +103,7 @@ def run_job(cfg: DictConfig, run_dir: Path) -> float:
         traceback.print_exc()
         print_error(f"{type(err).__name__}: {err} (run directory: {run_dir})")
         code = ExitCode.FAILED
+    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
+        outcome.interrupted = True
     outcome.codes.append(int(code))
     return objective

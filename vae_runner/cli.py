@@ -5,6 +5,7 @@ Imports no torch: `vae-train --help` and `vae-train --cfg job` answer at once.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,25 +23,70 @@ from vae_runner.history import HISTORY_FILE
 def _train(cfg: DictConfig) -> float:
     from vae_runner.app import run_job
 
-    return run_job(cfg, Path(HydraConfig.get().runtime.output_dir))
+    hydra_cfg = HydraConfig.get()
+    return run_job(cfg, Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task))
 
 
 def _refuse_existing_run_dir(argv: list[str]) -> None:
     """Stop before Hydra rewrites .hydra/ of a finished run named by `hydra.run.dir=...`."""
-    if "-m" in argv or "--multirun" in argv:
+    if "-m" in argv or "--multirun" in argv or _last_value(argv, "resume") not in (None, "null"):
         return
-    dirs = [a.split("=", 1)[1] for a in argv if a.startswith("hydra.run.dir=")]
-    if dirs and (Path(dirs[-1]) / HISTORY_FILE).exists():
+    chosen = _last_value(argv, "hydra.run.dir")
+    if chosen and (Path(chosen) / HISTORY_FILE).exists():
         print_error(
-            f"{dirs[-1]} already holds a run ({HISTORY_FILE}); it is not overwritten: "
-            "choose another hydra.run.dir"
+            f"{chosen} already holds a run ({HISTORY_FILE}); it is not overwritten: "
+            f"choose another hydra.run.dir, or continue it with resume={chosen}"
+        )
+        sys.exit(ExitCode.CONFIG)
+
+
+def _last_value(argv: list[str], key: str) -> str | None:
+    values = [a.split("=", 1)[1] for a in argv if a.startswith(f"{key}=")]
+    return values[-1] if values else None
+
+
+def _resume_into_its_directory(argv: list[str]) -> list[str]:
+    """`resume=DIR` runs in DIR itself, and Hydra must not rewrite DIR/.hydra (the original)."""
+    target = _last_value(argv, "resume")
+    if target in (None, "null"):
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        print_error("resume= continues one run: drop -m (resume each sweep job on its own)")
+        sys.exit(ExitCode.CONFIG)
+    path = str(Path(target.strip("'\"")).expanduser().resolve())
+    if not Path(path).is_dir():
+        print_error(f"resume={target}: no such directory")
+        sys.exit(ExitCode.CONFIG)
+    if "'" in path or "\\" in path:
+        print_error(f"resume={target}: a run directory whose path has quotes cannot be resumed")
+        sys.exit(ExitCode.CONFIG)
+    kept = [
+        a for a in argv if not a.startswith(("resume=", "hydra.run.dir=", "hydra.output_subdir="))
+    ]
+    return [*kept, f"resume='{path}'", f"hydra.run.dir='{path}'", "hydra.output_subdir=null"]
+
+
+def _refuse_unwritable_output(argv: list[str]) -> None:
+    """Say in one line that the output folder cannot be made (Hydra would print a traceback)."""
+    multirun = "-m" in argv or "--multirun" in argv
+    chosen = _last_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    target = Path(chosen.strip("'\"")).expanduser() if chosen else Path("outputs")
+    existing = target.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        print_error(
+            f"cannot create the run directory {target}: {existing} is not a writable folder; "
+            "choose another with hydra.run.dir=... (hydra.sweep.dir=... for -m)"
         )
         sys.exit(ExitCode.CONFIG)
 
 
 def main() -> None:
     register_configs()
+    sys.argv[1:] = _resume_into_its_directory(sys.argv[1:])
     _refuse_existing_run_dir(sys.argv[1:])
+    _refuse_unwritable_output(sys.argv[1:])
     try:
         _train()
     except SystemExit as exit_:

@@ -406,6 +406,8 @@ class Config:
     grad_clip: Optional[float] = MISSING
     # KL per latent dimension (nats, test-set mean) above which a dimension counts as active
     active_threshold: float = MISSING
+    on_divergence: str = MISSING  # fail (exit 3) | stop (exit 0); the status says diverged
+    resume: Optional[str] = MISSING  # a run directory to continue from its checkpoints/last.pt
 
     def __post_init__(self) -> None:
         _require(
@@ -425,6 +427,10 @@ class Config:
             self.grad_clip is None or self.grad_clip >= 0,
             f"grad_clip must be >= 0 (got {self.grad_clip}); 0 or null disables clipping, "
             "the seed recommends 1.0 to 5.0",
+        )
+        _require(
+            self.on_divergence in ("fail", "stop"),
+            f"on_divergence must be fail or stop (got {self.on_divergence})",
         )
         _require(
             self.active_threshold >= 0,

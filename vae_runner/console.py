@@ -87,6 +87,16 @@ def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:
     )
 
 
+def print_divergence(console: Console, where: dict[str, Any], lr: float) -> None:
+    batch = f", batch {where['batch']}" if where["batch"] else ""
+    console.print(
+        f"[bold red]Diverged[/] in epoch {where['epoch']}{batch}: {where['what']}. "
+        f"The history and checkpoints keep epoch {where['epoch'] - 1}. Try a lower lr "
+        f"(was {lr:.2e}) or clipping (grad_clip=1.0).",
+        soft_wrap=True,
+    )
+
+
 def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -117,4 +127,13 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    if status == "interrupted":
+        how = (
+            f"continue with: vae-train resume={Path(run_dir).resolve()}"
+            if history["epoch"]
+            else "no epoch had finished, so there is nothing to resume"
+        )
+        console.print(
+            f"Interrupted ({history.get('interrupted_by')}); {how}", soft_wrap=True, markup=False
+        )
     console.print(f"Run directory: {Path(run_dir).resolve()}", soft_wrap=True, markup=False)

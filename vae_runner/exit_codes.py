@@ -20,6 +20,7 @@ class Outcome:
     """What the jobs of this process ended with; read by cli.main after Hydra returns."""
 
     job_started: bool = False
+    interrupted: bool = False  # a job was stopped by a signal: later jobs do not start
     codes: list[int] = field(default_factory=list)
 
     def exit_code(self) -> int:

@@ -11,8 +11,9 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 HISTORY_FILE = "history.json"
 SCHEMA_VERSION = 1
@@ -77,20 +78,37 @@ def _finite_or_none(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON so that `path` is always either the old or the new complete file."""
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes 0600 files; a run's files get the permissions any new file would get.
+FILE_MODE = 0o666 & ~_current_umask()
+
+
+def replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Write `path` through a temporary file in the same folder, fsync, then rename over it,
+    so that `path` is always either the old or the new complete file, whatever happens."""
     path = Path(path)
-    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
+        os.fchmod(fd, FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON so that `path` is always either the old or the new complete file."""
+    text = json.dumps(_finite_or_none(payload), indent=2, allow_nan=False) + "\n"
+    replace_atomically(path, lambda f: f.write(text.encode()))
 
 
 def save_history(run_dir: Path, history: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,11 +29,21 @@ from vae_runner.build import (
     build_scheduler,
     step_scheduler,
 )
-from vae_runner.config import Config
-from vae_runner.console import BatchProgress, make_console, print_epoch, print_summary
+from vae_runner.checkpoint import capture_rng, restore_rng, save_checkpoint
+from vae_runner.config import Config, ConfigError
+from vae_runner.console import (
+    BatchProgress,
+    make_console,
+    print_divergence,
+    print_epoch,
+    print_summary,
+    print_warning,
+)
 from vae_runner.data import ImageData, load_data, shuffled_batches
 from vae_runner.history import append_epoch, new_history, save_history
 from vae_runner.losses import elbo_terms, training_loss
+from vae_runner.model import VAE
+from vae_runner.signals import Interrupted, StopNow, graceful_stop
 
 
 class TrainSums(NamedTuple):
@@ -43,6 +53,7 @@ class TrainSums(NamedTuple):
     kl: float
     grad_norm: float  # mean over batches of the pre-clip global norm
     grad_norm_max: float
+    first_bad_batch: int | None  # 1-based batch whose loss or gradient norm was non-finite
 
 
 class TestSums(NamedTuple):
@@ -52,7 +63,7 @@ class TestSums(NamedTuple):
 
 
 def train_epoch(
-    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress
+    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress, stop=None
 ) -> TrainSums:
     model.train()
     device = data.train.device
@@ -65,12 +76,19 @@ def train_epoch(
     norm_sum = torch.zeros((), device=device)
     norm_max = torch.zeros((), device=device)
     batches = shuffled_batches(len(data.train), cfg.batch_size, generator, device)
-    for index in batches:
+    # Divergence is found without a host sync: the first non-finite batch's number is kept on
+    # the device and read with the other sums at the end of the epoch.
+    batch_numbers = torch.arange(1, len(batches) + 1, device=device, dtype=torch.float32)
+    first_bad = torch.zeros((), device=device)
+    for i, index in enumerate(batches):
+        if stop is not None:
+            stop.check()  # a requested stop ends the run here, at a batch boundary
         x = data.train_batch(index)
         optimizer.zero_grad(set_to_none=True)
         out, mu, logvar = model(x)
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
-        training_loss(terms, kl_w, cfg.reduction.name).backward()
+        loss = training_loss(terms, kl_w, cfg.reduction.name)
+        loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
         optimizer.step()
         with torch.no_grad():
@@ -78,10 +96,13 @@ def train_epoch(
             kl_sum += terms.kl.sum()
             norm_sum += norm
             norm_max = torch.maximum(norm_max, norm)
+            bad = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (first_bad == 0)
+            first_bad = torch.where(bad, batch_numbers[i], first_bad)
         progress.advance()
     n = len(data.train)
-    recon, kl, norm_total, norm_top = torch.stack([recon_sum, kl_sum, norm_sum, norm_max]).tolist()
-    return TrainSums(recon / n, kl / n, norm_total / len(batches), norm_top)
+    sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad]).tolist()
+    recon, kl, norm_total, norm_top, bad_batch = sums
+    return TrainSums(recon / n, kl / n, norm_total / len(batches), norm_top, int(bad_batch) or None)
 
 
 @torch.no_grad()
@@ -121,31 +142,56 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def run(cfg: Config, run_dir: Path, console=None) -> dict[str, Any]:
-    """Train a VAE as `cfg` says, writing history.json into `run_dir`. Returns the history."""
-    console = console or make_console()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+@dataclass
+class Trainer:
+    """Everything one run trains with, built from the config in one place."""
 
+    cfg: Config
+    device: torch.device
+    data: ImageData
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
+
+
+def build_trainer(cfg: Config, console) -> Trainer:
     device = build_device(cfg.device)
     torch.manual_seed(cfg.seed)  # model init and the reparameterisation noise
-    shuffle_generator = torch.Generator().manual_seed(cfg.seed)
-    data = load_data(cfg.data, cfg.likelihood).to(device)
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    data = load_data(cfg.data, cfg.likelihood)
+    if cfg.batch_size > len(data.train):
+        raise ConfigError(
+            f"batch_size={cfg.batch_size} is larger than the training set "
+            f"({len(data.train)} images of data={cfg.data.name}); "
+            f"use batch_size<={len(data.train)}"
+        )
+    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
+    if warmup > cfg.epochs:
+        print_warning(
+            console,
+            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
+            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta",
+        )
+    data = data.to(device)
     model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
+    return Trainer(cfg, device, data, model, optimizer, scheduler, shuffle)
 
-    data_dim = math.prod(data.image_shape)
+
+def _fresh_history(t: Trainer) -> dict[str, Any]:
+    cfg, data = t.cfg, t.data
     history = new_history(
         asdict(cfg),
         meta=dict(
-            device=str(device),
+            device=str(t.device),
             data_name=data.name,
             n_train=len(data.train),
             n_test=len(data.test),
-            data_dim=data_dim,
-            latent_dim=model.latent_dim,
-            n_parameters=sum(p.numel() for p in model.parameters()),
+            data_dim=math.prod(data.image_shape),
+            latent_dim=t.model.latent_dim,
+            n_parameters=sum(p.numel() for p in t.model.parameters()),
             active_units_threshold=cfg.active_threshold,
             started_at=_now(),
             finished_at=None,
@@ -153,45 +199,121 @@ def run(cfg: Config, run_dir: Path, console=None) -> dict[str, Any]:
         ),
     )
     # The untrained model's test loss: the baseline every later epoch should beat.
-    initial = evaluate(model, data, cfg.batch_size)
+    initial = evaluate(t.model, data, cfg.batch_size)
     history["initial_test_loss"] = initial.recon + cfg.beta * initial.kl
-    save_history(run_dir, history)
+    return history
 
-    n_batches = math.ceil(len(data.train) / cfg.batch_size)
-    progress = BatchProgress(console, n_batches)
-    for epoch in range(1, cfg.epochs + 1):
+
+def _restore(t: Trainer, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Put the trainer back where `checkpoint` left it; returns the history so far."""
+    t.model.load_state_dict(checkpoint["model"])
+    t.optimizer.load_state_dict(checkpoint["optimizer"])
+    if t.scheduler is not None and checkpoint["scheduler"] is not None:
+        t.scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng(checkpoint["rng"], t.device, t.shuffle)
+    history = checkpoint["history"]
+    history["status"] = "running"
+    history["finished_at"] = None
+    history["config"]["epochs"] = t.cfg.epochs
+    history.setdefault("resumed", []).append({"after_epoch": checkpoint["epoch"], "at": _now()})
+    return history
+
+
+def _epoch_record(t: Trainer, epoch: int, kl_w: float, lr: float, train, test, seconds) -> dict:
+    cfg = t.cfg
+    data_dim = math.prod(t.data.image_shape)
+    return dict(
+        epoch=epoch,
+        train_loss=train.recon + kl_w * train.kl,
+        train_recon=train.recon,
+        train_kl=train.kl,
+        test_loss=test.recon + cfg.beta * test.kl,
+        test_recon=test.recon,
+        test_kl=test.kl,
+        kl_weight=kl_w,
+        lr=lr,
+        grad_norm=train.grad_norm,
+        grad_norm_max=train.grad_norm_max,
+        active_units=sum(kl > cfg.active_threshold for kl in test.kl_by_dim),
+        recon_per_dim=test.recon / data_dim,
+        kl_per_dim=test.kl / t.model.latent_dim,
+        epoch_seconds=seconds,
+    )
+
+
+def _divergence(train: TrainSums, record: dict) -> dict | None:
+    """Where the run stopped being finite, or None."""
+    if train.first_bad_batch is not None:
+        what = "the training loss or gradient norm became non-finite"
+        return {"epoch": record["epoch"], "batch": train.first_bad_batch, "what": what}
+    if not math.isfinite(record["test_loss"]):
+        return {"epoch": record["epoch"], "batch": None, "what": "the test loss is non-finite"}
+    return None
+
+
+def _train_epochs(t: Trainer, history: dict, start: int, run_dir: Path, console, stop) -> None:
+    cfg = t.cfg
+    progress = BatchProgress(console, math.ceil(len(t.data.train) / cfg.batch_size))
+    for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
         kl_w = annealed_kl_weight(cfg.annealing, epoch, cfg.beta, cfg.epochs)
-        lr = optimizer.param_groups[0]["lr"]
+        lr = t.optimizer.param_groups[0]["lr"]
         with progress.epoch(epoch):
-            train = train_epoch(model, data, optimizer, cfg, kl_w, shuffle_generator, progress)
-        test = evaluate(model, data, cfg.batch_size)
-        test_loss = test.recon + cfg.beta * test.kl
-        record = dict(
-            epoch=epoch,
-            train_loss=train.recon + kl_w * train.kl,
-            train_recon=train.recon,
-            train_kl=train.kl,
-            test_loss=test_loss,
-            test_recon=test.recon,
-            test_kl=test.kl,
-            kl_weight=kl_w,
-            lr=lr,
-            grad_norm=train.grad_norm,
-            grad_norm_max=train.grad_norm_max,
-            active_units=sum(kl > cfg.active_threshold for kl in test.kl_by_dim),
-            recon_per_dim=test.recon / data_dim,
-            kl_per_dim=test.kl / model.latent_dim,
-            epoch_seconds=time.perf_counter() - started,
-        )
+            train = train_epoch(t.model, t.data, t.optimizer, cfg, kl_w, t.shuffle, progress, stop)
+        test = evaluate(t.model, t.data, cfg.batch_size)
+        record = _epoch_record(t, epoch, kl_w, lr, train, test, time.perf_counter() - started)
+        diverged = _divergence(train, record)
+        if diverged:
+            # Nothing of this epoch is kept, and no NaN reaches ReduceLROnPlateau (it would
+            # silently cut the lr): the history and last.pt stay at the last finite epoch.
+            history["status"] = "diverged"
+            history["divergence"] = diverged
+            print_divergence(console, diverged, lr)
+            return
+        previous_best = history["best_test_loss"]
         append_epoch(history, record)
         print_epoch(console, cfg.epochs, record)
-        if not all(math.isfinite(v) for v in (record["train_loss"], test_loss, train.grad_norm)):
-            # Never hand a NaN to ReduceLROnPlateau: it would silently cut the lr.
-            history["status"] = "diverged"
-            break
-        step_scheduler(scheduler, test_loss)
+        step_scheduler(t.scheduler, record["test_loss"])
+        # Checkpoint first, history second: history.json never runs ahead of last.pt.
+        checkpoint = dict(
+            epoch=epoch,
+            model=t.model.state_dict(),
+            optimizer=t.optimizer.state_dict(),
+            scheduler=t.scheduler.state_dict() if t.scheduler is not None else None,
+            rng=capture_rng(t.device, t.shuffle),  # after the test pass, which samples z too
+            kl_weight=kl_w,
+            history=history,
+            config=asdict(cfg),
+        )
+        is_best = previous_best is None or history["best_test_loss"] < previous_best
+        save_checkpoint(run_dir, checkpoint, is_best=is_best)
         save_history(run_dir, history)
+
+
+def run(
+    cfg: Config, run_dir: Path, console=None, checkpoint: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train a VAE as `cfg` says (or resume `checkpoint`), writing into `run_dir`.
+
+    Returns the history; its `status` is completed, diverged or interrupted.
+    """
+    console = console or make_console()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    t = build_trainer(cfg, console)
+    if checkpoint is None:
+        history, start = _fresh_history(t), 1
+    else:
+        history, start = _restore(t, checkpoint), checkpoint["epoch"] + 1
+        console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']}", soft_wrap=True)
+    save_history(run_dir, history)
+
+    with graceful_stop() as stop:
+        try:
+            _train_epochs(t, history, start, run_dir, console, stop)
+        except (Interrupted, StopNow) as signalled:
+            history["status"] = "interrupted"
+            history["interrupted_by"] = str(signalled)
 
     if history["status"] == "running":
         history["status"] = "completed"

@@ -1,0 +1,226 @@
+"""Nothing lost: checkpoints, bit-exact resume, signals, divergence, unusable inputs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import time
+
+import pytest
+import torch
+
+from vae_runner.checkpoint import CheckpointError, load_checkpoint
+
+from helpers import run_cli, start_cli, wait_for_epochs
+
+pytestmark = pytest.mark.e2e
+
+# Small batches make an epoch long enough (~0.1-1 s) to be interrupted in its middle.
+RUN = ("epochs=5", "batch_size=16", "seed=3")
+COMPARED = (
+    "train_loss",
+    "train_recon",
+    "train_kl",
+    "test_loss",
+    "test_recon",
+    "test_kl",
+    "kl_weight",
+    "lr",
+    "grad_norm",
+    "grad_norm_max",
+    "active_units",
+)
+
+
+def history(run_dir):
+    return json.loads((run_dir / "history.json").read_text())
+
+
+def weights(run_dir):
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference: the same config, never interrupted."""
+    base = tmp_path_factory.mktemp("reference")
+    result = run_cli(*RUN, f"hydra.run.dir={base / 'run'}", cwd=base)
+    assert result.returncode == 0, result.stderr
+    return base / "run"
+
+
+@pytest.fixture(scope="module")
+def one_epoch_run(tmp_path_factory):
+    """A finished one-epoch run; tests take a copy of it."""
+    base = tmp_path_factory.mktemp("one-epoch")
+    result = run_cli("epochs=1", f"hydra.run.dir={base / 'run'}", cwd=base)
+    assert result.returncode == 0, result.stderr
+    return base / "run"
+
+
+@pytest.fixture
+def finished_run(tmp_path, one_epoch_run):
+    copy = tmp_path / "run"
+    shutil.copytree(one_epoch_run, copy)
+    return copy
+
+
+def assert_same_run(resumed, reference):
+    got, want = history(resumed), history(reference)
+    assert got["status"] == want["status"] == "completed"
+    for key in COMPARED:
+        assert got[key] == want[key], key  # bit for bit: exact float equality
+    assert got["best_epoch"] == want["best_epoch"]
+    mine, theirs = weights(resumed), weights(reference)
+    assert mine.keys() == theirs.keys()
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), name
+
+
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+    run_dir = tmp_path / "run"
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(run_dir, 2, process)
+    time.sleep(0.05)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    # Both files are whole, and history.json never runs ahead of last.pt.
+    killed = history(run_dir)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    assert killed["status"] == "running" and 2 <= len(killed["epoch"]) <= checkpoint["epoch"] < 5
+    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["epoch"] <= checkpoint["epoch"]
+
+    resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"Resuming {run_dir} after epoch {checkpoint['epoch']}" in resumed.stdout
+    assert_same_run(run_dir, uninterrupted)
+    assert history(run_dir)["resumed"][0]["after_epoch"] == checkpoint["epoch"]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_cleanly_and_the_checkpoint_resumes(tmp_path, uninterrupted, signum, code):
+    run_dir = tmp_path / "run"
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(run_dir, 1, process)
+    process.send_signal(signum)
+    assert process.wait(timeout=60) == code
+    output = (tmp_path / "log").read_text()
+    stopped = history(run_dir)
+    assert stopped["status"] == "interrupted"
+    assert stopped["interrupted_by"] == signal.Signals(signum).name
+    finished = len(stopped["epoch"])
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == finished
+    assert f"continue with: vae-train resume={run_dir}" in output
+
+    resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(run_dir, uninterrupted)
+
+
+def test_resume_extends_a_finished_run_with_more_epochs(tmp_path, finished_run):
+    run_dir = finished_run
+    again = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert again.returncode == 2 and "pass epochs=<more than 1>" in again.stderr
+    longer = run_cli(f"resume={run_dir}", "epochs=3", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    assert history(run_dir)["epoch"] == [1, 2, 3]
+    assert history(run_dir)["config"]["epochs"] == 3
+    # the original .hydra/ record is left alone
+    assert "epochs=1" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.parametrize(
+    "override, refused",
+    [("model=conv", "model"), ("lr=0.1", "lr"), ("data.limit=10", "data.limit")],
+)
+def test_resume_refuses_overrides_that_change_the_run(tmp_path, finished_run, override, refused):
+    run_dir = finished_run
+    before = (run_dir / "history.json").read_bytes()
+    result = run_cli(f"resume={run_dir}", "epochs=3", override, cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"drop {refused} (only epochs= and device= may be given on resume)" in result.stderr
+    assert (run_dir / "history.json").read_bytes() == before
+
+
+def test_divergence_keeps_the_history_and_exits_3(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("optimizer=sgd", "lr=1e6", "grad_clip=0", "epochs=3", f"hydra.run.dir={run_dir}")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 3, result.stderr
+    record = history(run_dir)
+    assert record["status"] == "diverged"
+    where = record["divergence"]
+    assert where["epoch"] >= 1 and (where["batch"] is None or where["batch"] >= 1)
+    assert len(record["test_loss"]) == where["epoch"] - 1  # finished epochs only, all finite
+    assert all(v is not None for v in record["test_loss"])
+    assert f"Diverged in epoch {where['epoch']}" in result.stdout
+
+
+def test_on_divergence_stop_exits_0(tmp_path):
+    args = ("optimizer=sgd", "lr=1e6", "grad_clip=0", "epochs=3", "on_divergence=stop")
+    result = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert history(tmp_path / "run")["status"] == "diverged"
+
+
+def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "history.json").write_text("{}")
+    torch.save({"format": 1, "model": Exploit()}, run_dir / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="not a usable checkpoint"):
+        load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    result = run_cli(f"resume={run_dir}", "epochs=3", cwd=tmp_path)
+    assert result.returncode == 2 and "not a usable checkpoint" in result.stderr
+    assert not marker.exists()
+
+
+def test_a_truncated_or_missing_checkpoint_is_one_clear_line(tmp_path, finished_run):
+    run_dir = finished_run
+    last = run_dir / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    truncated = run_cli(f"resume={run_dir}", "epochs=2", cwd=tmp_path)
+    assert truncated.returncode == 2
+    assert truncated.stderr.count("\n") == 1 and "not a usable checkpoint" in truncated.stderr
+    last.unlink()
+    missing = run_cli(f"resume={run_dir}", "epochs=2", cwd=tmp_path)
+    assert missing.returncode == 2 and "has no checkpoints/last.pt" in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = run_cli(f"resume={empty}", cwd=tmp_path)
+    assert nothing.returncode == 2 and "holds no vae-train run" in nothing.stderr
+
+
+@pytest.mark.parametrize(
+    "args, code, words",
+    [
+        (["batch_size=5000"], 2, "batch_size=5000 is larger than the training set (1438 images"),
+        (["data.limit=0"], 2, "data.limit must be >= 1"),
+        (["scheduler.patience=-1"], 2, "scheduler.patience must be >= 0"),
+        (["epochs=2", "annealing.warmup_epochs=20"], 0, "longer than the run (epochs=2)"),
+    ],
+)
+def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
+    result = run_cli(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert words in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unwritable_output_directory_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = run_cli("epochs=1", f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "cannot create the run directory" in result.stderr and "Traceback" not in result.stderr
+    assert blocker.read_text() == "not a folder"
