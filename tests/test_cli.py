@@ -51,7 +51,7 @@ def test_multirun_writes_one_complete_run_per_job(tmp_path):
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("lr=-1", "lr must be > 0 (got -1.0)"),
+        ("lr=-1", "lr must be a finite number > 0 (got -1.0)"),
         ("epochs=0", "epochs must be >= 1 (got 0)"),
         ("+misspelt=1", "unknown config key misspelt"),
         ("device=cuda", "device=cuda but torch sees no CUDA GPU"),
@@ -66,25 +66,70 @@ def test_bad_values_exit_2_with_one_line_and_no_run_data(tmp_path, override, wor
     lines = result.stderr.strip().splitlines()
     assert lines == [f"Error: {lines[0].removeprefix('Error: ')}"] and words in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
-    # nothing beyond Hydra's own config files
-    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra"]
+    # nothing at all (caught before Hydra starts), or Hydra's own config files only (device
+    # availability is known only once torch is imported, inside the job)
+    if override == "device=cuda":
+        assert sorted(p.name for p in run_dir.iterdir()) == [".hydra"]
+    else:
+        assert not run_dir.exists()
 
 
 @pytest.mark.parametrize(
     "override, words",
     [
-        ("lr=abc", "full_key: lr"),
-        ("optimizer=foo", "Could not find 'optimizer/foo'"),
-        ("reduction=median", "Could not find 'reduction/median'"),
-        ("optimizer.momentum=0.9", "Key 'momentum' not in 'AdamConfig'"),
+        ("lr=abc", "lr: Value 'abc' of type 'str' could not be converted to Float"),
+        (
+            "optimizer=foo",
+            "optimizer=foo is not an option of optimizer: choose one of adam, adamw, sgd",
+        ),
+        (
+            "reduction=median",
+            "reduction=median is not an option of reduction: choose one of mean, sum",
+        ),
+        (
+            "optimizer.momentum=0.9",
+            "optimizer.momentum is not a key of optimizer=adam: its keys are",
+        ),
+        ("typo=1", "typo is not a key of the config: the top-level keys are optimizer,"),
     ],
 )
-def test_compose_errors_exit_2_before_any_run_directory(tmp_path, override, words):
+def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override, words):
     run_dir = tmp_path / "run"
     result = run_cli(override, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"Error: {result.stderr.strip()[7:]}"]
     assert words in result.stderr and "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli("-m", "lr=1e-3,-1", "epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "job epochs=1 lr=-1: lr must be a finite number > 0" in result.stderr
+    assert "nothing was run" in result.stderr and not sweep.exists()
+
+
+def test_two_runs_started_together_get_their_own_directories(tmp_path):
+    import subprocess
+
+    from helpers import vae_train_executable
+
+    runs = [
+        subprocess.Popen(
+            [vae_train_executable(), "epochs=1", f"seed={seed}"],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for seed in (1, 2)
+    ]
+    assert [p.wait(timeout=120) for p in runs] == [0, 0]
+    seeds = sorted(
+        json.loads(h.read_text())["config"]["seed"]
+        for h in tmp_path.glob("outputs/*/*/history.json")
+    )
+    assert seeds == [1, 2]
 
 
 def test_cfg_job_prints_the_composed_config(tmp_path):

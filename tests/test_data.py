@@ -139,19 +139,42 @@ def test_a_missing_root_folder_is_named(tmp_path):
     assert f"{tmp_path / 'typo'} (data.root)" in str(info.value)
 
 
-def test_a_failed_download_becomes_the_same_clear_error(tmp_path, monkeypatch):
+def offline_download(monkeypatch):
+    """Make torchvision's download fail as it does without a network (tests never download)."""
     from torchvision import datasets
 
     def offline(self):
-        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://...")
+        os.makedirs(self.raw_folder, exist_ok=True)  # as torchvision does before it fetches
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://example.invalid/, got:\n"
+            "<urlopen error [Errno -3] Temporary failure in name resolution>\n"
+        )
 
     monkeypatch.setattr(datasets.MNIST, "download", offline)
-    cfg = typed_config("data=mnist", f"data.root={tmp_path / 'dl'}", "data.download=true").data
+
+
+@pytest.mark.parametrize("with_root", [True, False], ids=["data.root", "./data"])
+def test_a_failed_download_is_one_clear_line_and_leaves_no_folders(
+    tmp_path, monkeypatch, with_root
+):
+    offline_download(monkeypatch)
+    (tmp_path / "dl").mkdir()
+    root = [f"data.root={tmp_path / 'dl'}"] if with_root else []
     with pytest.raises(DataError) as info:
-        load_data(cfg)
+        load_data(typed_config("data=mnist", *root, "data.download=true").data)
     message = str(info.value)
-    assert "Download failed: Error downloading train-images-idx3-ubyte.gz:" in message
-    assert "data.download=true" in message and "\n" not in message
+    assert "The download failed (<urlopen error [Errno -3]" in message and "\n" not in message
+    assert "data.download=true" not in message  # it was on: not offered as the fix
+    assert "data.root=<folder" in message and "VAE_RUNNER_DATA=" in message
+    assert list((tmp_path / "dl").iterdir()) == [] and not (tmp_path / "data").exists()
+
+
+def test_a_mistyped_root_is_refused_before_any_download(tmp_path, monkeypatch):
+    offline_download(monkeypatch)
+    cfg = typed_config("data=mnist", f"data.root={tmp_path / 'typo'}", "data.download=true").data
+    with pytest.raises(DataError, match=r"data.root=.*typo: no such folder"):
+        load_data(cfg)
+    assert not (tmp_path / "typo").exists()
 
 
 @pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])

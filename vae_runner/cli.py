@@ -17,6 +17,7 @@ from vae_runner.config import register_configs
 from vae_runner.console import print_error
 from vae_runner.exit_codes import ExitCode, outcome
 from vae_runner.history import HISTORY_FILE
+from vae_runner.precheck import check_command_line
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -84,6 +85,10 @@ def _refuse_unwritable_output(argv: list[str]) -> None:
 
 def main() -> None:
     register_configs()
+    problem = check_command_line(sys.argv[1:])
+    if problem:
+        print_error(problem)
+        sys.exit(ExitCode.CONFIG)
     sys.argv[1:] = _resume_into_its_directory(sys.argv[1:])
     _refuse_existing_run_dir(sys.argv[1:])
     _refuse_unwritable_output(sys.argv[1:])
@@ -95,6 +100,15 @@ def main() -> None:
             sys.exit(ExitCode.CONFIG)
         raise
     sys.exit(outcome.exit_code())
+
+
+def entry() -> None:
+    """The console script: main(), quiet when its output pipe closes (`vae-train --help | head`)."""
+    try:
+        main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.FAILED)
 
 
 if __name__ == "__main__":

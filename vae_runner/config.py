@@ -412,11 +412,12 @@ class Config:
     def __post_init__(self) -> None:
         _require(
             math.isfinite(self.lr) and self.lr > 0,
-            f"lr must be > 0 (got {self.lr}); the seed recommends 1e-4 to 1e-3, e.g. lr=1e-3",
+            f"lr must be a finite number > 0 (got {self.lr}); the seed recommends 1e-4 to 1e-3, "
+            "e.g. lr=1e-3",
         )
         _require(
             math.isfinite(self.beta) and self.beta >= 0,
-            f"beta must be >= 0 (got {self.beta}); the seed's VAE uses beta=1.0",
+            f"beta must be a finite number >= 0 (got {self.beta}); the seed's VAE uses beta=1.0",
         )
         _require(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
         _require(

@@ -83,19 +83,7 @@ def load_torchvision(cfg: MNISTDataConfig) -> ImageData:
             root = idx.torchvision_root(files, cfg.name)
             break
     if root is None:
-        if not cfg.download:
-            raise idx.DataError(idx.not_found_message(cfg.name, places, None))
-        root = Path(cfg.root).expanduser() if cfg.root else Path("data")
-        try:
-            cls(root, train=True, download=True)
-            cls(root, train=False, download=True)
-        except Exception as err:  # offline, a proxy, a full disk: all end the same way
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise idx.DataError(idx.not_found_message(cfg.name, places, reason)) from None
-        files = idx.find_files(root / cls.__name__ / "raw")
-        if not files:
-            raise idx.DataError(idx.not_found_message(cfg.name, places, "no files after it"))
-        root = idx.torchvision_root(files, cfg.name)  # checks what was downloaded
+        root = _download(cls, cfg, places)
     train = cls(root, train=True, download=False)
     test = cls(root, train=False, download=False)
     return ImageData(
@@ -106,6 +94,40 @@ def load_torchvision(cfg: MNISTDataConfig) -> ImageData:
         train_labels=train.targets,
         test_labels=test.targets,
     )
+
+
+def _download(cls, cfg: MNISTDataConfig, places: list) -> Path:
+    """Let torchvision download the files (data.download=true); a failure leaves no folders."""
+    if not cfg.download:
+        raise idx.DataError(idx.not_found_message(cfg.name, places, None))
+    root = Path(cfg.root).expanduser() if cfg.root else Path("data")
+    if cfg.root and not root.is_dir():
+        raise idx.DataError(
+            f"data.root={cfg.root}: no such folder; give the folder that holds the four IDX "
+            "files, or leave data.root out to search the usual places"
+        )
+    created = [
+        p for p in (root / cls.__name__ / "raw", root / cls.__name__, root) if not p.exists()
+    ]
+    try:
+        cls(root, train=True, download=True)
+        cls(root, train=False, download=True)
+    except Exception as err:  # offline, a proxy, a full disk: all end the same way
+        for folder in created:  # only the folders this attempt made, and only if still empty
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise idx.DataError(idx.not_found_message(cfg.name, places, _reason(err))) from None
+    files = idx.find_files(root / cls.__name__ / "raw")
+    if not files:
+        raise idx.DataError(idx.not_found_message(cfg.name, places, "no files after it"))
+    return idx.torchvision_root(files, cfg.name)  # checks what was downloaded
+
+
+def _reason(err: Exception) -> str:
+    """The most telling line of torchvision's several-line download error."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    telling = [line for line in lines if "error" in line.lower() and not line.endswith(":")]
+    return (telling or lines or [type(err).__name__])[-1][:200]
 
 
 def binarize(data: ImageData, mode: str) -> ImageData:

@@ -167,10 +167,12 @@ def torchvision_root(files: dict[str, Path], name: str) -> Path:
 
 def not_found_message(name: str, places: list[Place], download_error: str | None) -> str:
     looked = "; ".join(f"{p.path} ({p.why})" for p in places)
-    tail = f" Download failed: {download_error}." if download_error else ""
+    if download_error:
+        tail = f" The download failed ({download_error}). Fix: when online, run again"
+    else:
+        tail = " Fix: allow a download with data.download=true (needs internet)"
     return (
         f"data={name}: its four IDX files (train-images-idx3-ubyte[.gz], ...) were found nowhere. "
-        f"Looked in: {looked}.{tail} Fix: pass data.root=<folder holding them>, or "
-        "export VAE_RUNNER_DATA=<folder>, or allow a download with data.download=true "
-        "(needs internet)"
+        f"Looked in: {looked}.{tail}, or pass data.root=<folder holding them>, or "
+        "export VAE_RUNNER_DATA=<folder>"
     )

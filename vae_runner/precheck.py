@@ -1,0 +1,114 @@
+"""Check a whole command line before Hydra creates anything: every job of a sweep, one line.
+
+Hydra would report a bad value in several lines (and, in a sweep, only when that job's turn
+comes, after earlier jobs have trained). Composing each job's config here first, with the same
+typed checks as the job itself, turns every such mistake into one line and exit code 2 before
+any run directory exists. No torch is imported.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import re
+
+from hydra import compose, initialize_config_module
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+from vae_runner.config import _OPTION_OF_SCHEMA, GROUP_SCHEMAS, ConfigError
+
+# Flags after which Hydra does something other than train: leave them to Hydra.
+NOT_A_RUN = (
+    "--help",
+    "-h",
+    "--hydra-help",
+    "--cfg",
+    "-c",
+    "--info",
+    "-i",
+    "--shell-completion",
+    "-sc",
+    "--version",
+    "--resolve",
+    "--experimental-rerun",
+)
+
+
+def job_overrides(args: list[str], multirun: bool) -> list[list[str]] | None:
+    """The override list of every job the command line asks for; None when it cannot say."""
+    overrides = OverridesParser.create().parse_overrides(args)
+    fixed: list[str] = []
+    sweeps: list[list[str]] = []
+    for override in overrides:
+        if override.is_hydra_override():
+            continue  # hydra.* settings and launcher/sweeper choices are Hydra's to check
+        if override.is_sweep_override():
+            discrete = override.is_discrete_sweep()
+            if not multirun or not discrete or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+                return None
+            key = override.get_key_element()
+            sweeps.append([f"{key}={value}" for value in override.sweep_string_iterator()])
+        else:
+            fixed.append(override.input_line)
+    return [fixed + list(combo) for combo in itertools.product(*sweeps)]
+
+
+def explain(err: Exception) -> str:
+    """Hydra's and OmegaConf's several-line compose errors, as one line."""
+    text = str(err)
+    missing = re.search(r"Could not find '([^']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        listed = text.split("Available options", 1)[-1].split("Config search path")[0]
+        options = [line.strip() for line in listed.splitlines()[1:] if line.strip()]
+        return f"{group}={option} is not an option of {group}: choose one of {', '.join(options)}"
+    cause = err.__cause__ if isinstance(err.__cause__, OmegaConfBaseException) else err
+    if isinstance(cause, OmegaConfBaseException):
+        key = cause.full_key or "?"
+        if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
+            return f"{key} is not a key {_owner(cause)}"
+        return f"{key}: {cause.msg.splitlines()[0]}"
+    return f"cannot read the command line: {text.strip().splitlines()[0]}"
+
+
+def _owner(err: OmegaConfBaseException) -> str:
+    """'of the chosen optimizer (adam): its keys are ...' from the schema that refused a key."""
+    schema = err.object_type
+    if schema is None or not dataclasses.is_dataclass(schema):
+        return "(`vae-train --help` lists every key)"
+    keys = ", ".join(f.name for f in dataclasses.fields(schema))
+    option = _OPTION_OF_SCHEMA.get(schema)
+    if option is None:
+        return f"of the config: the top-level keys are {keys}"
+    group = next(g for g, options in GROUP_SCHEMAS.items() if schema in options.values())
+    return f"of {group}={option}: its keys are {keys}"
+
+
+def check_command_line(args: list[str]) -> str | None:
+    """None when every job's config composes and passes the checks; else one line to print."""
+    from vae_runner.app import to_typed
+    from vae_runner.config import register_configs
+
+    if any(a in NOT_A_RUN or a.startswith("--cfg") for a in args):
+        return None
+    multirun = "-m" in args or "--multirun" in args
+    overrides = [a for a in args if not a.startswith("-")]
+    try:
+        jobs = job_overrides(overrides, multirun)
+    except Exception as err:  # a syntax error in an override
+        return explain(err)
+    if jobs is None:
+        return None
+    register_configs()
+    with initialize_config_module("vae_runner.conf", version_base="1.3"):
+        for job in jobs:
+            where = f"job {' '.join(job)}: " if len(jobs) > 1 else ""
+            try:
+                to_typed(compose("config", overrides=job))
+            except ConfigError as err:
+                return f"{where}{err}" + ("; nothing was run" if where else "")
+            except Exception as err:
+                return f"{where}{explain(err)}" + ("; nothing was run" if where else "")
+    return None
