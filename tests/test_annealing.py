@@ -27,7 +27,7 @@ def test_linear_scales_with_beta_and_warmup_zero_is_constant():
 
 
 def test_constant_is_beta_every_epoch():
-    cfg = ConstantAnnealingConfig(name="constant")
+    cfg = ConstantAnnealingConfig(name="constant", free_bits=0.0)
     assert [kl_weight(cfg, e, 0.7, 20) for e in (1, 10, 20)] == [0.7, 0.7, 0.7]
 
 
@@ -56,11 +56,17 @@ def test_sigmoid_is_half_beta_at_the_midpoint_and_monotone():
 @pytest.mark.parametrize(
     "cfg, expected",
     [
-        (LinearAnnealingConfig(name="linear", warmup_epochs=4), [0.25, 0.5, 0.75, 1.0, 1.0]),
-        (ConstantAnnealingConfig(name="constant"), [1.0] * 5),
-        (CyclicalAnnealingConfig(name="cyclical", cycles=1, ratio=1.0), [0, 0.2, 0.4, 0.6, 0.8]),
         (
-            SigmoidAnnealingConfig(name="sigmoid", midpoint=3, steepness=100.0),
+            LinearAnnealingConfig(name="linear", free_bits=0.0, warmup_epochs=4),
+            [0.25, 0.5, 0.75, 1.0, 1.0],
+        ),
+        (ConstantAnnealingConfig(name="constant", free_bits=0.0), [1.0] * 5),
+        (
+            CyclicalAnnealingConfig(name="cyclical", free_bits=0.0, cycles=1, ratio=1.0),
+            [0, 0.2, 0.4, 0.6, 0.8],
+        ),
+        (
+            SigmoidAnnealingConfig(name="sigmoid", free_bits=0.0, midpoint=3, steepness=100.0),
             [0.0, 0.0, 0.5, 1.0, 1.0],
         ),
     ],
@@ -71,7 +77,7 @@ def test_dispatch_by_config(cfg, expected):
 
 
 def test_schedule_is_a_pure_function_of_the_epoch():
-    cfg = LinearAnnealingConfig(name="linear", warmup_epochs=10)
+    cfg = LinearAnnealingConfig(name="linear", free_bits=0.0, warmup_epochs=10)
     first = [kl_weight(cfg, e, 1.0, 30) for e in range(1, 31)]
     again = [kl_weight(cfg, e, 1.0, 30) for e in reversed(range(1, 31))][::-1]
     assert first == again

@@ -221,3 +221,13 @@ def test_help_lists_every_shipped_option():
     for group, option in shipped_options():
         shipped.setdefault(group, set()).add(option)
     assert listed == shipped
+
+
+@pytest.mark.parametrize("group, option", shipped_options())
+def test_a_saved_config_rebuilds_exactly_for_resume(group, option):
+    from dataclasses import asdict
+
+    from vae_runner.resume import config_from_dict
+
+    cfg = typed_config(f"{group}={option}")
+    assert config_from_dict(asdict(cfg)) == cfg

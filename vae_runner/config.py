@@ -182,6 +182,16 @@ class ReductionConfig:
 @dataclass
 class AnnealingConfig:
     name: str = MISSING
+    # Free bits (Kingma et al. 2016): each latent dimension's batch-mean KL counts as at least
+    # this many nats in the training loss; 0 turns it off. Works with every schedule.
+    free_bits: float = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            math.isfinite(self.free_bits) and self.free_bits >= 0,
+            f"annealing.free_bits must be >= 0 nats per dimension (got {self.free_bits}); "
+            "0 turns free bits off, 0.1 to 1 is usual",
+        )
 
 
 @dataclass
@@ -192,6 +202,7 @@ class LinearAnnealingConfig(AnnealingConfig):
     warmup_epochs: int = MISSING
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _fixed_name("annealing", self)
         _require(
             self.warmup_epochs >= 0,
@@ -205,6 +216,7 @@ class ConstantAnnealingConfig(AnnealingConfig):
     name: str = MISSING
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _fixed_name("annealing", self)
 
 
@@ -217,6 +229,7 @@ class CyclicalAnnealingConfig(AnnealingConfig):
     ratio: float = MISSING
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _fixed_name("annealing", self)
         _require(self.cycles >= 1, f"annealing.cycles must be >= 1 (got {self.cycles})")
         _require(
@@ -234,6 +247,7 @@ class SigmoidAnnealingConfig(AnnealingConfig):
     steepness: float = MISSING
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _fixed_name("annealing", self)
         _require(self.midpoint >= 0, f"annealing.midpoint must be >= 0 (got {self.midpoint})")
         _require(self.steepness > 0, f"annealing.steepness must be > 0 (got {self.steepness})")
@@ -384,6 +398,47 @@ class ConvModelConfig(ModelConfig):
         _require(self.hidden_dim >= 1, f"model.hidden_dim must be >= 1 (got {self.hidden_dim})")
 
 
+# --------------------------------------------------------------------------- logger
+@dataclass
+class LoggerConfig:
+    name: str = MISSING
+
+
+@dataclass
+class NoLoggerConfig(LoggerConfig):
+    """No viewer: history.json, the plots and the images are the record."""
+
+    def __post_init__(self) -> None:
+        _fixed_name("logger", self)
+
+
+@dataclass
+class TensorBoardLoggerConfig(LoggerConfig):
+    """Per-epoch scalars and image grids for TensorBoard, under the run directory."""
+
+    log_dir: str = MISSING  # relative to the run directory
+
+    def __post_init__(self) -> None:
+        _fixed_name("logger", self)
+        _require(bool(self.log_dir), "logger.log_dir must name a folder, e.g. tensorboard")
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalConfig:
+    """The end-of-run evaluation (history.json's `final` section)."""
+
+    # Samples per test image of the importance-weighted NLL estimate (Burda et al. 2015);
+    # 0 skips it. Its cost is about iw_samples decoder passes per test image.
+    iw_samples: int = MISSING
+
+    def __post_init__(self) -> None:
+        _require(
+            self.iw_samples >= 0,
+            f"eval.iw_samples must be >= 0 (got {self.iw_samples}); 0 skips the estimate",
+        )
+
+
 # --------------------------------------------------------------------------- top level
 @dataclass
 class Config:
@@ -397,6 +452,8 @@ class Config:
     data: DataConfig = MISSING
     model: ModelConfig = MISSING
     likelihood: LikelihoodConfig = MISSING
+    logger: LoggerConfig = MISSING
+    eval: EvalConfig = MISSING
 
     lr: float = MISSING
     beta: float = MISSING
@@ -406,6 +463,7 @@ class Config:
     grad_clip: Optional[float] = MISSING
     # KL per latent dimension (nats, test-set mean) above which a dimension counts as active
     active_threshold: float = MISSING
+    plot_every: int = MISSING  # also write image grids every N epochs under images/; 0 = at the end
     on_divergence: str = MISSING  # fail (exit 3) | stop (exit 0); the status says diverged
     resume: Optional[str] = MISSING  # a run directory to continue from its checkpoints/last.pt
 
@@ -428,6 +486,10 @@ class Config:
             self.grad_clip is None or self.grad_clip >= 0,
             f"grad_clip must be >= 0 (got {self.grad_clip}); 0 or null disables clipping, "
             "the seed recommends 1.0 to 5.0",
+        )
+        _require(
+            self.plot_every >= 0,
+            f"plot_every must be >= 0 epochs (got {self.plot_every}); 0 = images at the end only",
         )
         _require(
             self.on_divergence in ("fail", "stop"),
@@ -469,6 +531,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     },
     "model": {"mlp": MLPModelConfig, "conv": ConvModelConfig},
     "likelihood": {"bernoulli": BernoulliLikelihoodConfig, "gaussian": GaussianLikelihoodConfig},
+    "logger": {"none": NoLoggerConfig, "tensorboard": TensorBoardLoggerConfig},
 }
 
 

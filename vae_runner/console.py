@@ -119,11 +119,25 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
         ("best test loss", _fmt(history["best_test_loss"])),
         ("final test loss", _fmt(last("test_loss"))),
         ("final test recon / KL", f"{_fmt(last('test_recon'))} / {_fmt(last('test_kl'))}"),
-        ("active units", f"{_fmt(last('active_units'), 'd')} of {history['latent_dim']}"),
+        (
+            "active units (KL / Burda)",
+            f"{_fmt(last('active_units'), 'd')} / {_fmt(last('active_units_burda'), 'd')} "
+            f"of {history['latent_dim']}",
+        ),
         ("final lr", _fmt(last("lr"), ".2e")),
         ("device", history["device"]),
         ("seconds", _fmt(sum(history["epoch_seconds"]), ".1f")),
     ]
+    final = history.get("final") or {}
+    if final:
+        rows.append(("test ELBO", _fmt(final["test_elbo"])))
+        if final.get("test_nll_iw") is not None:
+            rows.append(
+                (
+                    f"test NLL, IW (K={final['iw_samples']})",
+                    f"{_fmt(final['test_nll_iw'])}  ({final['iw_seconds']:.1f} s)",
+                )
+            )
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

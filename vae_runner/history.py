@@ -32,6 +32,8 @@ EPOCH_KEYS = (
     "grad_norm",
     "grad_norm_max",
     "active_units",
+    "active_units_burda",
+    "kl_by_dim",
     "recon_per_dim",
     "kl_per_dim",
     "epoch_seconds",
@@ -47,6 +49,8 @@ def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
         best_epoch=None,
         best_test_loss=None,
         initial_test_loss=None,
+        final=None,
+        warnings=[],
         **meta,
         config=config,
     )

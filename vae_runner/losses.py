@@ -62,11 +62,23 @@ def elbo_terms(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> E
     return ElboTerms(recon=recon, kl_by_dim=gaussian_kl_by_dim(mu, logvar))
 
 
-def training_loss(terms: ElboTerms, kl_weight: float, reduction: str) -> torch.Tensor:
-    """The scalar that is back-propagated: recon + kl_weight * KL under `reduction`."""
+def training_loss(
+    terms: ElboTerms, kl_weight: float, reduction: str, free_bits: float = 0.0
+) -> torch.Tensor:
+    """The scalar that is back-propagated: recon + kl_weight * KL under `reduction`.
+
+    With free bits (Kingma et al. 2016), each latent dimension's KL, averaged over the batch,
+    counts as at least `free_bits` nats: below that floor it adds a constant and no gradient,
+    so the encoder is not pushed to collapse that dimension. Only the loss changes; the
+    reported KL (`terms`) stays the true one.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"unknown reduction {reduction!r}: use sum or mean")
+    if free_bits > 0:
+        kl_per_sample = terms.kl_by_dim.mean(dim=0).clamp(min=free_bits).sum()
+        batch = terms.recon.shape[0]
+        kl_total = kl_per_sample * batch if reduction == "sum" else kl_per_sample
+        recon_total = terms.recon.sum() if reduction == "sum" else terms.recon.mean()
+        return recon_total + kl_weight * kl_total
     per_sample = terms.recon + kl_weight * terms.kl
-    if reduction == "sum":
-        return per_sample.sum()
-    if reduction == "mean":
-        return per_sample.mean()
-    raise ValueError(f"unknown reduction {reduction!r}: use sum or mean")
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()

@@ -7,9 +7,9 @@ that was started, so it is refused.
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from vae_runner.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
 from vae_runner.config import GROUP_SCHEMAS, Config, ConfigError
@@ -34,6 +34,9 @@ def config_from_dict(saved: dict[str, Any]) -> Config:
         node = dict(values[group])
         schema = options.get(node["name"]) or next(iter(options.values()))
         values[group] = schema(**node)
+    for key, kind in get_type_hints(Config).items():  # plain nested sections, such as `eval`
+        if key not in GROUP_SCHEMAS and is_dataclass(kind) and isinstance(values.get(key), dict):
+            values[key] = kind(**values[key])
     known = {f.name for f in fields(Config)}
     return Config(**{k: v for k, v in values.items() if k in known})
 

@@ -40,8 +40,13 @@ from vae_runner.console import (
     print_warning,
 )
 from vae_runner.data import ImageData, load_data, shuffled_batches
+from vae_runner.diagnostics import collapse_warning
+from vae_runner.figures import plot_run
 from vae_runner.history import append_epoch, new_history, save_history
+from vae_runner.images import save_grids
+from vae_runner.logger import build_logger
 from vae_runner.losses import elbo_terms, training_loss
+from vae_runner.metrics import BURDA_THRESHOLD, active_units_burda, importance_weighted_nll
 from vae_runner.model import VAE
 from vae_runner.signals import Interrupted, StopNow, graceful_stop
 
@@ -60,6 +65,7 @@ class TestSums(NamedTuple):
     recon: float
     kl: float
     kl_by_dim: list[float]  # test-set mean KL of each latent dimension
+    active_burda: int  # dimensions whose posterior mean varies over the test set (Burda et al.)
 
 
 def train_epoch(
@@ -87,7 +93,7 @@ def train_epoch(
         optimizer.zero_grad(set_to_none=True)
         out, mu, logvar = model(x)
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
-        loss = training_loss(terms, kl_w, cfg.reduction.name)
+        loss = training_loss(terms, kl_w, cfg.reduction.name, cfg.annealing.free_bits)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
         optimizer.step()
@@ -112,15 +118,21 @@ def evaluate(model, data: ImageData, batch_size: int) -> TestSums:
     device = data.test.device
     recon_sum = torch.zeros((), device=device)
     kl_by_dim_sum = torch.zeros(model.latent_dim, device=device)
+    # float64 sums of the posterior means: their variance over the test set (active units)
+    mu_sum = torch.zeros(model.latent_dim, device=device, dtype=torch.float64)
+    mu_sq_sum = torch.zeros_like(mu_sum)
     for start in range(0, len(data.test), batch_size):
         x = data.to_float(data.test[start : start + batch_size])
         out, mu, logvar = model(x)
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
         recon_sum += terms.recon.sum()
         kl_by_dim_sum += terms.kl_by_dim.sum(dim=0)
+        mu_sum += mu.double().sum(dim=0)
+        mu_sq_sum += mu.double().pow(2).sum(dim=0)
     n = len(data.test)
     kl_by_dim = (kl_by_dim_sum / n).tolist()
-    return TestSums(recon_sum.item() / n, sum(kl_by_dim), kl_by_dim)
+    active_burda, _ = active_units_burda(mu_sum, mu_sq_sum, n)
+    return TestSums(recon_sum.item() / n, sum(kl_by_dim), kl_by_dim, active_burda)
 
 
 def _versions() -> dict[str, str]:
@@ -193,6 +205,7 @@ def _fresh_history(t: Trainer) -> dict[str, Any]:
             latent_dim=t.model.latent_dim,
             n_parameters=sum(p.numel() for p in t.model.parameters()),
             active_units_threshold=cfg.active_threshold,
+            active_units_burda_threshold=BURDA_THRESHOLD,
             started_at=_now(),
             finished_at=None,
             versions=_versions(),
@@ -235,6 +248,8 @@ def _epoch_record(t: Trainer, epoch: int, kl_w: float, lr: float, train, test, s
         grad_norm=train.grad_norm,
         grad_norm_max=train.grad_norm_max,
         active_units=sum(kl > cfg.active_threshold for kl in test.kl_by_dim),
+        active_units_burda=test.active_burda,
+        kl_by_dim=test.kl_by_dim,
         recon_per_dim=test.recon / data_dim,
         kl_per_dim=test.kl / t.model.latent_dim,
         epoch_seconds=seconds,
@@ -251,7 +266,53 @@ def _divergence(train: TrainSums, record: dict) -> dict | None:
     return None
 
 
-def _train_epochs(t: Trainer, history: dict, start: int, run_dir: Path, console, stop) -> None:
+def _after_epoch(t: Trainer, history: dict, record: dict, run_dir: Path, console, logger) -> None:
+    """Diagnostics and pictures of a finished epoch: none of it changes the training."""
+    logger.epoch(record)
+    warning = None if history["warnings"] else collapse_warning(history)
+    if warning:
+        history["warnings"].append(
+            {"epoch": record["epoch"], "kind": "posterior_collapse", "message": warning}
+        )
+        print_warning(console, warning)
+    if t.cfg.plot_every and record["epoch"] % t.cfg.plot_every == 0:
+        grids = save_grids(t.model, t.data, run_dir / "images", f"_epoch{record['epoch']:03d}")
+        logger.images(grids, record["epoch"])
+
+
+def _final_evaluation(t: Trainer, history: dict, run_dir: Path, console, logger) -> None:
+    """The end of a completed run: the likelihood estimate and the image grids."""
+    last = len(history["epoch"]) - 1
+    final: dict[str, Any] = {
+        "epoch": history["epoch"][last],
+        "test_loss": history["test_loss"][last],
+        "test_elbo": -(history["test_recon"][last] + history["test_kl"][last]),
+        "elbo_samples": 1,
+        "active_units": history["active_units"][last],
+        "active_units_burda": history["active_units_burda"][last],
+        "test_nll_iw": None,
+        "iw_samples": t.cfg.eval.iw_samples,
+        "iw_seconds": None,
+    }
+    if t.cfg.eval.iw_samples:
+        console.print(f"Estimating the test NLL with {t.cfg.eval.iw_samples} importance samples")
+        estimate = importance_weighted_nll(
+            t.model, t.data.to_float(t.data.test), t.cfg.eval.iw_samples
+        )
+        final.update(
+            test_nll_iw=estimate.nll,
+            test_elbo=-estimate.neg_elbo,  # from the same samples: never tighter than the NLL
+            elbo_samples=estimate.samples,
+            iw_seconds=estimate.seconds,
+        )
+    history["final"] = final
+    grids = save_grids(t.model, t.data, run_dir)
+    logger.images(grids, history["epoch"][last])
+
+
+def _train_epochs(
+    t: Trainer, history: dict, start: int, run_dir: Path, console, stop, logger
+) -> None:
     cfg = t.cfg
     progress = BatchProgress(console, math.ceil(len(t.data.train) / cfg.batch_size))
     for epoch in range(start, cfg.epochs + 1):
@@ -288,6 +349,7 @@ def _train_epochs(t: Trainer, history: dict, start: int, run_dir: Path, console,
         is_best = previous_best is None or history["best_test_loss"] < previous_best
         save_checkpoint(run_dir, checkpoint, is_best=is_best)
         save_history(run_dir, history)
+        _after_epoch(t, history, record, run_dir, console, logger)
 
 
 def run(
@@ -308,16 +370,22 @@ def run(
         console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']}", soft_wrap=True)
     save_history(run_dir, history)
 
-    with graceful_stop() as stop:
-        try:
-            _train_epochs(t, history, start, run_dir, console, stop)
-        except (Interrupted, StopNow) as signalled:
-            history["status"] = "interrupted"
-            history["interrupted_by"] = str(signalled)
-
-    if history["status"] == "running":
-        history["status"] = "completed"
+    logger = build_logger(cfg.logger, run_dir)
+    try:
+        with graceful_stop() as stop:
+            try:
+                _train_epochs(t, history, start, run_dir, console, stop, logger)
+            except (Interrupted, StopNow) as signalled:
+                history["status"] = "interrupted"
+                history["interrupted_by"] = str(signalled)
+            if history["status"] == "running":
+                _final_evaluation(t, history, run_dir, console, logger)
+                history["status"] = "completed"
+    finally:
+        logger.close()
     history["finished_at"] = _now()
     save_history(run_dir, history)
+    if history["epoch"]:
+        plot_run(run_dir, history)
     print_summary(console, history, run_dir)
     return history
