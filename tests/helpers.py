@@ -36,11 +36,21 @@ def vae_train_executable() -> str:
     return found
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the installed `vae-train` as a user would; output is captured (not a terminal)."""
-    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+def run_cli(
+    *args: str,
+    cwd: Path,
+    timeout: float = 300,
+    program: str = "vae-train",
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess:
+    """Run an installed console script (`vae-train`, `vae-summary`) as a user would; output is
+    captured (not a terminal). `env` adds variables to the environment."""
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
+    executable = vae_train_executable()
+    if program != "vae-train":
+        executable = str(Path(executable).with_name(program))
     return subprocess.run(
-        [vae_train_executable(), *args],
+        [executable, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -18,6 +18,7 @@ from vae_runner.console import print_error
 from vae_runner.exit_codes import ExitCode, outcome
 from vae_runner.history import HISTORY_FILE
 from vae_runner.precheck import check_command_line
+from vae_runner.sweep import exit_if_multirun
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -95,10 +96,12 @@ def main() -> None:
     try:
         _train()
     except SystemExit as exit_:
+        exit_if_multirun(exit_.code)  # a sweep: its summary, then its status (sweep.py)
         # Hydra exits 1 when it rejects the command line or the config, before any job starts.
         if exit_.code not in (0, None) and not outcome.job_started:
             sys.exit(ExitCode.CONFIG)
         raise
+    exit_if_multirun()
     sys.exit(outcome.exit_code())
 
 

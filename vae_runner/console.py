@@ -151,3 +151,55 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
             f"Interrupted ({history.get('interrupted_by')}); {how}", soft_wrap=True, markup=False
         )
     console.print(f"Run directory: {Path(run_dir).resolve()}", soft_wrap=True, markup=False)
+
+
+_STATUS_COLOUR = {"completed": "green", "diverged": "red", "failed": "red"}
+
+
+def print_sweep_summary(
+    console: Console, summary: dict[str, Any], out_dir: Path, where: str = "Sweep directory"
+) -> None:
+    """A sweep's ranked table (lowest best test loss first, the winner starred), then its folder."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    rows = summary["jobs"]
+    table = Table(title="sweep summary: ranked by best test loss", title_justify="left")
+    # On a terminal long labels fold to fit; in a log the table takes the width it needs.
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("job", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for name in ("best test loss", "best epoch", "final test loss", "active units", "seconds"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in rows:
+        colour = _STATUS_COLOUR.get(row["status"], "yellow")
+        table.add_row(
+            f"{'★ ' if row['winner'] else ''}{row['rank']}",
+            Text(row["label"]),  # overrides may hold [ ]: never markup
+            f"[{colour}]{row['status']}[/]",
+            _fmt(row["best_test_loss"], ".6g"),
+            _fmt(row["best_epoch"], "d"),
+            _fmt(row["final_test_loss"], ".6g"),
+            _fmt(row["final_active_units"], "d"),
+            _fmt(row["seconds"], ".1f"),
+            style="bold" if row["winner"] else None,
+        )
+    wide = console if console.is_terminal else Console(file=console.file, width=240)
+    wide.print(table)
+    counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items())
+    console.print(f"{len(rows)} jobs: {counts}", soft_wrap=True)
+    winner = summary["winner"]
+    if winner:
+        console.print(
+            f"[bold green]Winner:[/] {escape(winner['label'])} (job {escape(winner['job'])}): "
+            f"best test loss {winner['best_test_loss']:.6g} at epoch {winner['best_epoch']}",
+            soft_wrap=True,
+        )
+    else:
+        console.print("[bold red]No winner:[/] no job completed", soft_wrap=True)
+    optuna = summary.get("optuna")
+    if optuna and "best_params" in optuna:
+        console.print(
+            f"Optuna best parameters: {optuna['best_params']}", markup=False, soft_wrap=True
+        )
+    console.print(f"{where}: {Path(out_dir).resolve()}", soft_wrap=True, markup=False)

@@ -31,3 +31,24 @@ class Outcome:
 
 
 outcome = Outcome()
+
+
+# A job's exit code, read back from the status in its history.json. A sweep's jobs may run in other
+# processes (joblib, submitit, SLURM), so the sweep's exit status is decided from these records.
+STATUS_CODES = {
+    "completed": ExitCode.COMPLETED,
+    "diverged": ExitCode.DIVERGED,
+    "interrupted": ExitCode.INTERRUPTED,
+}
+
+
+def status_exit_code(status: str | None) -> int:
+    """The exit code of a job that recorded `status`; None (no record) or anything else: failed."""
+    return int(STATUS_CODES.get(status or "", ExitCode.FAILED))
+
+
+def sweep_exit_code(statuses: list[str | None]) -> int:
+    """0 when every job completed, else the highest code among the jobs that did not."""
+    codes = [status_exit_code(s) for s in statuses]
+    failed = [c for c in codes if c != ExitCode.COMPLETED]
+    return max(failed) if failed else int(ExitCode.COMPLETED)

@@ -1,0 +1,195 @@
+"""Sweep summaries: jobs (rundirs.py) -> one row per job -> JSON, CSV, curves.png; ranked.
+
+Everything is read back from the run directories (`history.json`, `.hydra/overrides.yaml`), never
+from the process that launched the jobs: with joblib, submitit or SLURM the jobs ran elsewhere, and
+`vae-summary` compares runs from separate invocations the same way.
+
+Imports no torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vae_runner.exit_codes import sweep_exit_code
+from vae_runner.history import write_json_atomic
+from vae_runner.rundirs import Job
+
+SUMMARY_JSON = "sweep_summary.json"
+SUMMARY_CSV = "sweep_summary.csv"
+CURVES_PNG = "curves.png"
+OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper
+SUMMARY_SCHEMA_VERSION = 1
+WINNER_KEYS = ("job", "label", "best_test_loss", "best_epoch", "run_dir")
+
+# One row per job, in this column order in the CSV. Ranked by best test loss, completed jobs first.
+COLUMNS = (
+    "rank",
+    "winner",
+    "job",
+    "label",
+    "status",
+    "best_test_loss",
+    "best_epoch",
+    "final_test_loss",
+    "final_active_units",
+    "epochs_run",
+    "epochs",
+    "seconds",
+    "overrides",
+    "run_dir",
+)
+
+
+# --------------------------------------------------------------------------- rows
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key, value
+
+
+def labels(jobs: list[Job]) -> list[str]:
+    """What tells the jobs apart: the overrides whose values differ, else the run dir's name."""
+    parsed = [dict(map(_split, job.overrides)) for job in jobs]
+    keys = {key for overrides in parsed for key in overrides}
+    varying = {key for key in keys if len({o.get(key) for o in parsed}) > 1}
+    if len(jobs) == 1:
+        varying = keys
+    result = []
+    for job in jobs:
+        label = " ".join(o for o in job.overrides if _split(o)[0] in varying)
+        result.append(label or job.name)
+    return [
+        f"{label} ({job.name})" if result.count(label) > 1 and label != job.name else label
+        for label, job in zip(result, jobs, strict=True)
+    ]
+
+
+def _last(history: dict[str, Any], key: str) -> Any:
+    values = history.get(key) or []
+    return values[-1] if values else None
+
+
+def job_row(job: Job, label: str, sweep_over: bool) -> dict[str, Any]:
+    h = job.history or {}
+    seconds = [s for s in h.get("epoch_seconds") or [] if s is not None]
+    return dict(
+        rank=None,
+        winner=False,
+        job=job.name,
+        label=label,
+        status=job.status(sweep_over),
+        best_test_loss=h.get("best_test_loss"),
+        best_epoch=h.get("best_epoch"),
+        final_test_loss=_last(h, "test_loss"),
+        final_active_units=_last(h, "active_units"),
+        epochs_run=len(h.get("epoch") or []),
+        epochs=(h.get("config") or {}).get("epochs"),
+        seconds=round(sum(seconds), 3) if job.history else None,
+        overrides=list(job.overrides),
+        run_dir=str(job.run_dir.resolve()) if job.run_dir else None,
+    )
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Lowest best test loss first; completed jobs rank above diverged or failed ones."""
+
+    def key(row):
+        best = row["best_test_loss"]
+        return (row["status"] != "completed", not _finite(best), best if _finite(best) else 0.0)
+
+    ranked = sorted(rows, key=key)  # stable: ties keep the job order
+    for rank, row in enumerate(ranked, start=1):
+        row["rank"] = rank
+    if ranked and ranked[0]["status"] == "completed" and _finite(ranked[0]["best_test_loss"]):
+        ranked[0]["winner"] = True
+    return ranked
+
+
+def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False) -> dict:
+    """The summary record (what sweep_summary.json holds), without writing anything."""
+    rows = rank_rows(
+        [job_row(j, lab, sweep_over) for j, lab in zip(jobs, labels(jobs), strict=True)]
+    )
+    winner = next((row for row in rows if row["winner"]), None)
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    return dict(
+        schema_version=SUMMARY_SCHEMA_VERSION,
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        sources=[str(Path(s).resolve()) for s in sources],
+        ranked_by="best_test_loss (lowest first; completed jobs before the others)",
+        exit_code=sweep_exit_code([row["status"] for row in rows]),
+        counts=counts,
+        winner=None if winner is None else {k: winner[k] for k in WINNER_KEYS},
+        jobs=rows,
+    )
+
+
+# --------------------------------------------------------------------------- files
+def csv_value(value: Any) -> str:
+    """A JSON value as the CSV writes it: null -> '', true/false, lists space-joined."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return repr(value) if isinstance(value, float) else str(value)
+
+
+def csv_text(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({key: csv_value(row[key]) for key in COLUMNS})
+    return out.getvalue()
+
+
+def curve_label(row: dict[str, Any]) -> str:
+    """A job's legend entry: the winner starred, a job that did not complete tagged."""
+    if row["winner"]:
+        return f"★ {row['label']}"
+    return row["label"] if row["status"] == "completed" else f"{row['label']} [{row['status']}]"
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def read_optuna_results(sweep_dir: Path) -> dict | None:
+    path = Path(sweep_dir) / OPTUNA_RESULTS
+    if not path.is_file():
+        return None
+    results = yaml.safe_load(path.read_text())
+    return results if isinstance(results, dict) else None
+
+
+def write_summary(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
+    """Write sweep_summary.json, sweep_summary.csv and curves.png into `out_dir`."""
+    from vae_runner.plots import plot_curves  # matplotlib: only when a summary is written
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_name = {job.name: job for job in jobs}
+    curves = [(curve_label(row), by_name[row["job"]].history) for row in summary["jobs"]]
+    drawable = [(label, h) for label, h in curves if h and h.get("epoch")]  # >= 1 finished epoch
+    lines = plot_curves(drawable, out_dir / CURVES_PNG)
+    summary["plot"] = {"file": CURVES_PNG, "lines": lines}
+    _write_text_atomic(out_dir / SUMMARY_CSV, csv_text(summary["jobs"]))
+    write_json_atomic(out_dir / SUMMARY_JSON, summary)
+    return summary
