@@ -249,3 +249,15 @@ def test_real_fashion_mnist_trains_an_epoch(tmp_path):
     final = history["test_loss"][-1]
     assert final is not None and np.isfinite(final)
     assert final < history["initial_test_loss"]
+
+
+def test_digits_are_scikit_learn_s_digits():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from vae_runner.data import read_sklearn_digits
+
+    images, labels = read_sklearn_digits()
+    bunch = sklearn_digits()
+    assert np.array_equal(images, bunch.images.astype(np.uint8))
+    assert np.array_equal(labels, bunch.target) and images.shape == (1797, 8, 8)
+    assert images.max() == 16 and images.min() == 0

@@ -84,8 +84,31 @@ def _refuse_unwritable_output(argv: list[str]) -> None:
         sys.exit(ExitCode.CONFIG)
 
 
+def _print_help(args: list[str]) -> None:
+    """`vae-train --help` from our help template, without Hydra's help machinery.
+
+    Hydra builds its help by composing every option of every config group, its own plugins'
+    included: 2 to 5 s here. Our template lists the groups itself, so only the config the
+    other arguments select is composed (0.3 s). `--hydra-help` is still Hydra's.
+    """
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    overrides = [a for a in args if not a.startswith("-")]
+    with initialize_config_module("vae_runner.conf", version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=True)
+    help_cfg = cfg.hydra.help
+    job = OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "hydra"})
+    text = help_cfg.template.replace("$CONFIG", job)
+    text = text.replace("${hydra.help.header}", help_cfg.header)
+    print(text.replace("${hydra.help.footer}", help_cfg.footer))
+
+
 def main() -> None:
     register_configs()
+    if "--help" in sys.argv[1:] or "-h" in sys.argv[1:]:
+        _print_help(sys.argv[1:])
+        sys.exit(ExitCode.COMPLETED)
     problem = check_command_line(sys.argv[1:])
     if problem:
         print_error(problem)

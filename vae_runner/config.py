@@ -260,12 +260,25 @@ DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
 @dataclass
 class DeviceConfig:
     name: str = MISSING
+    precision: str = MISSING  # fp32 | bf16 (autocast of the forward pass and the loss)
+    compile: bool = MISSING  # torch.compile the model (CUDA: with CUDA graphs)
+    threads: Optional[int] = (
+        MISSING  # torch's CPU threads; null = torch's (or the launcher's) choice
+    )
 
     def __post_init__(self) -> None:
         _require(
             self.name in DEVICE_NAMES,
             f"device.name must be one of {', '.join(DEVICE_NAMES)} (got {self.name}); "
             "choose with device=cpu",
+        )
+        _require(
+            self.precision in ("fp32", "bf16"),
+            f"device.precision must be fp32 or bf16 (got {self.precision})",
+        )
+        _require(
+            self.threads is None or self.threads >= 1,
+            f"device.threads must be >= 1 or null (got {self.threads})",
         )
 
 

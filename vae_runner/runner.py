@@ -11,7 +11,9 @@ with `.item()` per batch.
 from __future__ import annotations
 
 import math
+import os
 import platform
+import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -41,7 +43,6 @@ from vae_runner.console import (
 )
 from vae_runner.data import ImageData, load_data, shuffled_batches
 from vae_runner.diagnostics import collapse_warning
-from vae_runner.figures import plot_run
 from vae_runner.history import append_epoch, new_history, save_history
 from vae_runner.images import save_grids
 from vae_runner.logger import build_logger
@@ -86,14 +87,17 @@ def train_epoch(
     # the device and read with the other sums at the end of the epoch.
     batch_numbers = torch.arange(1, len(batches) + 1, device=device, dtype=torch.float32)
     first_bad = torch.zeros((), device=device)
+    # bf16 autocast (device.precision): matrix products in bfloat16, weights and sums in fp32
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.device.precision == "bf16")
     for i, index in enumerate(batches):
         if stop is not None:
             stop.check()  # a requested stop ends the run here, at a batch boundary
         x = data.train_batch(index)
         optimizer.zero_grad(set_to_none=True)
-        out, mu, logvar = model(x)
-        terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
-        loss = training_loss(terms, kl_w, cfg.reduction.name, cfg.annealing.free_bits)
+        with autocast:
+            out, mu, logvar = model(x)
+            terms = elbo_terms(model.likelihood.nll(out.float(), x), mu.float(), logvar.float())
+            loss = training_loss(terms, kl_w, cfg.reduction.name, cfg.annealing.free_bits)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
         optimizer.step()
@@ -165,10 +169,13 @@ class Trainer:
     optimizer: torch.optim.Optimizer
     scheduler: Any
     shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
+    train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
 
 
 def build_trainer(cfg: Config, console) -> Trainer:
     device = build_device(cfg.device)
+    if cfg.device.threads:
+        torch.set_num_threads(cfg.device.threads)
     torch.manual_seed(cfg.seed)  # model init and the reparameterisation noise
     shuffle = torch.Generator().manual_seed(cfg.seed)
     data = load_data(cfg.data, cfg.likelihood)
@@ -189,7 +196,13 @@ def build_trainer(cfg: Config, console) -> Trainer:
     model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
     scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
-    return Trainer(cfg, device, data, model, optimizer, scheduler, shuffle)
+    train_model = model
+    if cfg.device.compile:
+        # On CUDA, "reduce-overhead" also captures CUDA graphs: the launch cost of a small
+        # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        train_model = torch.compile(model, mode=mode)
+    return Trainer(cfg, device, data, model, optimizer, scheduler, shuffle, train_model)
 
 
 def _fresh_history(t: Trainer) -> dict[str, Any]:
@@ -315,12 +328,17 @@ def _train_epochs(
 ) -> None:
     cfg = t.cfg
     progress = BatchProgress(console, math.ceil(len(t.data.train) / cfg.batch_size))
+    if os.environ.get("VAE_RUNNER_T0"):  # set by benchmarks/bench.py: start-up time probe
+        elapsed = time.time() - float(os.environ["VAE_RUNNER_T0"])
+        print(f"vae-runner: first batch {elapsed:.3f} s after launch", file=sys.stderr)
     for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
         kl_w = annealed_kl_weight(cfg.annealing, epoch, cfg.beta, cfg.epochs)
         lr = t.optimizer.param_groups[0]["lr"]
         with progress.epoch(epoch):
-            train = train_epoch(t.model, t.data, t.optimizer, cfg, kl_w, t.shuffle, progress, stop)
+            train = train_epoch(
+                t.train_model, t.data, t.optimizer, cfg, kl_w, t.shuffle, progress, stop
+            )
         test = evaluate(t.model, t.data, cfg.batch_size)
         record = _epoch_record(t, epoch, kl_w, lr, train, test, time.perf_counter() - started)
         diverged = _divergence(train, record)
@@ -386,6 +404,8 @@ def run(
     history["finished_at"] = _now()
     save_history(run_dir, history)
     if history["epoch"]:
+        from vae_runner.figures import plot_run  # matplotlib: only once there is something to draw
+
         plot_run(run_dir, history)
     print_summary(console, history, run_dir)
     return history
