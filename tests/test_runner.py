@@ -102,59 +102,43 @@ def test_epoch_schedulers_move_the_lr(tmp_path, scheduler, expected):
         )
 
 
-def test_clipping_bounds_the_update_and_the_recorded_norm_is_pre_clip():
-    """With plain SGD the update is lr * clipped gradient, so its norm is at most lr * grad_clip."""
+class NoProgress:
+    def advance(self):
+        pass
+
+
+def one_sgd_step(lr: float, grad_clip: float):
+    """One plain-SGD step over the whole digits training set: (pre-clip norm, step length)."""
     cfg = typed_config(
         "device=cpu",
         "optimizer=sgd",
         "optimizer.momentum=0",
-        "lr=1.0",
-        "grad_clip=0.01",
-        "batch_size=2000",  # one batch: one step
+        f"lr={lr}",
+        f"grad_clip={grad_clip}",
+        "batch_size=1438",  # the whole training set: one batch, one step
     )
     data = load_data(cfg.data)
     torch.manual_seed(0)
     model = MLPVAE(data.image_shape, hidden_dim=32, latent_dim=4)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-
-    class NoProgress:
-        def advance(self):
-            pass
-
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     sums = train_epoch(
         model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0), NoProgress()
     )
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
-    step = (after - before).norm().item()
-    assert sums.grad_norm > 1.0  # the gradient itself is large...
+    return sums.grad_norm, (after - before).norm().item()
+
+
+def test_clipping_bounds_the_update_and_the_recorded_norm_is_pre_clip():
+    """With plain SGD the update is lr * clipped gradient, so its norm is at most lr * grad_clip."""
+    grad_norm, step = one_sgd_step(lr=1.0, grad_clip=0.01)
+    assert grad_norm > 1.0  # the gradient itself is large...
     assert step == pytest.approx(0.01, rel=1e-3)  # ...the step is clipped to lr * grad_clip
 
 
 def test_without_clipping_the_step_is_the_full_gradient():
-    cfg = typed_config(
-        "device=cpu",
-        "optimizer=sgd",
-        "optimizer.momentum=0",
-        "lr=1e-3",
-        "grad_clip=0",
-        "batch_size=2000",
-    )
-    data = load_data(cfg.data)
-    torch.manual_seed(0)
-    model = MLPVAE(data.image_shape, hidden_dim=32, latent_dim=4)
-    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
-
-    class NoProgress:
-        def advance(self):
-            pass
-
-    sums = train_epoch(
-        model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0), NoProgress()
-    )
-    after = torch.cat([p.detach().flatten() for p in model.parameters()])
-    assert (after - before).norm().item() == pytest.approx(1e-3 * sums.grad_norm, rel=1e-4)
+    grad_norm, step = one_sgd_step(lr=1e-3, grad_clip=0)
+    assert step == pytest.approx(1e-3 * grad_norm, rel=1e-4)
 
 
 def test_history_write_is_atomic(tmp_path, monkeypatch):
