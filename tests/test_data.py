@@ -92,7 +92,7 @@ def test_prepared_cache_is_reused_and_renewed_when_the_source_changes(tmp_path):
 
 def test_limit_takes_the_first_training_images(tmp_path):
     write_idx(tmp_path / "d")
-    cfg = typed_config("data=mnist", f"data.root={tmp_path / 'd'}", "data.limit=7")
+    cfg = typed_config("data=mnist", f"data.root={tmp_path / 'd'}", "data.limit=7", "batch_size=4")
     data = load_data(cfg.data)
     assert len(data.train) == 7 and len(data.train_labels) == 7 and len(data.test) == 10
 

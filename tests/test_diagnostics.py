@@ -155,7 +155,8 @@ def _history(test_kl, active, burda):
 
 def test_collapse_warning_rules():
     assert collapse_warning(_history([5.0, 4.0], [3, 2], [3, 2])) is None
-    zero = collapse_warning(_history([5.0, 0.01], [3, 0], [3, 1]))
+    assert collapse_warning(_history([5.0, 2.0], [3, 13], [3, 0])) is None  # one measure only
+    zero = collapse_warning(_history([5.0, 0.01], [3, 0], [3, 0]))
     assert "epoch 2" in zero and "no latent dimension is active" in zero
     assert "annealing.free_bits" in zero and "beta=" in zero
     low = collapse_warning(_history([3.0, 0.4, 0.3, 0.2], [2, 1, 1, 1], [2, 1, 1, 1]))
@@ -183,9 +184,9 @@ def test_a_run_writes_images_plots_final_measures_and_tensorboard(tmp_path):
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    # digits are 8x8, enlarged x4 to 32x32 with 2-pixel padding: 8 per row, 2 rows
-    assert png(run_dir / "reconstructions.png") == (2 + 2 * 34, 2 + 8 * 34)
-    assert png(run_dir / "samples.png") == (2 + 8 * 34, 2 + 8 * 34)
+    # digits are 8x8, enlarged x7 to 56x56 with 2-pixel padding: 8 per row, 2 rows
+    assert png(run_dir / "reconstructions.png") == (2 + 2 * 58, 2 + 8 * 58)
+    assert png(run_dir / "samples.png") == (2 + 8 * 58, 2 + 8 * 58)
     for epoch in (2, 4):
         png(run_dir / "images" / f"reconstructions_epoch{epoch:03d}.png")
         png(run_dir / "images" / f"samples_epoch{epoch:03d}.png")

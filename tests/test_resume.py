@@ -224,3 +224,11 @@ def test_an_unwritable_output_directory_is_one_line(tmp_path):
     assert result.stderr.strip().count("\n") == 0
     assert "cannot create the run directory" in result.stderr and "Traceback" not in result.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_resume_may_name_the_device(tmp_path, finished_run):
+    result = run_cli(f"resume={finished_run}", "epochs=2", "device=cpu", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    resumed = history(finished_run)
+    assert resumed["epoch"] == [1, 2] and resumed["config"]["device"]["name"] == "cpu"
+    assert resumed["config"]["device"]["precision"] == "fp32"

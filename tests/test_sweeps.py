@@ -198,7 +198,7 @@ def test_labels_show_what_differs_and_stay_unique(tmp_path):
     assert [r["label"] for r in rows] == [
         "optimizer=sgd lr=0.1 (a)",
         "optimizer=sgd lr=0.1 (b)",
-        "c",  # no overrides: its directory's name
+        "defaults (c)",  # no overrides: the defaults, and its directory's name
     ]
     (single,) = build_summary(collect_jobs([tmp_path / "a"]), [])["jobs"]
     assert single["label"] == "optimizer=sgd lr=0.1"
@@ -292,27 +292,31 @@ def test_joblib_runs_the_jobs_in_parallel_processes(tmp_path):
 @e2e
 def test_diverged_and_failed_jobs_are_listed_and_the_sweep_exits_non_zero(tmp_path):
     sweep = tmp_path / "sweep"
-    # batch_size=2000 passes the command-line check but is refused inside its job (the
-    # training set has 1438 images): a job that fails without a history.json.
+    # device=cuda passes the command-line check (torch is not loaded there) and is refused
+    # inside its job on a machine without a GPU: a job that fails without a history.json.
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
     result = run_cli(
         "-m",
         "lr=1e-3,1e8",
-        "batch_size=128,2000",
+        "device=cpu,cuda",
         "epochs=2",
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
     assert result.returncode == 3, result.stderr  # diverged (3) beats failed (1)
     summary = check_summary(sweep, 4)
-    assert summary["jobs"][0]["label"] == "lr=0.001 batch_size=128"
+    assert summary["jobs"][0]["label"] == "lr=0.001 device=cpu"
     assert {(r["label"], r["status"]) for r in summary["jobs"]} == {
-        ("lr=0.001 batch_size=128", "completed"),
-        ("lr=100000000.0 batch_size=128", "diverged"),
-        ("lr=0.001 batch_size=2000", "failed"),  # refused inside the job: no history.json
-        ("lr=100000000.0 batch_size=2000", "failed"),
+        ("lr=0.001 device=cpu", "completed"),
+        ("lr=100000000.0 device=cpu", "diverged"),
+        ("lr=0.001 device=cuda", "failed"),  # refused inside the job: no history.json
+        ("lr=100000000.0 device=cuda", "failed"),
     }
-    assert summary["winner"]["label"] == "lr=0.001 batch_size=128" and summary["exit_code"] == 3
-    assert "batch_size=2000 is larger than the training set" in result.stderr
+    assert summary["winner"]["label"] == "lr=0.001 device=cpu" and summary["exit_code"] == 3
+    assert "device=cuda but torch sees no CUDA GPU" in result.stderr
     table = result.stdout[result.stdout.index("sweep summary") :]
     assert "4 jobs: 1 completed, 2 failed, 1 diverged" in table
 

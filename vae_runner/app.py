@@ -71,13 +71,14 @@ def run_job(cfg: DictConfig, run_dir: Path, overrides: list[str]) -> float:
         outcome.codes.append(int(ExitCode.INTERRUPTED))
         return objective
     try:
-        typed = to_typed(cfg)
         checkpoint = None
-        if typed.resume is not None:
+        if cfg.resume is not None:
+            # the saved config decides, so the command line's is not checked on its own
             from vae_runner.resume import load_for_resume  # imports torch
 
-            typed, checkpoint = load_for_resume(run_dir, overrides, typed)
+            typed, checkpoint = load_for_resume(run_dir, overrides, cfg)
         else:
+            typed = to_typed(cfg)
             _refuse_used_dir(run_dir)
         from vae_runner.runner import run  # imports torch: only once a job really runs
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -69,17 +70,26 @@ def _resume_into_its_directory(argv: list[str]) -> list[str]:
 
 
 def _refuse_unwritable_output(argv: list[str]) -> None:
-    """Say in one line that the output folder cannot be made (Hydra would print a traceback)."""
+    """Say in one line that the output folder cannot be made (Hydra would print a traceback).
+
+    The test is real: a temporary folder is made (and removed) in the deepest existing folder
+    on the way, since permission bits do not tell the whole story (root, /proc, read-only
+    mounts)."""
     multirun = "-m" in argv or "--multirun" in argv
     chosen = _last_value(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir")
     target = Path(chosen.strip("'\"")).expanduser() if chosen else Path("outputs")
     existing = target.absolute()
     while not existing.exists():
         existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as err:
         print_error(
-            f"cannot create the run directory {target}: {existing} is not a writable folder; "
-            "choose another with hydra.run.dir=... (hydra.sweep.dir=... for -m)"
+            f"cannot create the run directory {target}: {existing} is not a writable folder "
+            f"({err.strerror or err}); choose another with hydra.run.dir=... "
+            "(hydra.sweep.dir=... for -m)"
         )
         sys.exit(ExitCode.CONFIG)
 

@@ -283,6 +283,10 @@ class DeviceConfig:
 
 
 # --------------------------------------------------------------------------- data
+DIGITS_IMAGES = 1797  # scikit-learn's digits
+MNIST_TRAIN_IMAGES = 60000  # MNIST and Fashion-MNIST alike
+
+
 @dataclass
 class DataConfig:
     name: str = MISSING
@@ -310,6 +314,11 @@ class DigitsDataConfig(DataConfig):
             f"data.test_fraction must be in (0, 1) (got {self.test_fraction})",
         )
 
+    def train_size(self) -> int:
+        """Training images, known before loading (data.py splits the same way)."""
+        full = DIGITS_IMAGES - round(DIGITS_IMAGES * self.test_fraction)
+        return min(full, self.limit) if self.limit else full
+
 
 @dataclass
 class MNISTDataConfig(DataConfig):
@@ -322,6 +331,9 @@ class MNISTDataConfig(DataConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _fixed_name("data", self)
+
+    def train_size(self) -> int:
+        return min(MNIST_TRAIN_IMAGES, self.limit) if self.limit else MNIST_TRAIN_IMAGES
 
 
 @dataclass
@@ -499,6 +511,12 @@ class Config:
             self.grad_clip is None or self.grad_clip >= 0,
             f"grad_clip must be >= 0 (got {self.grad_clip}); 0 or null disables clipping, "
             "the seed recommends 1.0 to 5.0",
+        )
+        train_size = self.data.train_size() if hasattr(self.data, "train_size") else None
+        _require(
+            train_size is None or self.batch_size <= train_size,
+            f"batch_size={self.batch_size} is larger than the training set ({train_size} images "
+            f"of data={self.data.name}); use batch_size<={train_size}",
         )
         _require(
             self.plot_every >= 0,

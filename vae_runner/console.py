@@ -89,10 +89,15 @@ def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:
 
 def print_divergence(console: Console, where: dict[str, Any], lr: float) -> None:
     batch = f", batch {where['batch']}" if where["batch"] else ""
+    finished = where["epoch"] - 1
+    kept = (
+        f"history.json and the checkpoints keep epoch {finished}"
+        if finished
+        else "no epoch had finished, so history.json records only the divergence"
+    )
     console.print(
-        f"[bold red]Diverged[/] in epoch {where['epoch']}{batch}: {where['what']}. "
-        f"The history and checkpoints keep epoch {where['epoch'] - 1}. Try a lower lr "
-        f"(was {lr:.2e}) or clipping (grad_clip=1.0).",
+        f"[bold red]Diverged[/] in epoch {where['epoch']}{batch}: {where['what']}; {kept}. "
+        f"Try a lower lr (was {lr:.2e}) or clipping (grad_clip=1.0).",
         soft_wrap=True,
     )
 

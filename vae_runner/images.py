@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-MIN_SIDE = 28  # small images (8x8 digits) are enlarged to be seen
+MIN_SIDE = 56  # smaller images (8x8 digits, 28x28 MNIST) are enlarged to be seen
 
 
 def _visible(images: torch.Tensor) -> torch.Tensor:

@@ -86,6 +86,28 @@ def _owner(err: OmegaConfBaseException) -> str:
     return f"of {group}={option}: its keys are {keys}"
 
 
+def _check_data_files(data) -> None:
+    """Files that must already be there (data.download=false) are looked for now, not after
+    Hydra has made the run directory. Only where they are is checked; their content is
+    checked when they are loaded."""
+    from pathlib import Path
+
+    from vae_runner import idx
+
+    if data.name not in idx.TORCHVISION_CLASS:
+        return
+    if data.root is not None and not Path(data.root).expanduser().is_dir():
+        raise idx.DataError(
+            f"data.root={data.root}: no such folder; give the folder that holds the four IDX "
+            "files, or leave data.root out to search the usual places"
+        )
+    if data.download:
+        return
+    places = idx.places_to_look(data.name, data.root)
+    if not any(idx.find_files(p.path) and (p.direct or p.path.name == "raw") for p in places):
+        raise idx.DataError(idx.not_found_message(data.name, places, None))
+
+
 def check_command_line(args: list[str]) -> str | None:
     """None when every job's config composes and passes the checks; else one line to print."""
     from vae_runner.app import to_typed
@@ -93,6 +115,8 @@ def check_command_line(args: list[str]) -> str | None:
 
     if any(a in NOT_A_RUN or a.startswith("--cfg") for a in args):
         return None
+    if any(a.startswith("resume=") and a != "resume=null" for a in args):
+        return None  # resume checks its own overrides against the saved config (resume.py)
     multirun = "-m" in args or "--multirun" in args
     overrides = [a for a in args if not a.startswith("-")]
     try:
@@ -106,7 +130,7 @@ def check_command_line(args: list[str]) -> str | None:
         for job in jobs:
             where = f"job {' '.join(job)}: " if len(jobs) > 1 else ""
             try:
-                to_typed(compose("config", overrides=job))
+                _check_data_files(to_typed(compose("config", overrides=job)).data)
             except ConfigError as err:
                 return f"{where}{err}" + ("; nothing was run" if where else "")
             except Exception as err:

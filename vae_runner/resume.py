@@ -11,6 +11,8 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from omegaconf import OmegaConf
+
 from vae_runner.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
 from vae_runner.config import GROUP_SCHEMAS, Config, ConfigError
 from vae_runner.history import HISTORY_FILE
@@ -41,8 +43,11 @@ def config_from_dict(saved: dict[str, Any]) -> Config:
     return Config(**{k: v for k, v in values.items() if k in known})
 
 
-def load_for_resume(run_dir: Path, overrides: list[str], cli: Config) -> tuple[Config, dict]:
-    """The config and checkpoint to continue `run_dir` with; ConfigError says why not."""
+def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, dict]:
+    """The config and checkpoint to continue `run_dir` with; ConfigError says why not.
+
+    `cli` is the command line's composed DictConfig: only its `epochs` and `device` are used.
+    """
     if not run_dir.is_dir():
         raise ConfigError(f"resume={run_dir}: no such directory")
     last = run_dir / CHECKPOINT_DIR / LAST
@@ -56,7 +61,9 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli: Config) -> tuple[C
     refused = [
         k
         for k in override_keys(overrides)
-        if k != "resume" and k not in CHANGEABLE_ON_RESUME and not k.startswith("hydra")
+        if k != "resume"
+        and k.split(".")[0] not in CHANGEABLE_ON_RESUME
+        and not k.startswith("hydra")
     ]
     if refused:
         raise ConfigError(
@@ -70,9 +77,9 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli: Config) -> tuple[C
     saved = dict(checkpoint["config"])
     given = override_keys(overrides)
     if "epochs" in given:
-        saved["epochs"] = cli.epochs
-    if "device" in given:
-        saved["device"] = {"name": cli.device.name}
+        saved["epochs"] = int(cli.epochs)
+    if any(k == "device" or k.startswith("device.") for k in given):
+        saved["device"] = OmegaConf.to_container(cli.device)
     saved["resume"] = str(run_dir)
     cfg = config_from_dict(saved)
     done = checkpoint["epoch"]

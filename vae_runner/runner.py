@@ -32,7 +32,7 @@ from vae_runner.build import (
     step_scheduler,
 )
 from vae_runner.checkpoint import capture_rng, restore_rng, save_checkpoint
-from vae_runner.config import Config, ConfigError
+from vae_runner.config import Config, ConfigError, CyclicalAnnealingConfig
 from vae_runner.console import (
     BatchProgress,
     make_console,
@@ -191,6 +191,13 @@ def build_trainer(cfg: Config, console) -> Trainer:
             console,
             f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
             f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta",
+        )
+    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
+        print_warning(
+            console,
+            f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
+            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
+            "rises (it starts every cycle at 0); use fewer cycles or more epochs",
         )
     data = data.to(device)
     model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from vae_runner.exit_codes import sweep_exit_code
-from vae_runner.history import write_json_atomic
+from vae_runner.history import replace_atomically, write_json_atomic
 from vae_runner.rundirs import Job
 
 SUMMARY_JSON = "sweep_summary.json"
@@ -64,7 +64,8 @@ def labels(jobs: list[Job]) -> list[str]:
     result = []
     for job in jobs:
         label = " ".join(o for o in job.overrides if _split(o)[0] in varying)
-        result.append(label or job.name)
+        # a run with none of the overrides that tell the others apart ran on the defaults
+        result.append(label or (f"defaults ({job.name})" if varying else job.name))
     return [
         f"{label} ({job.name})" if result.count(label) > 1 and label != job.name else label
         for label, job in zip(result, jobs, strict=True)
@@ -166,9 +167,7 @@ def curve_label(row: dict[str, Any]) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    replace_atomically(path, lambda f: f.write(text.encode()))
 
 
 def read_optuna_results(sweep_dir: Path) -> dict | None:

@@ -177,6 +177,9 @@ def summary_main(argv: list[str] | None = None) -> None:
         out = args.dirs[0]
     summary = summarize(args.dirs, out)
     if summary is None:
-        print_error(f"no run directories (with {HISTORY_FILE} or .hydra/) in {args.dirs}")
+        print_error(
+            f"no run directories (with {HISTORY_FILE} or .hydra/) in "
+            f"{', '.join(str(d) for d in args.dirs)}"
+        )
         sys.exit(ExitCode.CONFIG)
     sys.exit(summary["exit_code"])
