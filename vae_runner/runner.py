@@ -247,7 +247,7 @@ def _restore(t: Trainer, checkpoint: dict[str, Any]) -> dict[str, Any]:
     history = checkpoint["history"]
     history["status"] = "running"
     history["finished_at"] = None
-    history["config"]["epochs"] = t.cfg.epochs
+    history["config"] = asdict(t.cfg)  # as resumed: epochs= and device= may have changed
     history.setdefault("resumed", []).append({"after_epoch": checkpoint["epoch"], "at": _now()})
     return history
 
