@@ -103,11 +103,6 @@ def runner_setup(device: str, limit: int | None, root: str | None):
     return cfg, build_trainer(cfg, Console(file=io.StringIO()))
 
 
-class _NoProgress:
-    def advance(self) -> None:
-        pass
-
-
 def time_runner_epoch(cfg, trainer) -> float:
     from vae_runner.runner import train_epoch
 
@@ -120,7 +115,6 @@ def time_runner_epoch(cfg, trainer) -> float:
         cfg,
         0.1,
         trainer.shuffle,
-        _NoProgress(),
     )
     _sync(trainer.device.type)
     return time.perf_counter() - start

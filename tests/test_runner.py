@@ -102,11 +102,6 @@ def test_epoch_schedulers_move_the_lr(tmp_path, scheduler, expected):
         )
 
 
-class NoProgress:
-    def advance(self):
-        pass
-
-
 def one_sgd_step(lr: float, grad_clip: float):
     """One plain-SGD step over the whole digits training set: (pre-clip norm, step length)."""
     cfg = typed_config(
@@ -122,9 +117,7 @@ def one_sgd_step(lr: float, grad_clip: float):
     model = MLPVAE(data.image_shape, hidden_dim=32, latent_dim=4)
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    sums = train_epoch(
-        model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0), NoProgress()
-    )
+    sums = train_epoch(model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0))
     after = torch.cat([p.detach().flatten() for p in model.parameters()])
     return sums.grad_norm, (after - before).norm().item()
 

@@ -15,23 +15,17 @@ from omegaconf import DictConfig, OmegaConf
 
 from vae_runner.config import Config, ConfigError, unknown_keys
 from vae_runner.console import print_error
-from vae_runner.exit_codes import ExitCode, outcome
+from vae_runner.exit_codes import ExitCode, outcome, status_exit_code
 from vae_runner.history import HISTORY_FILE
 
 
 def exit_code_of(history: dict, cfg: Config) -> ExitCode:
-    status = history["status"]
-    if status == "completed":
+    """A finished job's exit code: exit_codes' status mapping, plus what only the job knows."""
+    if history["status"] == "diverged" and cfg.on_divergence == "stop":
         return ExitCode.COMPLETED
-    if status == "diverged":
-        return ExitCode.COMPLETED if cfg.on_divergence == "stop" else ExitCode.DIVERGED
-    if status == "interrupted":
-        return (
-            ExitCode.TERMINATED
-            if history.get("interrupted_by") == "SIGTERM"
-            else (ExitCode.INTERRUPTED)
-        )
-    return ExitCode.FAILED
+    if history["status"] == "interrupted" and history.get("interrupted_by") == "SIGTERM":
+        return ExitCode.TERMINATED
+    return ExitCode(status_exit_code(history["status"]))
 
 
 def to_typed(cfg: DictConfig) -> Config:

@@ -70,7 +70,7 @@ class TestSums(NamedTuple):
 
 
 def train_epoch(
-    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress, stop=None
+    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress=None, stop=None
 ) -> TrainSums:
     model.train()
     device = data.train.device
@@ -108,7 +108,8 @@ def train_epoch(
             norm_max = torch.maximum(norm_max, norm)
             bad = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (first_bad == 0)
             first_bad = torch.where(bad, batch_numbers[i], first_bad)
-        progress.advance()
+        if progress is not None:
+            progress.advance()
     n = len(data.train)
     sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad]).tolist()
     recon, kl, norm_total, norm_top, bad_batch = sums
