@@ -9,7 +9,9 @@ Measures, alternating the two loops so the machine's noise hits both alike (medi
   with the seed's settings: 784-400-20 MLP, batch 128, Adam, clipping at 1.0, fp32;
 - the float32 matrix-multiply ceiling of this machine (a 2048^2 matmul), and the model FLOP
   utilisation: the model's forward+backward FLOPs per second over that ceiling;
-- peak resident memory of each loop (each in a child process, so they do not mix);
+- peak resident memory (VmHWM, each in its own process so they do not mix) of one epoch of the
+  seed's loop (load, train, test) against a whole `vae-train` run of one epoch on the same data
+  (which also estimates the IW NLL, draws its image grids and plots);
 - start-up: `vae-train --help` and `--cfg job` (and whether they import torch), `import torch`
   alone, and how long after launch a default run reaches its first batch.
 Prints one table. Needs Debian's dataset-fashion-mnist (or data.root via --root).
@@ -140,29 +142,53 @@ def time_seed_epoch(model, optimizer, loader, device: str) -> float:
     return time.perf_counter() - start
 
 
-def child(kind: str, device: str, limit: int | None, root: str | None) -> None:
-    """One epoch of one loop, then its peak RSS (MiB) as JSON on stdout."""
-    if kind == "seed":
-        model, optimizer, loader = seed_setup(device, limit, fashion_root(root))
-        time_seed_epoch(model, optimizer, loader, device)
-    else:
-        cfg, trainer = runner_setup(device, limit, root)
-        time_runner_epoch(cfg, trainer)
+def child(device: str, limit: int | None, root: str | None) -> None:
+    """One epoch of the seed's loop (load, train, test); its peak RSS (MiB) as JSON on stdout."""
+    from seed_loop import seed_loaders, seed_test_epoch
+
+    model, optimizer, train_loader = seed_setup(device, limit, fashion_root(root))
+    time_seed_epoch(model, optimizer, train_loader, device)
+    seed_test_epoch(model, seed_loaders(fashion_root(root))[1], device=device)
+    print(json.dumps({"peak_mib": peak_rss_mib()}))
+
+
+def peak_rss_mib() -> float:
     # VmHWM, not ru_maxrss: after fork + exec, ru_maxrss still holds the parent's peak.
     status = Path("/proc/self/status").read_text()
     if "VmHWM:" in status:
-        peak_kib = int(status.split("VmHWM:")[1].split()[0])
-    else:  # not Linux
-        peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_mib": peak_kib / 1024}))
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
-def peak_memory(kind: str, args) -> float:
-    command = [sys.executable, __file__, "--child", kind, "--device", args.device]
-    if args.limit:
-        command += ["--limit", str(args.limit)]
-    if args.root:
-        command += ["--root", args.root]
+# `vae-train` itself, with its peak memory printed as it exits
+RUNNER_PEAK = (
+    "import atexit, json, sys\n"
+    "sys.path.insert(0, {here!r})\n"
+    "from bench import peak_rss_mib\n"
+    "atexit.register(lambda: print(json.dumps({{'peak_mib': peak_rss_mib()}})))\n"
+    "sys.argv = ['vae-train'] + {args!r}\n"
+    "from vae_runner.cli import entry\n"
+    "entry()\n"
+)
+
+
+def peak_memory(kind: str, args, tmp: Path) -> float:
+    if kind == "seed":
+        command = [sys.executable, __file__, "--child", "--device", args.device]
+        command += ["--limit", str(args.limit)] if args.limit else []
+        command += ["--root", args.root] if args.root else []
+    else:
+        overrides = [
+            "data=fashion_mnist",
+            "data.download=false",
+            "epochs=1",
+            f"device={args.device}",
+            f"hydra.run.dir={tmp / 'memory-run'}",
+        ]
+        overrides += [f"data.limit={args.limit}"] if args.limit else []
+        overrides += [f"data.root={args.root}"] if args.root else []
+        probe = RUNNER_PEAK.format(here=str(HERE), args=overrides)
+        command = [sys.executable, "-c", probe]
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
 
@@ -243,31 +269,36 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="training images (default all)")
     parser.add_argument("--root", default=None, help="folder of the Fashion-MNIST IDX files")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda if present)")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args()
     import torch
 
+    from vae_runner.allocator import reused_freed_blocks
+
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.child:
-        child(args.child, args.device, args.limit, args.root)
+        child(args.device, args.limit, args.root)
         return
 
     cfg, trainer = runner_setup(args.device, args.limit, args.root)
     model, optimizer, loader = seed_setup(args.device, args.limit, fashion_root(args.root))
     n = len(trainer.data.train)
     seed_times, runner_times = [], []
-    time_runner_epoch(cfg, trainer)  # warm-up: allocator, caches, compilation
-    for _ in range(args.reps):
-        seed_times.append(time_seed_epoch(model, optimizer, loader, args.device))
-        runner_times.append(time_runner_epoch(cfg, trainer))
+    # The allocator setting a run trains under (allocator.py) is process-wide, so the seed's
+    # epochs run under it too: conservative for the ratio (it did not change the seed's time).
+    with reused_freed_blocks(enabled=args.device == "cpu"):
+        time_runner_epoch(cfg, trainer)  # warm-up: allocator, caches, compilation
+        for _ in range(args.reps):
+            seed_times.append(time_seed_epoch(model, optimizer, loader, args.device))
+            runner_times.append(time_runner_epoch(cfg, trainer))
     peak = matmul_ceiling(args.device)
     seed_s, runner_s = statistics.median(seed_times), statistics.median(runner_times)
     flops = model_flops_per_sample() * n
-    memory = {kind: peak_memory(kind, args) for kind in ("seed", "runner")}
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
+        memory = {kind: peak_memory(kind, args, Path(tmp)) for kind in ("seed", "runner")}
         start = startup(Path(tmp))
     figures = {
         "device": args.device,
@@ -324,7 +355,7 @@ def report(f: dict, seed_times: list[float], runner_times: list[float]) -> None:
         "peak resident memory (MiB)",
         f"{f['seed_peak_mib']:.1f}",
         f"{f['runner_peak_mib']:.1f}",
-        "target: runner <= seed",
+        "seed: an epoch of its loop; vae-runner: a whole 1-epoch run. Target: runner <= seed",
     )
     table.add_row(
         "vae-train --help / --cfg job (s)",

@@ -126,3 +126,33 @@ def test_gaussian_nll_is_the_normal_log_density():
     # with sigma = 1 it is half the summed squared error plus a constant per dimension
     half_sse = 0.5 * (x - mean).pow(2).sum(dim=1) + 10 * 0.5 * math.log(2 * math.pi)
     torch.testing.assert_close(gaussian_nll(mean, x, torch.tensor(0.0)), half_sse)
+
+
+@pytest.mark.parametrize("scale", [1.0, 10.0, 100.0])
+def test_fast_cpu_bernoulli_nll_equals_torch_in_value_and_gradient(scale):
+    """The CPU path (_BernoulliNLL) against torch's binary_cross_entropy_with_logits."""
+    g = torch.Generator().manual_seed(1)
+    logits = (torch.randn(8, 1, 6, 6, generator=g, dtype=torch.float64) * scale).requires_grad_()
+    x = torch.rand(8, 1, 6, 6, generator=g, dtype=torch.float64).requires_grad_()
+    weights = torch.rand(8, generator=g, dtype=torch.float64)  # a non-uniform upstream gradient
+    ours = bernoulli_nll(logits, x)
+    torch_s = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+    torch.testing.assert_close(ours, torch_s, rtol=1e-12, atol=1e-9)
+    ours_grads = torch.autograd.grad((ours * weights).sum(), (logits, x))
+    torch_grads = torch.autograd.grad((torch_s * weights).sum(), (logits, x))
+    for mine, theirs in zip(ours_grads, torch_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(bernoulli_nll, (logits[:2].detach().requires_grad_(), x[:2]))
+
+
+def test_fast_cpu_bernoulli_nll_in_float32_stays_finite_and_close():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(128, 784, generator=g) * 30
+    logits[0, :4] = torch.tensor([-1e4, 1e4, 88.0, -88.0])  # exp over/underflow territory
+    x = torch.rand(128, 784, generator=g)
+    ours = bernoulli_nll(logits, x)
+    reference = F.binary_cross_entropy_with_logits(
+        logits.double(), x.double(), reduction="none"
+    ).sum(1)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours.double(), reference, rtol=1e-5, atol=1e-3)

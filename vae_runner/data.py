@@ -42,8 +42,12 @@ class ImageData:
         return levels.float().div_(self.max_level)
 
     def train_batch(self, index: torch.Tensor) -> torch.Tensor:
-        x = self.to_float(self.train[index])
+        x = self.to_float(self.train.index_select(0, index))  # 4x faster than train[index]
         return torch.bernoulli(x) if self.resample_train else x
+
+    def without_train(self) -> ImageData:
+        """The same data with an empty training set (for the end of a run: see runner.py)."""
+        return replace(self, train=self.train[:0].clone(), train_labels=self.train_labels[:0])
 
     def to(self, device: torch.device) -> ImageData:
         return replace(self, train=self.train.to(device), test=self.test.to(device))
@@ -87,11 +91,8 @@ def load_digits(cfg: DigitsDataConfig) -> ImageData:
     )
 
 
-def load_torchvision(cfg: MNISTDataConfig) -> ImageData:
-    """MNIST or Fashion-MNIST through torchvision's own classes, from local files first."""
-    from torchvision import datasets  # 4 s to import: only when used
-
-    cls = getattr(datasets, idx.TORCHVISION_CLASS[cfg.name])
+def load_idx_data(cfg: MNISTDataConfig) -> ImageData:
+    """MNIST or Fashion-MNIST from local IDX files first, else downloaded by torchvision."""
     places = idx.places_to_look(cfg.name, cfg.root)
     root = None
     for place in places:
@@ -100,23 +101,29 @@ def load_torchvision(cfg: MNISTDataConfig) -> ImageData:
             root = idx.torchvision_root(files, cfg.name)
             break
     if root is None:
-        root = _download(cls, cfg, places)
-    train = cls(root, train=True, download=False)
-    test = cls(root, train=False, download=False)
+        root = _download(cfg, places)
+    raw = root / idx.TORCHVISION_CLASS[cfg.name] / "raw"
+
+    def read(base: str) -> torch.Tensor:
+        return torch.from_numpy(idx.read_idx(raw / base, base))
+
     return ImageData(
-        train.data.unsqueeze(1),
-        test.data.unsqueeze(1),
+        read("train-images-idx3-ubyte").unsqueeze(1),
+        read("t10k-images-idx3-ubyte").unsqueeze(1),
         max_level=255.0,
         name=cfg.name,
-        train_labels=train.targets,
-        test_labels=test.targets,
+        train_labels=read("train-labels-idx1-ubyte").long(),
+        test_labels=read("t10k-labels-idx1-ubyte").long(),
     )
 
 
-def _download(cls, cfg: MNISTDataConfig, places: list) -> Path:
+def _download(cfg: MNISTDataConfig, places: list) -> Path:
     """Let torchvision download the files (data.download=true); a failure leaves no folders."""
     if not cfg.download:
         raise idx.DataError(idx.not_found_message(cfg.name, places, None))
+    from torchvision import datasets  # slow to import: only to download
+
+    cls = getattr(datasets, idx.TORCHVISION_CLASS[cfg.name])
     root = Path(cfg.root).expanduser() if cfg.root else Path("data")
     if cfg.root and not root.is_dir():
         raise idx.DataError(
@@ -169,7 +176,7 @@ def load_data(cfg: DataConfig, likelihood: LikelihoodConfig | None = None) -> Im
         case DigitsDataConfig():
             data = load_digits(cfg)
         case MNISTDataConfig():
-            data = load_torchvision(cfg)
+            data = load_idx_data(cfg)
         case _:
             raise ValueError(f"unknown data set {cfg.name!r}")
     if cfg.limit is not None:

@@ -36,9 +36,37 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
     Equal to the seed's `F.binary_cross_entropy(sigmoid(logits), x)`, computed from logits so it
     stays finite (a diverging run then shows up as a non-finite loss, not a device assert).
+    On the CPU it goes through `_BernoulliNLL`, which gives the same numbers 4x faster.
     """
+    if logits.device.type == "cpu":
+        return _BernoulliNLL.apply(logits.flatten(start_dim=1), x.flatten(start_dim=1))
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     return nll.flatten(start_dim=1).sum(dim=1)
+
+
+class _BernoulliNLL(torch.autograd.Function):
+    """`binary_cross_entropy_with_logits(l, x).sum(1)` from vectorised CPU kernels only.
+
+    torch's own CPU kernel goes through log1p, which is not vectorised: on a 128 x 784 batch its
+    forward took 0.5 ms, as long as a layer's matrix product (benchmarks/bench.py profile).
+    softplus(l) = relu(l) - log(sigmoid(|l|)) needs only exp and log, which are; the
+    gradient is sigmoid(l) - x. Where exp(-|l|) < 6e-8 the log rounds to 0: an error below
+    6e-8 nats per pixel, against a loss of hundreds of nats per image.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits, x)
+        nll = logits.clamp_min(0).addcmul_(logits, x, value=-1)
+        return nll.sub_(torch.sigmoid(logits.abs()).log_()).sum(dim=1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        logits, x = ctx.saved_tensors
+        grad = grad.unsqueeze(1)
+        grad_logits = torch.sigmoid(logits).sub_(x).mul_(grad) if ctx.needs_input_grad[0] else None
+        grad_x = logits.neg().mul_(grad) if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
 
 
 def gaussian_kl_by_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

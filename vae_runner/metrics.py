@@ -52,20 +52,31 @@ def log_weights(model, x: torch.Tensor, samples: int, generator: torch.Generator
     return log_px_z + log_pz - log_qz
 
 
-def importance_weighted_nll(model, images, samples: int, seed: int = 0) -> LikelihoodEstimate:
+CHUNK_VALUES = 1 << 20
+
+
+def importance_weighted_nll(
+    model, images, samples: int, seed: int = 0, to_float=None
+) -> LikelihoodEstimate:
     """Estimate -log p(x) over `images` ([N, ...] floats in [0, 1]) with K = `samples`.
 
-    Vectorised over images and samples, in chunks of about 2^24 decoded values. Its own
-    generator: the estimate does not move the training run's random state.
+    `to_float`, if given, turns a chunk of stored images (ImageData.to_float) into those floats,
+    so the whole test set is never held as floats at once.
+
+    Vectorised over images and samples, in chunks of about 2^20 decoded values (4 MiB tensors:
+    large enough for full-speed matrix products, small enough that the estimate does not raise
+    the run's peak memory). Its own generator: the estimate does not move the training run's
+    random state.
     """
     started = time.perf_counter()
     model.eval()
     generator = torch.Generator().manual_seed(seed)
     per_image = max(1, math.prod(images.shape[1:]))
-    chunk = max(1, (1 << 24) // (samples * per_image))
+    chunk = max(1, CHUNK_VALUES // (samples * per_image))
     nll_sum, neg_elbo_sum = 0.0, 0.0
     for start in range(0, len(images), chunk):
-        log_w = log_weights(model, images[start : start + chunk], samples, generator)
+        x = images[start : start + chunk]
+        log_w = log_weights(model, x if to_float is None else to_float(x), samples, generator)
         nll_sum -= (torch.logsumexp(log_w, dim=0) - math.log(samples)).sum().item()
         neg_elbo_sum -= log_w.mean(dim=0).sum().item()
     n = len(images)
