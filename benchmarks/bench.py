@@ -144,11 +144,15 @@ def time_seed_epoch(model, optimizer, loader, device: str) -> float:
 
 def child(device: str, limit: int | None, root: str | None) -> None:
     """One epoch of the seed's loop (load, train, test); its peak RSS (MiB) as JSON on stdout."""
-    from seed_loop import seed_loaders, seed_test_epoch
+    import torch
+    from seed_loop import SeedVAE, seed_loaders, seed_test_epoch
 
-    model, optimizer, train_loader = seed_setup(device, limit, fashion_root(root))
+    torch.manual_seed(0)
+    model = SeedVAE().to(device)
+    train_loader, test_loader = seed_loaders(fashion_root(root), limit=limit)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     time_seed_epoch(model, optimizer, train_loader, device)
-    seed_test_epoch(model, seed_loaders(fashion_root(root))[1], device=device)
+    seed_test_epoch(model, test_loader, device=device)
     print(json.dumps({"peak_mib": peak_rss_mib()}))
 
 

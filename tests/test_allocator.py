@@ -1,36 +1,79 @@
-"""allocator.reused_freed_blocks: glibc's thresholds raised inside, and a user's settings win."""
+"""allocator.reused_freed_blocks: what glibc's malloc does inside and after it, and a user's
+own settings win. Each probe runs in a fresh process (malloc settings are process-wide)."""
 
 from __future__ import annotations
 
+import ctypes.util
 import os
 import subprocess
 import sys
 
 import pytest
 
-PROBE = (
-    "from vae_runner.allocator import reused_freed_blocks\n"
-    "with reused_freed_blocks() as raised:\n"
-    "    print(raised)\n"
-    "with reused_freed_blocks(enabled=False) as raised:\n"
-    "    print(raised)\n"
-)
+# mallinfo2(): hblks counts live mmapped blocks, fordblks the free bytes kept in the heap
+PROBE = """
+import ctypes
+from vae_runner.allocator import reused_freed_blocks
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in (
+        "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split())]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = [ctypes.c_size_t]
+libc.free.argtypes = [ctypes.c_void_p]
+SIZE = 16 * 2**20
+
+def mmapped():  # is a fresh 16 MiB block served by mmap?
+    before = libc.mallinfo2().hblks
+    block = libc.malloc(SIZE)
+    answer = libc.mallinfo2().hblks > before
+    libc.free(block)
+    return answer
+
+print("before", mmapped())
+with reused_freed_blocks() as raised:
+    print("raised", raised)
+    print("inside", mmapped())
+    blocks = [libc.malloc(SIZE) for _ in range(4)]
+    for block in blocks:
+        libc.free(block)
+    print("kept_inside", libc.mallinfo2().fordblks >= 4 * SIZE)
+print("kept_after", libc.mallinfo2().fordblks >= 4 * SIZE)
+with reused_freed_blocks(enabled=False) as raised:
+    print("disabled", raised)
+"""
 
 
-def probe(env_extra: dict[str, str]) -> list[str]:
+def probe(env_extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_"))}
     env.update(env_extra)
     done = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, env=env, check=True
     )
-    return done.stdout.split()
+    return dict(line.split() for line in done.stdout.splitlines())
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_thresholds_are_raised_on_linux_unless_disabled():
-    assert probe({}) == ["True", "False"]
+glibc = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or "libc" not in (ctypes.util.find_library("c") or ""),
+    reason="glibc's malloc",
+)
 
 
+@glibc
+def test_inside_large_blocks_come_from_the_heap_and_stay_after_they_are_freed():
+    seen = probe({})
+    assert seen["before"] == "True"  # glibc's default: a 16 MiB block is its own mmap
+    assert seen["raised"] == "True"
+    assert seen["inside"] == "False"  # served from the heap, reused by the next step
+    assert seen["kept_inside"] == "True"  # freed memory kept for reuse, not page-faulted again
+    assert seen["kept_after"] == "False"  # on leaving, it is given back (malloc_trim)
+    assert seen["disabled"] == "False"
+
+
+@glibc
 @pytest.mark.parametrize(
     "setting",
     [
@@ -40,4 +83,6 @@ def test_thresholds_are_raised_on_linux_unless_disabled():
     ],
 )
 def test_a_users_own_malloc_settings_are_left_alone(setting):
-    assert probe(setting) == ["False", "False"]
+    seen = probe(setting)
+    assert seen["raised"] == "False"
+    assert seen["inside"] == seen["before"] == "True"

@@ -136,6 +136,7 @@ def test_fast_cpu_bernoulli_nll_equals_torch_in_value_and_gradient(scale):
     x = torch.rand(8, 1, 6, 6, generator=g, dtype=torch.float64).requires_grad_()
     weights = torch.rand(8, generator=g, dtype=torch.float64)  # a non-uniform upstream gradient
     ours = bernoulli_nll(logits, x)
+    assert type(ours.grad_fn).__name__ == "_BernoulliNLLBackward"  # the fast path was taken
     torch_s = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
     torch.testing.assert_close(ours, torch_s, rtol=1e-12, atol=1e-9)
     ours_grads = torch.autograd.grad((ours * weights).sum(), (logits, x))
@@ -150,9 +151,21 @@ def test_fast_cpu_bernoulli_nll_in_float32_stays_finite_and_close():
     logits = torch.randn(128, 784, generator=g) * 30
     logits[0, :4] = torch.tensor([-1e4, 1e4, 88.0, -88.0])  # exp over/underflow territory
     x = torch.rand(128, 784, generator=g)
-    ours = bernoulli_nll(logits, x)
+    ours = bernoulli_nll(logits.requires_grad_(), x)
+    assert type(ours.grad_fn).__name__ == "_BernoulliNLLBackward"
+    ours = ours.detach()
     reference = F.binary_cross_entropy_with_logits(
         logits.double(), x.double(), reduction="none"
     ).sum(1)
     assert torch.isfinite(ours).all()
     torch.testing.assert_close(ours.double(), reference, rtol=1e-5, atol=1e-3)
+
+
+def test_inputs_the_fast_path_does_not_take_go_to_torch():
+    """bf16 logits (torch upcasts) and mismatched shapes (torch refuses) are torch's."""
+    g = torch.Generator().manual_seed(3)
+    logits, x = torch.randn(4, 10, generator=g), torch.rand(4, 10, generator=g)
+    half = bernoulli_nll(logits.bfloat16().requires_grad_(), x)
+    assert type(half.grad_fn).__name__ == "SumBackward1" and half.dtype == torch.float32
+    with pytest.raises(ValueError, match="same as input size"):
+        bernoulli_nll(logits, x[:, :1])

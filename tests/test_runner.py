@@ -13,7 +13,7 @@ from rich.console import Console
 from vae_runner.data import load_data
 from vae_runner.history import EPOCH_KEYS, write_json_atomic
 from vae_runner.model import MLPVAE
-from vae_runner.runner import run, train_epoch
+from vae_runner.runner import build_trainer, release_training_state, run, train_epoch
 
 from helpers import typed_config
 
@@ -270,3 +270,19 @@ def test_help_and_cfg_job_import_no_torch():
         done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         assert "optimizer:" in done.stdout
+
+
+def test_releasing_the_training_state_keeps_what_the_final_evaluation_needs():
+    cfg = typed_config("epochs=1", "data.limit=256")
+    console, _ = quiet_console()
+    t = build_trainer(cfg, console)
+    train_epoch(t.model, t.data, t.optimizer, cfg, 1.0, t.shuffle)
+    test_before, weights_before = t.data.test.clone(), t.model.fc1.weight.detach().clone()
+    assert t.optimizer.state and t.model.fc1.weight.grad is not None
+    release_training_state(t)
+    assert len(t.data.train) == 0 and len(t.data.train_labels) == 0
+    assert t.data.image_shape == (1, 8, 8)
+    assert not t.optimizer.state
+    assert all(p.grad is None for p in t.model.parameters())
+    assert torch.equal(t.data.test, test_before)
+    assert torch.equal(t.model.fc1.weight, weights_before)

@@ -4,10 +4,15 @@ glibc's malloc serves blocks above its mmap threshold with fresh mmap()s and giv
 at the top of the heap back to the OS beyond its trim threshold. A training step frees and
 re-allocates the same few-hundred-KiB to MiB tensors (activations, gradients) every batch, so
 with the defaults every step page-faults them in again: on this project's benchmark
-(benchmarks/bench.py, Fashion-MNIST, 2 threads) that was 15-30% of a CPU epoch. Inside
-`reused_freed_blocks()` both thresholds are raised so malloc reuses the blocks; on leaving,
-glibc's default thresholds come back and the freed memory is returned (malloc_trim), so what
-comes after training (evaluation, plots) does not keep the loop's buffers resident.
+(benchmarks/bench.py, Fashion-MNIST, 2 threads) that was 15-30% of a CPU epoch.
+
+Inside `reused_freed_blocks()` both thresholds are raised, so malloc reuses the blocks. On
+leaving, the trim threshold goes back to glibc's default and the freed memory is returned
+(malloc_trim), so what comes after training (evaluation, plots) does not keep the loop's
+buffers resident. The mmap threshold stays raised for the rest of the process: once set, glibc
+never goes back to adjusting it itself, and a fixed 128 KiB would page-fault every later large
+tensor. Nested or concurrent uses (runs in threads of one process) share one setting: the last
+to leave restores it.
 
 Set MALLOC_MMAP_THRESHOLD_, MALLOC_TRIM_THRESHOLD_ or GLIBC_TUNABLES yourself and malloc is
 left alone.
@@ -18,16 +23,22 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 from contextlib import contextmanager
 
 # mallopt parameter numbers, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
 
-TRAINING = {M_MMAP_THRESHOLD: 64 * 2**20, M_TRIM_THRESHOLD: 256 * 2**20}
-GLIBC_DEFAULTS = {M_MMAP_THRESHOLD: 128 * 2**10, M_TRIM_THRESHOLD: 128 * 2**10}
+# glibc's largest allowed mmap threshold on 64-bit (man mallopt): above any batch tensor here
+MMAP_THRESHOLD = 4 * 2**20 * ctypes.sizeof(ctypes.c_long)
+TRAINING_TRIM_THRESHOLD = 256 * 2**20  # how much freed memory the heap may keep at its top
+DEFAULT_TRIM_THRESHOLD = 128 * 2**10  # glibc's default
 
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
+
+_lock = threading.Lock()
+_depth = 0  # how many reused_freed_blocks() blocks are open in this process
 
 
 def _libc():
@@ -42,18 +53,25 @@ def _libc():
     return libc
 
 
-def _set(libc, settings: dict[int, int]) -> bool:
-    return all([libc.mallopt(param, value) for param, value in settings.items()])
-
-
 @contextmanager
 def reused_freed_blocks(enabled: bool = True):
-    """Raise glibc's thresholds for the block; yields whether they were raised."""
+    """Raise glibc's thresholds for the block; yields whether they are raised."""
+    global _depth
     libc = _libc() if enabled else None
-    raised = libc is not None and _set(libc, TRAINING)
+    raised = False
+    if libc is not None:
+        with _lock:
+            trim_set = bool(libc.mallopt(M_TRIM_THRESHOLD, TRAINING_TRIM_THRESHOLD))
+            mmap_set = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+            raised = trim_set and mmap_set
+            if trim_set:
+                _depth += 1
     try:
         yield raised
     finally:
-        if raised:
-            _set(libc, GLIBC_DEFAULTS)
-            libc.malloc_trim(0)
+        if libc is not None and trim_set:
+            with _lock:
+                _depth -= 1
+                if _depth == 0:
+                    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+                    libc.malloc_trim(0)

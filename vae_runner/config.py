@@ -322,7 +322,7 @@ class DigitsDataConfig(DataConfig):
 
 @dataclass
 class MNISTDataConfig(DataConfig):
-    """torchvision's MNIST, from local IDX files first (see idx.py for where it looks)."""
+    """MNIST from local IDX files (see idx.py for where it looks), else torchvision's download."""
 
     name: str = MISSING
     root: Optional[str] = MISSING  # a folder of the four IDX files; null = search (README)
@@ -338,7 +338,7 @@ class MNISTDataConfig(DataConfig):
 
 @dataclass
 class FashionMNISTDataConfig(MNISTDataConfig):
-    """torchvision's FashionMNIST; the same files and rules as MNIST."""
+    """Fashion-MNIST; the same files and rules as MNIST."""
 
 
 # --------------------------------------------------------------------------- likelihood

@@ -47,7 +47,8 @@ class ImageData:
 
     def without_train(self) -> ImageData:
         """The same data with an empty training set (for the end of a run: see runner.py)."""
-        return replace(self, train=self.train[:0].clone(), train_labels=self.train_labels[:0])
+        empty = dict(train=self.train[:0].clone(), train_labels=self.train_labels[:0].clone())
+        return replace(self, **empty)
 
     def to(self, device: torch.device) -> ImageData:
         return replace(self, train=self.train.to(device), test=self.test.to(device))

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 class ElboTerms(NamedTuple):
@@ -38,7 +39,8 @@ def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     stays finite (a diverging run then shows up as a non-finite loss, not a device assert).
     On the CPU it goes through `_BernoulliNLL`, which gives the same numbers 4x faster.
     """
-    if logits.device.type == "cpu":
+    fast = logits.dtype in (torch.float32, torch.float64) and x.dtype == logits.dtype
+    if logits.device.type == "cpu" and fast and logits.shape == x.shape:
         return _BernoulliNLL.apply(logits.flatten(start_dim=1), x.flatten(start_dim=1))
     nll = F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     return nll.flatten(start_dim=1).sum(dim=1)
@@ -51,7 +53,8 @@ class _BernoulliNLL(torch.autograd.Function):
     forward took 0.5 ms, as long as a layer's matrix product (benchmarks/bench.py profile).
     softplus(l) = relu(l) - log(sigmoid(|l|)) needs only exp and log, which are; the
     gradient is sigmoid(l) - x. Where exp(-|l|) < 6e-8 the log rounds to 0: an error below
-    6e-8 nats per pixel, against a loss of hundreds of nats per image.
+    6e-8 nats per pixel, against a loss of hundreds of nats per image. Used for float32/64
+    inputs of one shape (torch's own function handles the rest); once differentiable.
     """
 
     @staticmethod
@@ -61,6 +64,7 @@ class _BernoulliNLL(torch.autograd.Function):
         return nll.sub_(torch.sigmoid(logits.abs()).log_()).sum(dim=1)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         logits, x = ctx.saved_tensors
         grad = grad.unsqueeze(1)

@@ -65,8 +65,8 @@ def importance_weighted_nll(
 
     Vectorised over images and samples, in chunks of about 2^20 decoded values (4 MiB tensors:
     large enough for full-speed matrix products, small enough that the estimate does not raise
-    the run's peak memory). Its own generator: the estimate does not move the training run's
-    random state.
+    the run's peak memory; at least one image, so K * D values when that is more). Its own
+    generator: the estimate does not move the training run's random state.
     """
     started = time.perf_counter()
     model.eval()
