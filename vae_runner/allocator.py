@@ -4,7 +4,8 @@ glibc's malloc serves blocks above its mmap threshold with fresh mmap()s and giv
 at the top of the heap back to the OS beyond its trim threshold. A training step frees and
 re-allocates the same few-hundred-KiB to MiB tensors (activations, gradients) every batch, so
 with the defaults every step page-faults them in again: on this project's benchmark
-(benchmarks/bench.py, Fashion-MNIST, 2 threads) that was 15-30% of a CPU epoch.
+(benchmarks/bench.py, Fashion-MNIST, 2 threads) that was 15-30% of a CPU epoch, and 40% of
+the final importance-weighted estimate, which runs in its own block.
 
 Inside `reused_freed_blocks()` both thresholds are raised, so malloc reuses the blocks. On
 leaving, the trim threshold goes back to glibc's default and the freed memory is returned
