@@ -291,7 +291,7 @@ def main() -> None:
     seed_times, runner_times = [], []
     # The allocator setting a run trains under (allocator.py) is process-wide, so the seed's
     # epochs run under it too: conservative for the ratio (it did not change the seed's time).
-    with reused_freed_blocks(enabled=args.device == "cpu"):
+    with reused_freed_blocks(args.device):
         time_runner_epoch(cfg, trainer)  # warm-up: allocator, caches, compilation
         for _ in range(args.reps):
             seed_times.append(time_seed_epoch(model, optimizer, loader, args.device))

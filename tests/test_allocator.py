@@ -42,7 +42,7 @@ with reused_freed_blocks() as raised:
         libc.free(block)
     print("kept_inside", libc.mallinfo2().fordblks >= 4 * SIZE)
 print("kept_after", libc.mallinfo2().fordblks >= 4 * SIZE)
-with reused_freed_blocks(enabled=False) as raised:
+with reused_freed_blocks("cuda") as raised:
     print("disabled", raised)
 """
 

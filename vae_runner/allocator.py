@@ -55,10 +55,13 @@ def _libc():
 
 
 @contextmanager
-def reused_freed_blocks(enabled: bool = True):
-    """Raise glibc's thresholds for the block; yields whether they are raised."""
+def reused_freed_blocks(device_type: str = "cpu"):
+    """Raise glibc's thresholds for the block; yields whether they are raised.
+
+    Only for the CPU: other devices' tensors do not come from malloc, so it does nothing there.
+    """
     global _depth
-    libc = _libc() if enabled else None
+    libc = _libc() if device_type == "cpu" else None
     raised = False
     if libc is not None:
         with _lock:

@@ -133,8 +133,9 @@ def evaluate(model, data: ImageData, batch_size: int) -> TestSums:
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
         recon_sum += terms.recon.sum()
         kl_by_dim_sum += terms.kl_by_dim.sum(dim=0)
-        mu_sum += mu.double().sum(dim=0)
-        mu_sq_sum += mu.double().pow(2).sum(dim=0)
+        mu64 = mu.double()
+        mu_sum += mu64.sum(dim=0)
+        mu_sq_sum += mu64.pow(2).sum(dim=0)
     n = len(data.test)
     kl_by_dim = (kl_by_dim_sum / n).tolist()
     active_burda, _ = active_units_burda(mu_sum, mu_sq_sum, n)
@@ -331,7 +332,7 @@ def _final_evaluation(t: Trainer, history: dict, run_dir: Path, console, logger)
     }
     if t.cfg.eval.iw_samples:
         console.print(f"Estimating the test NLL with {t.cfg.eval.iw_samples} importance samples")
-        with reused_freed_blocks(enabled=t.device.type == "cpu"):  # 1.6x faster on the CPU
+        with reused_freed_blocks(t.device.type):  # 1.6x faster on the CPU
             estimate = importance_weighted_nll(
                 t.model, t.data.test, t.cfg.eval.iw_samples, to_float=t.data.to_float
             )
@@ -415,7 +416,7 @@ def run(
     try:
         with graceful_stop() as stop:
             try:
-                with reused_freed_blocks(enabled=t.device.type == "cpu"):
+                with reused_freed_blocks(t.device.type):
                     _train_epochs(t, history, start, run_dir, console, stop, logger)
             except (Interrupted, StopNow) as signalled:
                 history["status"] = "interrupted"
