@@ -46,6 +46,7 @@ from vae_runner.data import ImageData, load_data, shuffled_batches
 from vae_runner.diagnostics import collapse_warning
 from vae_runner.history import append_epoch, new_history, save_history
 from vae_runner.images import save_grids
+from vae_runner.lazy_dynamo import deferred_dynamo_import
 from vae_runner.logger import build_logger
 from vae_runner.losses import elbo_terms, training_loss
 from vae_runner.metrics import BURDA_THRESHOLD, active_units_burda, importance_weighted_nll
@@ -394,16 +395,8 @@ def _train_epochs(
         _after_epoch(t, history, record, run_dir, console, logger)
 
 
-def run(
-    cfg: Config, run_dir: Path, console=None, checkpoint: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """Train a VAE as `cfg` says (or resume `checkpoint`), writing into `run_dir`.
-
-    Returns the history; its `status` is completed, diverged or interrupted.
-    """
-    console = console or make_console()
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _train(cfg: Config, run_dir: Path, console, checkpoint: dict[str, Any] | None) -> dict:
+    """Build, train and evaluate; the history ends with its status set."""
     t = build_trainer(cfg, console)
     if checkpoint is None:
         history, start = _fresh_history(t), 1
@@ -427,6 +420,23 @@ def run(
                 history["status"] = "completed"
     finally:
         logger.close()
+    return history
+
+
+def run(
+    cfg: Config, run_dir: Path, console=None, checkpoint: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Train a VAE as `cfg` says (or resume `checkpoint`), writing into `run_dir`.
+
+    Returns the history; its `status` is completed, diverged or interrupted.
+    """
+    console = console or make_console()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # torch.optim would import torch._dynamo (1.3 s) before the first batch, only to mark its
+    # methods for a compiler that an eager run never starts (vae_runner/lazy_dynamo.py).
+    with deferred_dynamo_import():
+        history = _train(cfg, run_dir, console, checkpoint)
     history["finished_at"] = _now()
     save_history(run_dir, history)
     if history["epoch"]:

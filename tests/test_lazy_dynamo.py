@@ -1,0 +1,145 @@
+"""deferred_dynamo_import: torch.optim without the torch._dynamo import, and nothing else changed.
+
+Whether torch._dynamo gets imported is process-wide and other tests import it, so what is
+asserted about the import runs in a fresh interpreter.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from vae_runner.lazy_dynamo import deferred_dynamo_import
+
+
+def _fresh_python(code: str, cwd=None) -> dict:
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# Three steps of each optimizer the runner builds, with a plateau scheduler and a state_dict
+# round trip: the parameters it ends with, and whether torch._dynamo was imported.
+STEPS = """
+    import json, sys
+    import torch
+    from vae_runner.lazy_dynamo import deferred_dynamo_import
+
+    def train(kind, **options):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 3)
+        opt = kind(model.parameters(), lr=0.1, **options)
+        plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            model(torch.ones(2, 4)).square().sum().backward()
+            opt.step()
+            plateau.step(1.0)
+        opt.load_state_dict(opt.state_dict())
+        opt.step()
+        return [round(v, 12) for v in torch.cat([p.flatten() for p in model.parameters()]).tolist()]
+
+    kinds = [(torch.optim.Adam, {"fused": True}), (torch.optim.AdamW, {"foreach": True}),
+             (torch.optim.SGD, {"momentum": 0.9})]
+    with deferred_dynamo_import():
+        lazy = [train(kind, **options) for kind, options in kinds]
+        grad_mode = torch.is_grad_enabled()
+    imported = "torch._dynamo" in sys.modules
+    plain = [train(kind, **options) for kind, options in kinds]  # torch's own, imports dynamo
+    print(json.dumps({"imported": imported, "grad_mode": grad_mode, "lazy": lazy,
+                      "plain": plain, "imported_after": "torch._dynamo" in sys.modules}))
+"""
+
+
+def test_optimizers_train_identically_without_importing_dynamo():
+    result = _fresh_python(STEPS)
+    assert result["imported"] is False
+    assert result["grad_mode"] is True  # the step's no-grad mode was undone
+    assert result["lazy"] == result["plain"]  # Adam, AdamW, SGD: the same parameters, exactly
+    assert result["imported_after"] is True  # the reference really is torch's own code path
+
+
+def test_a_default_run_trains_without_importing_dynamo(tmp_path):
+    # Who first imports torch._dynamo: the stack at that import. torchvision does, when the
+    # image grids are saved after training; torch.optim must not, before it.
+    result = _fresh_python(
+        f"""
+        import json, sys, traceback
+        first = []
+        class Watch:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch._dynamo" and not first:
+                    first.append([frame.filename for frame in traceback.extract_stack()])
+        sys.meta_path.insert(0, Watch())
+        from vae_runner.cli import main
+        sys.argv = ["vae-train", "epochs=2", "eval.iw_samples=0", "hydra.run.dir={tmp_path}/run"]
+        try:
+            main()
+        except SystemExit as exit:
+            code = exit.code
+        print(json.dumps({{"code": code, "importers": first[0] if first else []}}))
+        """,
+        cwd=tmp_path,
+    )
+    assert result["code"] == 0
+    importers = [path.replace("\\", "/") for path in result["importers"]]
+    assert not [path for path in importers if "/torch/optim/" in path]
+    assert [path for path in importers if path.endswith("vae_runner/images.py")], importers
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert history["status"] == "completed" and len(history["epoch"]) == 2
+
+
+def test_everything_is_put_back_when_the_block_ends():
+    optimizer_methods = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+    methods = {m: getattr(torch.optim.Optimizer, m).__wrapped__ for m in optimizer_methods}
+    caches = {m: getattr(fn, "__dynamo_disable", None) for m, fn in methods.items()}
+    steps = {cls: cls.__dict__.get("step") for cls in (torch.optim.Adam, torch.optim.AdamW)}
+    with deferred_dynamo_import():
+        with deferred_dynamo_import():  # nested: one installation
+            assert torch.optim.Adam.step is not steps[torch.optim.Adam]
+            assert "step" in torch.optim.AdamW.__dict__
+        assert torch.optim.Adam.step is not steps[torch.optim.Adam]  # still inside the outer
+    assert {cls: cls.__dict__.get("step") for cls in steps} == steps
+    assert {m: getattr(fn, "__dynamo_disable", None) for m, fn in methods.items()} == caches
+
+
+def test_once_dynamo_is_loaded_torchs_own_wrappers_run(monkeypatch):
+    import torch._dynamo
+
+    breaks = []
+    monkeypatch.setattr(torch._dynamo, "graph_break", lambda: breaks.append(1))
+    model = torch.nn.Linear(2, 2)
+    with deferred_dynamo_import():
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        model(torch.ones(1, 2)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+        zero_grad = torch.optim.Optimizer.zero_grad.__wrapped__
+        disabled = getattr(zero_grad, "__dynamo_disable")
+    assert breaks == [1, 1]  # torch's _use_grad: a graph break on each side of the update
+    # the real torch._dynamo.disable wrapper, cached where torch caches it, kept after the block
+    assert type(disabled).__name__ != "_DisableOnceLoaded" and callable(disabled)
+    assert getattr(zero_grad, "__dynamo_disable") is disabled
+
+
+@pytest.mark.parametrize("kind", [torch.optim.Adam, torch.optim.SGD])
+def test_the_step_runs_without_grad_and_restores_the_mode(kind):
+    model = torch.nn.Linear(2, 2)
+    with deferred_dynamo_import():
+        opt = kind(model.parameters(), lr=0.1)
+        model(torch.ones(1, 2)).sum().backward()
+        opt.step()  # in grad mode, updating a leaf that requires grad in place would raise
+        assert torch.is_grad_enabled()
+    assert model.weight.grad_fn is None and model.weight.is_leaf

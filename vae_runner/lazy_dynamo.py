@@ -1,0 +1,135 @@
+"""torch.optim without importing torch._dynamo before anything compiles.
+
+torch.optim marks its methods "do not compile": `add_param_group`, `zero_grad` and
+`state_dict` with `torch._disable_dynamo`, which imports torch._dynamo on its first call, and
+every optimizer's `step` imports it on each call to place graph breaks around the update. That
+import takes 1.3 s here (`import torch` itself takes 1.3 s), paid by any run before its first
+batch, and it buys nothing in an eager run: the marks only matter while dynamo traces, and
+nothing can trace before torch._dynamo is imported.
+
+`deferred_dynamo_import()` makes both kinds of mark wait for that import instead of causing
+it. Where torch._dynamo is already loaded (a `device.compile=true` run, or anyone else in the
+process) the original code runs unchanged, so the optimizers behave exactly as torch wrote
+them. It only touches what it recognises: on a torch whose optimizer differs from the shape
+checked here it does nothing, and a run is merely 1.3 s slower to start.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+DYNAMO = "torch._dynamo"
+CACHE = "__dynamo_disable"  # where torch._compile._disable_dynamo caches dynamo.disable(fn)
+OPTIMIZERS = ("Adam", "AdamW", "SGD")  # the torch.optim classes build.build_optimizer makes
+_lock = threading.Lock()
+_depth = 0
+_undo: list[tuple[Any, ...]] = []
+
+
+class _DisableOnceLoaded:
+    """What `torch._disable_dynamo` calls in place of its cached `torch._dynamo.disable(fn)`.
+
+    Until torch._dynamo is loaded, the plain function (nothing traces yet); after, the real
+    disabled wrapper, built the way torch._compile builds it and cached where it caches it.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        if DYNAMO not in sys.modules:
+            return self.fn(*args, **kwargs)
+        import torch._dynamo
+
+        disabled = torch._dynamo.disable(self.fn, True, wrapping=False)
+        setattr(self.fn, CACHE, disabled)  # torch's own cache: later calls skip this object
+        return disabled(*args, **kwargs)
+
+
+def _use_grad_lazily(torch_use_grad, step):
+    """torch.optim's `_use_grad_for_differentiable(step)` that imports nothing.
+
+    The same grad mode around the update. The graph breaks it adds for dynamo come from
+    torch's own wrapper, called instead once torch._dynamo is loaded.
+    """
+
+    @functools.wraps(step)
+    def use_grad_lazily(self, *args, **kwargs):
+        if DYNAMO in sys.modules:
+            return torch_use_grad(self, *args, **kwargs)
+        import torch
+
+        previous = torch.is_grad_enabled()
+        try:
+            torch.set_grad_enabled(self.defaults["differentiable"])
+            return step(self, *args, **kwargs)
+        finally:
+            torch.set_grad_enabled(previous)
+
+    return use_grad_lazily
+
+
+def _install() -> None:
+    import torch.optim
+    from torch.optim import Optimizer
+
+    for method in ("add_param_group", "zero_grad", "state_dict", "load_state_dict"):
+        fn = getattr(getattr(Optimizer, method), "__wrapped__", None)
+        # Already cached means dynamo is loaded and built the real one: leave it.
+        if fn is not None and getattr(fn, CACHE, None) is None:
+            setattr(fn, CACHE, _DisableOnceLoaded(fn))
+            _undo.append(("cache", fn))
+    classes = [getattr(torch.optim, name) for name in OPTIMIZERS]
+    steps = [cls.step for cls in classes]  # all read before any is replaced (AdamW inherits)
+    for cls, step in zip(classes, steps, strict=True):
+        # A class's step is `profile_hook_step(_use_grad(step))` once its first instance is
+        # built, `_use_grad(step)` before.
+        use_grad = step.__wrapped__ if getattr(step, "hooked", False) else step
+        raw = getattr(use_grad, "__wrapped__", None)
+        if getattr(getattr(use_grad, "__code__", None), "co_name", "") != "_use_grad" or not raw:
+            continue  # not the shape this module knows: torch's own step stays
+        lazy = Optimizer.profile_hook_step(_use_grad_lazily(use_grad, raw))
+        lazy.hooked = True  # so Optimizer.__init__ does not wrap it again
+        _undo.append(("step", cls, cls.__dict__.get("step")))
+        cls.step = lazy
+
+
+def _uninstall() -> None:
+    while _undo:
+        entry = _undo.pop()
+        if entry[0] == "cache":
+            fn = entry[1]
+            if isinstance(getattr(fn, CACHE, None), _DisableOnceLoaded):
+                delattr(fn, CACHE)
+        else:
+            _, cls, previous = entry
+            if previous is None:
+                del cls.step
+            else:
+                cls.step = previous
+
+
+@contextmanager
+def deferred_dynamo_import() -> Iterator[None]:
+    """Within this block torch.optim's Adam, AdamW and SGD import no torch._dynamo.
+
+    Optimizers built inside keep the lazy step after it ends. Nested and concurrent uses share
+    one installation, removed when the last one leaves.
+    """
+    global _depth
+    with _lock:
+        if _depth == 0:
+            _install()
+        _depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth -= 1
+            if _depth == 0:
+                _uninstall()
