@@ -101,18 +101,62 @@ def test_a_default_run_trains_without_importing_dynamo(tmp_path):
     assert history["status"] == "completed" and len(history["epoch"]) == 2
 
 
-def test_everything_is_put_back_when_the_block_ends():
-    optimizer_methods = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
-    methods = {m: getattr(torch.optim.Optimizer, m).__wrapped__ for m in optimizer_methods}
-    caches = {m: getattr(fn, "__dynamo_disable", None) for m, fn in methods.items()}
-    steps = {cls: cls.__dict__.get("step") for cls in (torch.optim.Adam, torch.optim.AdamW)}
+# Optimizers first built inside nested blocks (as in a fresh `vae-train`), stepped inside and
+# after: what torch's classes and caches look like after, and which step hooks ran.
+RESTORE = """
+    import json, sys
+    import torch
+    from torch.optim import SGD, Adam, AdamW, Optimizer
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+    from vae_runner.lazy_dynamo import deferred_dynamo_import
+
+    names = ("add_param_group", "zero_grad", "state_dict", "load_state_dict")
+    methods = [getattr(Optimizer, name).__wrapped__ for name in names]
+    calls = []
+    register_optimizer_step_post_hook(lambda opt, args, kwargs: calls.append("global"))
+    model = torch.nn.Linear(2, 2)
+
+    def step(opt):
+        model(torch.ones(1, 2)).sum().backward()
+        opt.step()
+        opt.zero_grad()
+
     with deferred_dynamo_import():
-        with deferred_dynamo_import():  # nested: one installation
-            assert torch.optim.Adam.step is not steps[torch.optim.Adam]
-            assert "step" in torch.optim.AdamW.__dict__
-        assert torch.optim.Adam.step is not steps[torch.optim.Adam]  # still inside the outer
-    assert {cls: cls.__dict__.get("step") for cls in steps} == steps
-    assert {m: getattr(fn, "__dynamo_disable", None) for m, fn in methods.items()} == caches
+        with deferred_dynamo_import():
+            opts = [kind(model.parameters(), lr=0.1) for kind in (Adam, AdamW, SGD)]
+        for opt in opts:
+            opt.register_step_post_hook(lambda o, args, kwargs: calls.append(type(o).__name__))
+            step(opt)
+        inside, calls[:] = list(calls), []
+    caches = [getattr(fn, "__dynamo_disable", None) is None for fn in methods]
+    imported = "torch._dynamo" in sys.modules
+    for opt in opts:
+        step(opt)  # torch's own code again: this imports dynamo
+    print(json.dumps({
+        "inside": inside,
+        "after": calls,
+        "own": [all("step" in kind.__dict__ for kind in (Adam, SGD)), "step" in AdamW.__dict__],
+        "torch_step": [kind.step.hooked and kind.step.__wrapped__.__code__.co_name
+                       for kind in (Adam, AdamW, SGD)],
+        "caches": caches,
+        "imported": imported,
+        "imported_after": "torch._dynamo" in sys.modules,
+    }))
+"""
+
+
+def test_torchs_optimizers_are_put_back_and_keep_their_hooks():
+    result = _fresh_python(RESTORE)
+    # each step's hooks ran once: the instance's, then the global one (profile_hook_step)
+    expected = ["Adam", "global", "AdamW", "global", "SGD", "global"]
+    assert result["inside"] == expected
+    assert result["after"] == expected  # also for optimizers first built inside the block
+    # Adam and SGD own torch's hooked step again; AdamW inherits Adam's, as in plain torch
+    assert result["own"] == [True, False]
+    assert result["torch_step"] == ["_use_grad", "_use_grad", "_use_grad"]
+    assert result["caches"] == [True, True, True, True]  # torch's lazy caches are empty again
+    assert result["imported"] is False
+    assert result["imported_after"] is True  # torch's own wrappers are back in charge
 
 
 def test_once_dynamo_is_loaded_torchs_own_wrappers_run(monkeypatch):
@@ -143,3 +187,20 @@ def test_the_step_runs_without_grad_and_restores_the_mode(kind):
         opt.step()  # in grad mode, updating a leaf that requires grad in place would raise
         assert torch.is_grad_enabled()
     assert model.weight.grad_fn is None and model.weight.is_leaf
+
+
+def test_a_differentiable_step_is_recorded_by_autograd_as_in_torch():
+    def step(block: bool):
+        weight = torch.ones(3, requires_grad=True)
+        param = weight.clone()  # differentiable optimizers update non-leaf tensors
+        param.grad = torch.full((3,), 0.5)
+        if block:
+            with deferred_dynamo_import():
+                torch.optim.SGD([param], lr=0.1, momentum=0.9, differentiable=True).step()
+        else:
+            torch.optim.SGD([param], lr=0.1, momentum=0.9, differentiable=True).step()
+        (grad,) = torch.autograd.grad(param.sum(), weight)
+        return param.detach().tolist(), grad.tolist(), param.grad_fn is not None
+
+    assert step(block=True) == step(block=False)
+    assert step(block=True)[2] is True  # the update was recorded: grad mode was on

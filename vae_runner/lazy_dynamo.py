@@ -1,17 +1,19 @@
 """torch.optim without importing torch._dynamo before anything compiles.
 
-torch.optim marks its methods "do not compile": `add_param_group`, `zero_grad` and
-`state_dict` with `torch._disable_dynamo`, which imports torch._dynamo on its first call, and
-every optimizer's `step` imports it on each call to place graph breaks around the update. That
-import takes 1.3 s here (`import torch` itself takes 1.3 s), paid by any run before its first
-batch, and it buys nothing in an eager run: the marks only matter while dynamo traces, and
-nothing can trace before torch._dynamo is imported.
+torch.optim marks its methods "do not compile": `add_param_group`, `zero_grad`, `state_dict`
+and `load_state_dict` with `torch._disable_dynamo`, which imports torch._dynamo on its first
+call, and every optimizer's `step` imports it on each call to place graph breaks around the
+update. That import takes about 1.1 s here on top of `import torch` (1.2-1.4 s), paid by any
+run before its first batch, and it buys nothing in an eager run: the marks only matter while
+dynamo traces, and nothing can trace before torch._dynamo is imported.
 
 `deferred_dynamo_import()` makes both kinds of mark wait for that import instead of causing
-it. Where torch._dynamo is already loaded (a `device.compile=true` run, or anyone else in the
-process) the original code runs unchanged, so the optimizers behave exactly as torch wrote
-them. It only touches what it recognises: on a torch whose optimizer differs from the shape
-checked here it does nothing, and a run is merely 1.3 s slower to start.
+it. Once torch._dynamo is loaded (a `device.compile=true` run, torchvision, anyone else in the
+process) the replacements hand over to torch's own code, so the optimizers behave exactly as
+torch wrote them. The replacements are process-wide while the block is open (other threads
+get them too; they compute the same). Only what is recognised is touched: on a torch whose
+optimizer code differs from the shape checked here nothing is replaced, and a run is merely
+slower to start.
 """
 
 from __future__ import annotations
@@ -74,6 +76,14 @@ def _use_grad_lazily(torch_use_grad, step):
     return use_grad_lazily
 
 
+# The names torch 2.x's `_use_grad` (torch/optim/optimizer.py) uses: anything else means its
+# code changed, and the lazy copy below would no longer be a copy.
+_USE_GRAD_NAMES = {
+    "torch._dynamo", "cast", "Optimizer", "is_grad_enabled", "set_grad_enabled", "defaults",
+    "_dynamo", "graph_break",
+}  # fmt: skip
+
+
 def _install() -> None:
     import torch.optim
     from torch.optim import Optimizer
@@ -85,14 +95,20 @@ def _install() -> None:
             setattr(fn, CACHE, _DisableOnceLoaded(fn))
             _undo.append(("cache", fn))
     classes = [getattr(torch.optim, name) for name in OPTIMIZERS]
+    for cls in classes:
+        # What torch does when a class's first instance is built (`_patch_step_function`), and
+        # keeps: step = profile_hook_step(_use_grad(step)), for hooks and the profiler label.
+        # Done here, an optimizer first built inside the block keeps them after it.
+        if not getattr(cls.step, "hooked", False):
+            cls.step = Optimizer.profile_hook_step(cls.step)
+            cls.step.hooked = True
     steps = [cls.step for cls in classes]  # all read before any is replaced (AdamW inherits)
     for cls, step in zip(classes, steps, strict=True):
-        # A class's step is `profile_hook_step(_use_grad(step))` once its first instance is
-        # built, `_use_grad(step)` before.
-        use_grad = step.__wrapped__ if getattr(step, "hooked", False) else step
+        use_grad = getattr(step, "__wrapped__", None)
         raw = getattr(use_grad, "__wrapped__", None)
-        if getattr(getattr(use_grad, "__code__", None), "co_name", "") != "_use_grad" or not raw:
-            continue  # not the shape this module knows: torch's own step stays
+        code = getattr(use_grad, "__code__", None)
+        if raw is None or code is None or set(code.co_names) != _USE_GRAD_NAMES:
+            continue  # not the code this module copies: torch's own step stays
         lazy = Optimizer.profile_hook_step(_use_grad_lazily(use_grad, raw))
         lazy.hooked = True  # so Optimizer.__init__ does not wrap it again
         _undo.append(("step", cls, cls.__dict__.get("step")))
@@ -118,13 +134,17 @@ def _uninstall() -> None:
 def deferred_dynamo_import() -> Iterator[None]:
     """Within this block torch.optim's Adam, AdamW and SGD import no torch._dynamo.
 
-    Optimizers built inside keep the lazy step after it ends. Nested and concurrent uses share
-    one installation, removed when the last one leaves.
+    An optimizer built inside and stepped after it steps the way torch's does (an LR
+    scheduler may keep the lazy step: it hands over to torch's once dynamo is loaded). Nested
+    and concurrent uses share one installation, removed when the last one leaves.
     """
     global _depth
     with _lock:
         if _depth == 0:
-            _install()
+            try:
+                _install()
+            except Exception:  # an unforeseen torch: undo what was done, train as torch does
+                _uninstall()
         _depth += 1
     try:
         yield
