@@ -91,6 +91,11 @@ def test_bad_values_exit_2_with_one_line_and_no_run_data(tmp_path, override, wor
             "optimizer.momentum is not a key of optimizer=adam: its keys are",
         ),
         ("typo=1", "typo is not a key of the config: the top-level keys are optimizer,"),
+        ("epoch=5", "epoch is not a key of the config (did you mean epochs?): the top-level"),
+        (
+            "optimizer.weight_decy=0",
+            "not a key of optimizer=adam (did you mean weight_decay?): its keys are name,",
+        ),
     ],
 )
 def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override, words):
@@ -100,6 +105,46 @@ def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override
     assert result.stderr.strip().splitlines() == [f"Error: {result.stderr.strip()[7:]}"]
     assert words in result.stderr and "Traceback" not in result.stderr
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (
+            ["--lr", "1e-3"],
+            "--lr is not an option of vae-train: settings are written key=value, without "
+            "dashes: lr=1e-3 (`vae-train --help` lists them)",
+        ),
+        (
+            ["-m", "--epochs=2"],
+            "--epochs=2 is not an option of vae-train: settings are written key=value, "
+            "without dashes: epochs=2 (`vae-train --help` lists them)",
+        ),
+        (["lr", "1e-3"], "`lr 1e-3`: a setting is one argument, key=value: write lr=1e-3"),
+        (
+            ["epochs"],
+            "epochs has no value: write epochs=<value> (`vae-train --help` lists the keys)",
+        ),
+    ],
+)
+def test_a_setting_typed_the_wrong_shape_is_shown_its_right_shape(tmp_path, args, line):
+    run_dir = tmp_path / "run"
+    result = run_cli(*args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"Error: {line}"]
+    assert not run_dir.exists()
+
+
+def test_hydras_own_flags_and_override_forms_are_not_taken_for_misshapen_settings():
+    from vae_runner.precheck import misshapen_setting
+
+    for args in (
+        ["-m", "lr=1e-3,1e-2"],
+        ["--multirun", "hydra/launcher=joblib"],
+        ["-cn", "config", "lr=1"],
+        ["--config-dir=/tmp", "~eval", "+extra=1", "++lr=2"],
+    ):
+        assert misshapen_setting(args) is None, args
 
 
 def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path):

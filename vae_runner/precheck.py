@@ -9,6 +9,7 @@ any run directory exists. No torch is imported.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import itertools
 import re
 
@@ -34,6 +35,42 @@ NOT_A_RUN = (
     "--resolve",
     "--experimental-rerun",
 )
+
+
+# Hydra's flags that train (the others are in NOT_A_RUN), and those of them that take a value.
+RUN_FLAGS = ("-m", "--multirun", "-r", "--run")
+VALUE_FLAGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-p",
+               "--package")  # fmt: skip
+
+
+def misshapen_setting(args: list[str]) -> str | None:
+    """One line for what a newcomer types out of habit (`--lr 1e-3`, `lr 1e-3`), where Hydra
+    would say only that it cannot parse it; None when every argument has a setting's shape."""
+    i = 0
+    while i < len(args):
+        arg, following = args[i], args[i + 1] if i + 1 < len(args) else None
+        i += 1
+        if arg in RUN_FLAGS or arg.split("=", 1)[0] in VALUE_FLAGS:
+            if arg in VALUE_FLAGS:
+                i += 1  # its value is the next argument
+            continue
+        key, has_value, value = arg.lstrip("-").partition("=")
+        if arg.startswith("-"):
+            if not has_value and following is not None and not following.startswith("-"):
+                value = following if "=" not in following else ""
+            example = f"{key}={value or '<value>'}"
+            return (
+                f"{arg} is not an option of vae-train: settings are written key=value, "
+                f"without dashes: {example} (`vae-train --help` lists them)"
+            )
+        if not has_value and not arg.startswith("~"):
+            if following is not None and "=" not in following and not following.startswith("-"):
+                return (
+                    f"`{arg} {following}`: a setting is one argument, key=value: "
+                    f"write {arg}={following}"
+                )
+            return f"{arg} has no value: write {arg}=<value> (`vae-train --help` lists the keys)"
+    return None
 
 
 def job_overrides(args: list[str], multirun: bool) -> list[list[str]] | None:
@@ -74,16 +111,20 @@ def explain(err: Exception) -> str:
 
 
 def _owner(err: OmegaConfBaseException) -> str:
-    """'of the chosen optimizer (adam): its keys are ...' from the schema that refused a key."""
+    """'of optimizer=adam (did you mean betas?): its keys are ...' from the schema that refused
+    a key."""
     schema = err.object_type
     if schema is None or not dataclasses.is_dataclass(schema):
         return "(`vae-train --help` lists every key)"
-    keys = ", ".join(f.name for f in dataclasses.fields(schema))
+    names = [f.name for f in dataclasses.fields(schema)]
+    close = difflib.get_close_matches(str(err.key or ""), names, n=1, cutoff=0.75)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    keys = ", ".join(names)
     option = _OPTION_OF_SCHEMA.get(schema)
     if option is None:
-        return f"of the config: the top-level keys are {keys}"
+        return f"of the config{hint}: the top-level keys are {keys}"
     group = next(g for g, options in GROUP_SCHEMAS.items() if schema in options.values())
-    return f"of {group}={option}: its keys are {keys}"
+    return f"of {group}={option}{hint}: its keys are {keys}"
 
 
 def _check_data_files(data) -> None:
@@ -117,6 +158,9 @@ def check_command_line(args: list[str]) -> str | None:
         return None
     if any(a.startswith("resume=") and a != "resume=null" for a in args):
         return None  # resume checks its own overrides against the saved config (resume.py)
+    misshapen = misshapen_setting(args)
+    if misshapen:
+        return misshapen
     multirun = "-m" in args or "--multirun" in args
     overrides = [a for a in args if not a.startswith("-")]
     try:
