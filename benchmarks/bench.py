@@ -81,7 +81,10 @@ def fashion_root(root: str | None) -> str:
         files = idx.find_files(place.path)
         if files:
             return str(idx.torchvision_root(files, "fashion_mnist"))
-    sys.exit("Fashion-MNIST not found: apt-get install dataset-fashion-mnist, or --root DIR")
+    sys.exit(
+        "bench.py: Fashion-MNIST's IDX files not found: apt-get install dataset-fashion-mnist "
+        "(Debian), or --root DIR (the folder holding them)"
+    )
 
 
 def runner_setup(device: str, limit: int | None, root: str | None):
@@ -285,8 +288,9 @@ def main() -> None:
         child(args.device, args.limit, args.root)
         return
 
+    seed_root = fashion_root(args.root)  # first: a missing data set is one line, not a traceback
     cfg, trainer = runner_setup(args.device, args.limit, args.root)
-    model, optimizer, loader = seed_setup(args.device, args.limit, fashion_root(args.root))
+    model, optimizer, loader = seed_setup(args.device, args.limit, seed_root)
     n = len(trainer.data.train)
     seed_times, runner_times, ceilings = [], [], []
     # The allocator setting a run trains under (allocator.py) is process-wide, so the seed's
@@ -346,7 +350,11 @@ def report(f: dict, seed_times: list[float], runner_times: list[float]) -> None:
         "training epoch (median s)",
         f"{f['seed_epoch_s']:.2f}",
         f"{f['runner_epoch_s']:.2f}",
-        f"{f['speedup']:.2f}x faster (target >= 4x)",
+        (
+            f"{f['speedup']:.2f}x faster (target >= 4x)"
+            if f["speedup"] >= 1
+            else f"{1 / f['speedup']:.2f}x SLOWER (target: >= 4x faster)"
+        ),
     )
     table.add_row(
         "  all epochs (s)",

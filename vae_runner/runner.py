@@ -433,7 +433,7 @@ def run(
     console = console or make_console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    # torch.optim would import torch._dynamo (1.3 s) before the first batch, only to mark its
+    # torch.optim would import torch._dynamo (about 1.1 s) before the first batch, only to mark its
     # methods for a compiler that an eager run never starts (vae_runner/lazy_dynamo.py).
     with deferred_dynamo_import():
         history = _train(cfg, run_dir, console, checkpoint)
