@@ -125,6 +125,11 @@ def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override
             ["epochs"],
             "epochs has no value: write epochs=<value> (`vae-train --help` lists the keys)",
         ),
+        (
+            ["resume=outputs/any", "--epochs", "5"],
+            "--epochs is not an option of vae-train: settings are written key=value, "
+            "without dashes: epochs=5 (`vae-train --help` lists them)",
+        ),
     ],
 )
 def test_a_setting_typed_the_wrong_shape_is_shown_its_right_shape(tmp_path, args, line):

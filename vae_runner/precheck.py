@@ -156,11 +156,11 @@ def check_command_line(args: list[str]) -> str | None:
 
     if any(a in NOT_A_RUN or a.startswith("--cfg") for a in args):
         return None
-    if any(a.startswith("resume=") and a != "resume=null" for a in args):
-        return None  # resume checks its own overrides against the saved config (resume.py)
     misshapen = misshapen_setting(args)
     if misshapen:
         return misshapen
+    if any(a.startswith("resume=") and a != "resume=null" for a in args):
+        return None  # resume checks its own overrides against the saved config (resume.py)
     multirun = "-m" in args or "--multirun" in args
     overrides = [a for a in args if not a.startswith("-")]
     try:
