@@ -219,12 +219,14 @@ def test_a_run_writes_images_plots_final_measures_and_tensorboard(tmp_path):
 @pytest.mark.e2e
 def test_collapse_is_warned_on_the_terminal_and_in_the_history(tmp_path):
     run_dir = tmp_path / "run"
-    args = ("beta=30", "annealing=constant", "epochs=4", "eval.iw_samples=0")
+    # a warm-up longer than the run: a config warning first, which must not hide the collapse
+    args = ("beta=30", "annealing.warmup_epochs=5", "epochs=4", "eval.iw_samples=0")
     result = run_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     history = json.loads((run_dir / "history.json").read_text())
-    (warning,) = history["warnings"]
-    assert warning["kind"] == "posterior_collapse"
+    config, warning = history["warnings"]
+    assert config["kind"] == "config" and config["epoch"] == 0
+    assert warning["kind"] == "posterior_collapse" and warning["epoch"] == 1
     assert "posterior collapse at epoch" in result.stdout and "annealing.free_bits" in result.stdout
 
 

@@ -62,6 +62,7 @@ def assert_same_run(resumed, reference):
     for key in COMPARED:
         assert got[key] == want[key], key  # bit for bit: exact float equality
     assert got["best_epoch"] == want["best_epoch"]
+    assert got["warnings"] == want["warnings"]  # RUN's warm-up warning, not once per resume
     mine, theirs = weights(resumed), weights(reference)
     assert mine.keys() == theirs.keys()
     for name in mine:
@@ -204,6 +205,22 @@ def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
     assert result.returncode == code, result.stderr
     assert words in result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_doubtful_settings_are_kept_in_the_history_once_each(tmp_path, finished_run):
+    # one_epoch_run: epochs=1 under the default 10-epoch KL warm-up
+    warm_up = "annealing.warmup_epochs=10 is longer than the run (epochs={}): the KL weight "
+    (first,) = history(finished_run)["warnings"]
+    assert first == {
+        "epoch": 0,
+        "kind": "config",
+        "message": warm_up.format(1) + "only reaches 0.10 * beta",
+    }
+    assert run_cli(f"resume={finished_run}", "epochs=2", cwd=tmp_path).returncode == 0
+    assert history(finished_run)["warnings"] == [
+        first,
+        {"epoch": 1, "kind": "config", "message": warm_up.format(2) + "only reaches 0.20 * beta"},
+    ]
 
 
 def test_an_unwritable_output_directory_is_one_line(tmp_path):

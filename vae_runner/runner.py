@@ -174,6 +174,25 @@ class Trainer:
     scheduler: Any
     shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
     train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
+    config_warnings: list[str]  # legal but doubtful settings: printed, and kept in the history
+
+
+def _config_warnings(cfg: Config) -> list[str]:
+    """Settings that are valid but probably not what was meant."""
+    found = []
+    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
+    if warmup > cfg.epochs:
+        found.append(
+            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
+            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta"
+        )
+    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
+        found.append(
+            f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
+            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
+            "rises (it starts every cycle at 0); use fewer cycles or more epochs"
+        )
+    return found
 
 
 def build_trainer(cfg: Config, console) -> Trainer:
@@ -189,20 +208,9 @@ def build_trainer(cfg: Config, console) -> Trainer:
             f"({len(data.train)} images of data={cfg.data.name}); "
             f"use batch_size<={len(data.train)}"
         )
-    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
-    if warmup > cfg.epochs:
-        print_warning(
-            console,
-            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
-            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta",
-        )
-    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
-        print_warning(
-            console,
-            f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
-            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
-            "rises (it starts every cycle at 0); use fewer cycles or more epochs",
-        )
+    config_warnings = _config_warnings(cfg)
+    for warning in config_warnings:
+        print_warning(console, warning)
     data = data.to(device)
     model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
@@ -213,7 +221,9 @@ def build_trainer(cfg: Config, console) -> Trainer:
         # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
         mode = "reduce-overhead" if device.type == "cuda" else "default"
         train_model = torch.compile(model, mode=mode)
-    return Trainer(cfg, device, data, model, optimizer, scheduler, shuffle, train_model)
+    return Trainer(
+        cfg, device, data, model, optimizer, scheduler, shuffle, train_model, config_warnings
+    )
 
 
 def _fresh_history(t: Trainer) -> dict[str, Any]:
@@ -293,7 +303,8 @@ def _divergence(train: TrainSums, record: dict) -> dict | None:
 def _after_epoch(t: Trainer, history: dict, record: dict, run_dir: Path, console, logger) -> None:
     """Diagnostics and pictures of a finished epoch: none of it changes the training."""
     logger.epoch(record)
-    warning = None if history["warnings"] else collapse_warning(history)
+    warned = any(w["kind"] == "posterior_collapse" for w in history["warnings"])
+    warning = None if warned else collapse_warning(history)
     if warning:
         history["warnings"].append(
             {"epoch": record["epoch"], "kind": "posterior_collapse", "message": warning}
@@ -403,6 +414,9 @@ def _train(cfg: Config, run_dir: Path, console, checkpoint: dict[str, Any] | Non
     else:
         history, start = _restore(t, checkpoint), checkpoint["epoch"] + 1
         console.print(f"Resuming {run_dir} after epoch {checkpoint['epoch']}", soft_wrap=True)
+    for message in t.config_warnings:  # once each, also over resumes
+        if not any(w["message"] == message for w in history["warnings"]):
+            history["warnings"].append({"epoch": start - 1, "kind": "config", "message": message})
     save_history(run_dir, history)
 
     logger = build_logger(cfg.logger, run_dir)
