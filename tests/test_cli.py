@@ -94,8 +94,11 @@ def test_bad_values_exit_2_with_one_line_and_no_run_data(tmp_path, override, wor
         ("epoch=5", "epoch is not a key of the config (did you mean epochs?): the top-level"),
         (
             "optimizer.weight_decy=0",
-            "not a key of optimizer=adam (did you mean weight_decay?): its keys are name,",
+            "not a key of optimizer=adam (did you mean optimizer.weight_decay?): its keys are",
         ),
+        ("eval.iw_sample=0", "not a key of eval (did you mean eval.iw_samples?): its keys are"),
+        ("betas=[0.9,0.99]", "(did you mean optimizer.betas with optimizer=adam or adamw?)"),
+        ("weight_decay=0", "not a key of the config (did you mean optimizer.weight_decay?)"),
     ],
 )
 def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override, words):
@@ -126,6 +129,16 @@ def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override
             "epochs has no value: write epochs=<value> (`vae-train --help` lists the keys)",
         ),
         (
+            ["--batch-size", "64"],
+            "--batch-size is not an option of vae-train: settings are written key=value, "
+            "without dashes: batch_size=64 (`vae-train --help` lists them)",
+        ),
+        (
+            ["--epochs", "-1"],
+            "--epochs is not an option of vae-train: settings are written key=value, "
+            "without dashes: epochs=-1 (`vae-train --help` lists them)",
+        ),
+        (
             ["resume=outputs/any", "--epochs", "5"],
             "--epochs is not an option of vae-train: settings are written key=value, "
             "without dashes: epochs=5 (`vae-train --help` lists them)",
@@ -140,16 +153,34 @@ def test_a_setting_typed_the_wrong_shape_is_shown_its_right_shape(tmp_path, args
     assert not run_dir.exists()
 
 
-def test_hydras_own_flags_and_override_forms_are_not_taken_for_misshapen_settings():
-    from vae_runner.precheck import misshapen_setting
-
-    for args in (
+@pytest.mark.parametrize(
+    "args",
+    [
         ["-m", "lr=1e-3,1e-2"],
-        ["--multirun", "hydra/launcher=joblib"],
-        ["-cn", "config", "lr=1"],
-        ["--config-dir=/tmp", "~eval", "+extra=1", "++lr=2"],
-    ):
-        assert misshapen_setting(args) is None, args
+        ["--multirun", "hydra/launcher=joblib", "lr=1e-3,1e-2"],
+        ["--multi", "epochs=1"],  # argparse's abbreviations
+        ["-mr", "epochs=1"],
+        ["--", "epochs=1"],
+        ["-cn", "config", "epochs=1"],  # a flag's value is not a setting
+        ["--config-name=config", "++lr=2"],
+        ["--info=config"],
+        ["-cjob"],
+        ["-cd", "/tmp", "anything"],  # another config folder: Hydra composes and checks it
+        ["--experimental-rerun=/tmp/a.pickle"],
+    ],
+)
+def test_hydras_own_flags_and_forms_pass_the_check(args):
+    from vae_runner.precheck import check_command_line
+
+    assert check_command_line(args) is None
+
+
+def test_a_flags_value_is_not_mistaken_for_a_setting(tmp_path):
+    result = run_cli(
+        "-cn", "config", "epochs=1", "eval.iw_samples=0", "hydra.run.dir=run", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "run" / "history.json").exists()
 
 
 def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path):

@@ -208,6 +208,7 @@ def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
 
 
 def test_doubtful_settings_are_kept_in_the_history_once_each(tmp_path, finished_run):
+    # (a resume with the same settings adds none: assert_same_run compares the warnings)
     # one_epoch_run: epochs=1 under the default 10-epoch KL warm-up
     warm_up = "annealing.warmup_epochs=10 is longer than the run (epochs={}): the KL weight "
     (first,) = history(finished_run)["warnings"]

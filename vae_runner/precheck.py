@@ -8,17 +8,19 @@ any run directory exists. No torch is imported.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import difflib
 import itertools
 import re
+import typing
 
 from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from vae_runner.config import _OPTION_OF_SCHEMA, GROUP_SCHEMAS, ConfigError
+from vae_runner.config import _OPTION_OF_SCHEMA, GROUP_SCHEMAS, Config, ConfigError
 
 # Flags after which Hydra does something other than train: leave them to Hydra.
 NOT_A_RUN = (
@@ -37,39 +39,54 @@ NOT_A_RUN = (
 )
 
 
-# Hydra's flags that train (the others are in NOT_A_RUN), and those of them that take a value.
-RUN_FLAGS = ("-m", "--multirun", "-r", "--run")
-VALUE_FLAGS = ("-cp", "--config-path", "-cn", "--config-name", "-cd", "--config-dir", "-p",
-               "--package")  # fmt: skip
+NEGATIVE_NUMBER = re.compile(r"^-\.?\d")
 
 
-def misshapen_setting(args: list[str]) -> str | None:
+def hydra_arguments(args: list[str]) -> tuple[argparse.Namespace, list[str]] | None:
+    """Hydra's own reading of the command line (its flags, with their `=`, joined and
+    abbreviated forms) and the arguments it does not know; None where Hydra itself would
+    refuse its flags (it says why better)."""
+    from hydra._internal.utils import get_args_parser
+
+    def refuse(message: str):
+        raise argparse.ArgumentError(None, message)
+
+    parser = get_args_parser()
+    parser.exit_on_error = False
+    parser.error = refuse  # no usage text printed from here
+    try:
+        return parser.parse_known_args(args)
+    except (argparse.ArgumentError, SystemExit):
+        return None
+
+
+def misshapen_setting(args: list[str], overrides: list[str], unknown: list[str]) -> str | None:
     """One line for what a newcomer types out of habit (`--lr 1e-3`, `lr 1e-3`), where Hydra
-    would say only that it cannot parse it; None when every argument has a setting's shape."""
-    i = 0
-    while i < len(args):
-        arg, following = args[i], args[i + 1] if i + 1 < len(args) else None
-        i += 1
-        if arg in RUN_FLAGS or arg.split("=", 1)[0] in VALUE_FLAGS:
-            if arg in VALUE_FLAGS:
-                i += 1  # its value is the next argument
-            continue
-        key, has_value, value = arg.lstrip("-").partition("=")
-        if arg.startswith("-"):
-            if not has_value and following is not None and not following.startswith("-"):
-                value = following if "=" not in following else ""
-            example = f"{key}={value or '<value>'}"
-            return (
-                f"{arg} is not an option of vae-train: settings are written key=value, "
-                f"without dashes: {example} (`vae-train --help` lists them)"
+    would say only that it cannot parse it; None when every setting has the key=value shape.
+    `overrides` and `unknown` are Hydra's reading of `args` (hydra_arguments)."""
+    for flag in unknown:
+        key, has_value, value = flag.lstrip("-").partition("=")
+        key = key.replace("-", "_")
+        if not has_value:
+            following = args[args.index(flag) + 1] if args.index(flag) + 1 < len(args) else ""
+            takes = "=" not in following and (
+                not following.startswith("-") or NEGATIVE_NUMBER.match(following)
             )
-        if not has_value and not arg.startswith("~"):
-            if following is not None and "=" not in following and not following.startswith("-"):
-                return (
-                    f"`{arg} {following}`: a setting is one argument, key=value: "
-                    f"write {arg}={following}"
-                )
-            return f"{arg} has no value: write {arg}=<value> (`vae-train --help` lists the keys)"
+            value = following if takes else ""
+        return (
+            f"{flag} is not an option of vae-train: settings are written key=value, "
+            f"without dashes: {key or '<key>'}={value or '<value>'} (`vae-train --help` lists them)"
+        )
+    for i, arg in enumerate(overrides):
+        if "=" in arg or arg.startswith("~"):
+            continue
+        following = overrides[i + 1] if i + 1 < len(overrides) else None
+        if following is not None and "=" not in following:
+            return (
+                f"`{arg} {following}`: a setting is one argument, key=value: "
+                f"write {arg}={following}"
+            )
+        return f"{arg} has no value: write {arg}=<value> (`vae-train --help` lists the keys)"
     return None
 
 
@@ -111,20 +128,53 @@ def explain(err: Exception) -> str:
 
 
 def _owner(err: OmegaConfBaseException) -> str:
-    """'of optimizer=adam (did you mean betas?): its keys are ...' from the schema that refused
-    a key."""
+    """'of optimizer=adam (did you mean optimizer.betas?): its keys are ...', from the schema
+    that refused a key."""
     schema = err.object_type
     if schema is None or not dataclasses.is_dataclass(schema):
         return "(`vae-train --help` lists every key)"
     names = [f.name for f in dataclasses.fields(schema)]
-    close = difflib.get_close_matches(str(err.key or ""), names, n=1, cutoff=0.75)
-    hint = f" (did you mean {close[0]}?)" if close else ""
+    parent = (err.full_key or "").rpartition(".")[0]
+    hint = _did_you_mean(str(err.key or ""), names, parent)
     keys = ", ".join(names)
     option = _OPTION_OF_SCHEMA.get(schema)
-    if option is None:
-        return f"of the config{hint}: the top-level keys are {keys}"
-    group = next(g for g, options in GROUP_SCHEMAS.items() if schema in options.values())
-    return f"of {group}={option}{hint}: its keys are {keys}"
+    if option is not None:
+        group = next(g for g, options in GROUP_SCHEMAS.items() if schema in options.values())
+        return f"of {group}={option}{hint}: its keys are {keys}"
+    if parent:
+        return f"of {parent}{hint}: its keys are {keys}"
+    return f"of the config{hint}: the top-level keys are {keys}"
+
+
+def _did_you_mean(key: str, names: list[str], parent: str) -> str:
+    """' (did you mean optimizer.betas?)': a key of a group typed at the top level (the group
+    named, and its options where not all have it), else a near spelling among `names`."""
+    if not parent:
+        groups = {
+            group: [option for option, schema in options.items() if _has_field(schema, key)]
+            for group, options in {**GROUP_SCHEMAS, **_PLAIN_SECTIONS}.items()
+        }
+        found = [(group, having) for group, having in groups.items() if having]
+        if len(found) == 1:
+            group, having = found[0]
+            everywhere = len(having) == len({**GROUP_SCHEMAS, **_PLAIN_SECTIONS}[group])
+            where = "" if everywhere else f" with {group}={' or '.join(having)}"
+            return f" (did you mean {group}.{key}{where}?)"
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
+    return f" (did you mean {parent + '.' if parent else ''}{close[0]}?)" if close else ""
+
+
+def _has_field(schema: type, name: str) -> bool:
+    return any(f.name == name for f in dataclasses.fields(schema))
+
+
+# Sections of the config that are not groups (one schema, no options): eval.
+_PLAIN_SECTIONS = {
+    field.name: {field.name: hint}
+    for field in dataclasses.fields(Config)
+    if field.name not in GROUP_SCHEMAS
+    and dataclasses.is_dataclass(hint := typing.get_type_hints(Config)[field.name])
+}
 
 
 def _check_data_files(data) -> None:
@@ -156,13 +206,23 @@ def check_command_line(args: list[str]) -> str | None:
 
     if any(a in NOT_A_RUN or a.startswith("--cfg") for a in args):
         return None
-    misshapen = misshapen_setting(args)
+    parsed = hydra_arguments(args)
+    if parsed is None:
+        return None
+    hydra, unknown = parsed
+    if hydra.cfg or hydra.info or hydra.hydra_help or hydra.shell_completion:
+        return None  # an abbreviated or `=` form of a flag in NOT_A_RUN
+    if hydra.experimental_rerun or hydra.config_path or hydra.config_dir:
+        return None  # another run's or another folder's config: Hydra composes that one
+    if hydra.config_name not in (None, "config"):
+        return None
+    misshapen = misshapen_setting(args, hydra.overrides, unknown)
     if misshapen:
         return misshapen
-    if any(a.startswith("resume=") and a != "resume=null" for a in args):
+    if any(a.startswith("resume=") and a != "resume=null" for a in hydra.overrides):
         return None  # resume checks its own overrides against the saved config (resume.py)
-    multirun = "-m" in args or "--multirun" in args
-    overrides = [a for a in args if not a.startswith("-")]
+    multirun = hydra.multirun
+    overrides = hydra.overrides
     try:
         jobs = job_overrides(overrides, multirun)
     except Exception as err:  # a syntax error in an override
