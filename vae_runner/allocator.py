@@ -22,10 +22,12 @@ left alone.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
-import threading
 from contextlib import contextmanager
+
+from vae_runner.shared_change import SharedChange
 
 # mallopt parameter numbers, from glibc's <malloc.h>
 M_TRIM_THRESHOLD = -1
@@ -38,14 +40,16 @@ DEFAULT_TRIM_THRESHOLD = 128 * 2**10  # glibc's default
 
 USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 
-_lock = threading.Lock()
-_depth = 0  # how many reused_freed_blocks() blocks are open in this process
-
 
 def _libc():
     """glibc's functions, or None (not Linux, another libc, or the user tuned malloc)."""
     if not sys.platform.startswith("linux") or any(k in os.environ for k in USER_SETTINGS):
         return None
+    return _glibc()
+
+
+@functools.cache
+def _glibc():
     libc = ctypes.CDLL(None)  # the process's own symbols: libc's, on Linux
     if not (hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim")):  # musl has neither
         return None
@@ -54,28 +58,30 @@ def _libc():
     return libc
 
 
+def _raise_thresholds() -> bool:
+    libc = _glibc()
+    trim_set = bool(libc.mallopt(M_TRIM_THRESHOLD, TRAINING_TRIM_THRESHOLD))
+    mmap_set = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    return trim_set and mmap_set
+
+
+def _restore_trimming() -> None:
+    libc = _glibc()
+    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+    libc.malloc_trim(0)
+
+
+_RAISED = SharedChange(_raise_thresholds, _restore_trimming)
+
+
 @contextmanager
 def reused_freed_blocks(device_type: str = "cpu"):
     """Raise glibc's thresholds for the block; yields whether they are raised.
 
     Only for the CPU: other devices' tensors do not come from malloc, so it does nothing there.
     """
-    global _depth
-    libc = _libc() if device_type == "cpu" else None
-    raised = False
-    if libc is not None:
-        with _lock:
-            trim_set = bool(libc.mallopt(M_TRIM_THRESHOLD, TRAINING_TRIM_THRESHOLD))
-            mmap_set = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
-            raised = trim_set and mmap_set
-            if trim_set:
-                _depth += 1
-    try:
+    if device_type != "cpu" or _libc() is None:
+        yield False
+        return
+    with _RAISED.block() as raised:
         yield raised
-    finally:
-        if libc is not None and trim_set:
-            with _lock:
-                _depth -= 1
-                if _depth == 0:
-                    libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
-                    libc.malloc_trim(0)

@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import functools
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from vae_runner.shared_change import SharedChange
+
 DYNAMO = "torch._dynamo"
 CACHE = "__dynamo_disable"  # where torch._compile._disable_dynamo caches dynamo.disable(fn)
 OPTIMIZERS = ("Adam", "AdamW", "SGD")  # the torch.optim classes build.build_optimizer makes
-_lock = threading.Lock()
-_depth = 0
 _undo: list[tuple[Any, ...]] = []
 
 
@@ -60,12 +59,12 @@ def _use_grad_lazily(torch_use_grad, step):
     torch's own wrapper, called instead once torch._dynamo is loaded.
     """
 
+    import torch
+
     @functools.wraps(step)
     def use_grad_lazily(self, *args, **kwargs):
         if DYNAMO in sys.modules:
             return torch_use_grad(self, *args, **kwargs)
-        import torch
-
         previous = torch.is_grad_enabled()
         try:
             torch.set_grad_enabled(self.defaults["differentiable"])
@@ -130,6 +129,16 @@ def _uninstall() -> None:
                 cls.step = previous
 
 
+def _install_or_nothing() -> None:
+    try:
+        _install()
+    except Exception:  # an unforeseen torch: undo what was done, train as torch does
+        _uninstall()
+
+
+_INSTALLED = SharedChange(_install_or_nothing, _uninstall)
+
+
 @contextmanager
 def deferred_dynamo_import() -> Iterator[None]:
     """Within this block torch.optim's Adam, AdamW and SGD import no torch._dynamo.
@@ -138,18 +147,5 @@ def deferred_dynamo_import() -> Iterator[None]:
     scheduler may keep the lazy step: it hands over to torch's once dynamo is loaded). Nested
     and concurrent uses share one installation, removed when the last one leaves.
     """
-    global _depth
-    with _lock:
-        if _depth == 0:
-            try:
-                _install()
-            except Exception:  # an unforeseen torch: undo what was done, train as torch does
-                _uninstall()
-        _depth += 1
-    try:
+    with _INSTALLED.block():
         yield
-    finally:
-        with _lock:
-            _depth -= 1
-            if _depth == 0:
-                _uninstall()

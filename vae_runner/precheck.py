@@ -64,11 +64,12 @@ def misshapen_setting(args: list[str], overrides: list[str], unknown: list[str])
     """One line for what a newcomer types out of habit (`--lr 1e-3`, `lr 1e-3`), where Hydra
     would say only that it cannot parse it; None when every setting has the key=value shape.
     `overrides` and `unknown` are Hydra's reading of `args` (hydra_arguments)."""
-    for flag in unknown:
+    if unknown:
+        flag = unknown[0]
         key, has_value, value = flag.lstrip("-").partition("=")
         key = key.replace("-", "_")
         if not has_value:
-            following = args[args.index(flag) + 1] if args.index(flag) + 1 < len(args) else ""
+            following = (args[args.index(flag) + 1 :] or [""])[0]
             takes = "=" not in following and (
                 not following.startswith("-") or NEGATIVE_NUMBER.match(following)
             )
@@ -150,14 +151,14 @@ def _did_you_mean(key: str, names: list[str], parent: str) -> str:
     """' (did you mean optimizer.betas?)': a key of a group typed at the top level (the group
     named, and its options where not all have it), else a near spelling among `names`."""
     if not parent:
-        groups = {
+        having_key = {
             group: [option for option, schema in options.items() if _has_field(schema, key)]
-            for group, options in {**GROUP_SCHEMAS, **_PLAIN_SECTIONS}.items()
+            for group, options in _SECTIONS.items()
         }
-        found = [(group, having) for group, having in groups.items() if having]
+        found = [(group, having) for group, having in having_key.items() if having]
         if len(found) == 1:
             group, having = found[0]
-            everywhere = len(having) == len({**GROUP_SCHEMAS, **_PLAIN_SECTIONS}[group])
+            everywhere = len(having) == len(_SECTIONS[group])
             where = "" if everywhere else f" with {group}={' or '.join(having)}"
             return f" (did you mean {group}.{key}{where}?)"
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.75)
@@ -168,8 +169,9 @@ def _has_field(schema: type, name: str) -> bool:
     return any(f.name == name for f in dataclasses.fields(schema))
 
 
-# Sections of the config that are not groups (one schema, no options): eval.
-_PLAIN_SECTIONS = {
+# Every section of the config and its schemas by option: the groups, and those with one
+# schema and no options (eval), under their own name.
+_SECTIONS = GROUP_SCHEMAS | {
     field.name: {field.name: hint}
     for field in dataclasses.fields(Config)
     if field.name not in GROUP_SCHEMAS
