@@ -12,19 +12,38 @@ import pytest
 from hydra import compose, initialize_config_module
 from omegaconf import DictConfig
 
-from vae_runner.app import to_typed
-from vae_runner.config import Config, register_configs
+from vae_runner.config.explain import explain
+from vae_runner.config.resolvers import register
+from vae_runner.config.schema import Config
+from vae_runner.config.typed import to_typed
 
 
-def compose_config(*overrides: str) -> DictConfig:
-    """The composed DictConfig for `vae-train <overrides>`."""
-    register_configs()
+def compose_config(*overrides: str, hydra: bool = False) -> DictConfig:
+    """The composed DictConfig for `vae-train <overrides>` (with its `hydra` node if asked)."""
+    register()
     with initialize_config_module("vae_runner.conf", version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return compose("config", overrides=list(overrides), return_hydra_config=hydra)
 
 
 def typed_config(*overrides: str) -> Config:
     return to_typed(compose_config(*overrides))
+
+
+def one_line(*overrides: str) -> str | None:
+    """What vae-train says about these settings (composed and typed as a run's are), or None
+    when they are good."""
+    try:
+        typed_config(*overrides)
+    except Exception as err:
+        return explain(err)
+    return None
+
+
+def help_text(*args: str) -> str:
+    """`vae-train --help <args>`, as a user sees it."""
+    done = run_cli("--help", *args, cwd=Path.cwd())
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def vae_train_executable() -> str:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from vae_runner.annealing import cyclical, kl_weight, linear, sigmoid
-from vae_runner.config import (
+from vae_runner.config.schema import (
     ConstantAnnealingConfig,
     CyclicalAnnealingConfig,
     LinearAnnealingConfig,
     SigmoidAnnealingConfig,
 )
+from vae_runner.training.annealing import cyclical, kl_weight, linear, sigmoid
 
 
 def test_linear_is_the_seed_sequence_for_warmup_10():

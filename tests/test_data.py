@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from vae_runner import idx
-from vae_runner.data import load_data
-from vae_runner.idx import DataError
+from vae_runner.data import idx
+from vae_runner.data.idx import DataError
+from vae_runner.data.images import load_data
 
 from helpers import run_cli, typed_config
 
@@ -136,7 +136,7 @@ def test_a_missing_root_folder_is_named(tmp_path):
         load_data(
             typed_config("data=mnist", f"data.root={tmp_path / 'typo'}", "data.download=false").data
         )
-    assert f"{tmp_path / 'typo'} (data.root)" in str(info.value)
+    assert f"data.root={tmp_path / 'typo'}: no such folder" in str(info.value)
 
 
 def offline_download(monkeypatch):
@@ -257,7 +257,7 @@ def test_real_fashion_mnist_trains_an_epoch(tmp_path):
 def test_digits_are_scikit_learn_s_digits():
     from sklearn.datasets import load_digits as sklearn_digits
 
-    from vae_runner.data import read_sklearn_digits
+    from vae_runner.data.images import read_sklearn_digits
 
     images, labels = read_sklearn_digits()
     bunch = sklearn_digits()

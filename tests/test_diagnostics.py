@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vae_runner.diagnostics import collapse_warning
-from vae_runner.losses import bernoulli_nll, elbo_terms, training_loss
-from vae_runner.metrics import active_units_burda, importance_weighted_nll
-from vae_runner.model import VAE, GaussianLikelihood
-from vae_runner.runner import run
+from vae_runner.training.diagnostics import collapse_warning
+from vae_runner.training.losses import bernoulli_nll, elbo_terms, training_loss
+from vae_runner.training.metrics import active_units_burda, importance_weighted_nll
+from vae_runner.training.model import VAE, GaussianLikelihood
+from vae_runner.training.runner import run
 
 from helpers import run_cli, typed_config
 
@@ -65,7 +65,7 @@ def test_iw_estimate_is_never_looser_than_the_elbo_and_tightens_with_k(tmp_path)
     from rich.console import Console
 
     cfg = typed_config("device=cpu", "epochs=3", "eval.iw_samples=0")
-    from vae_runner.runner import build_trainer, train_epoch
+    from vae_runner.training.runner import build_trainer, train_epoch
 
     t = build_trainer(cfg, Console(file=console_file))
     for _ in range(3):

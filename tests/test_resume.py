@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
-from vae_runner.checkpoint import CheckpointError, load_checkpoint
-from vae_runner.history import EPOCH_KEYS
+from vae_runner.training.checkpoint import CheckpointError, load_checkpoint
+from vae_runner.training.history import EPOCH_KEYS
 
 from helpers import run_cli, start_cli, wait_for_epochs
 

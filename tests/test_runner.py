@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 
 import pytest
 import torch
 from rich.console import Console
 
-from vae_runner.data import load_data
-from vae_runner.history import EPOCH_KEYS, write_json_atomic
-from vae_runner.model import MLPVAE
-from vae_runner.runner import build_trainer, release_training_state, run, train_epoch
+from vae_runner.data.images import load_data
+from vae_runner.files import write_json_atomic
+from vae_runner.training.history import EPOCH_KEYS
+from vae_runner.training.model import MLPVAE
+from vae_runner.training.runner import build_trainer, release_training_state, run, train_epoch
 
 from helpers import typed_config
 
@@ -21,7 +23,16 @@ SEED_KEYS = ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon",
 
 
 def quiet_console() -> tuple[Console, io.StringIO]:
+    """A console into a buffer, which also receives the `vae_runner` log records (the epoch
+    lines), as vae-train's default job logging writes them beside the console's output."""
     buffer = io.StringIO()
+    log = logging.getLogger("vae_runner")
+    for old in [h for h in log.handlers if getattr(h, "from_test", False)]:
+        log.removeHandler(old)
+    handler = logging.StreamHandler(buffer)
+    handler.from_test = True
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
     return Console(file=buffer, width=120), buffer
 
 
@@ -180,7 +191,7 @@ def test_every_model_and_likelihood_trains(tmp_path, overrides):
 
 def test_learned_gaussian_variance_is_trained(tmp_path):
     cfg = typed_config("device=cpu", "likelihood=gaussian", "likelihood.variance=learned")
-    from vae_runner.build import build_model
+    from vae_runner.training.build import build_model
 
     model = build_model(cfg.model, cfg.likelihood, (1, 8, 8))
     assert any(p is model.likelihood.log_sigma for p in model.parameters())
@@ -197,7 +208,7 @@ def test_an_interrupted_history_write_leaves_the_old_file(tmp_path):
         f.write(b'{"status": "compl')
         raise KeyboardInterrupt  # a signal in the middle of the write
 
-    from vae_runner.history import replace_atomically
+    from vae_runner.files import replace_atomically
 
     with pytest.raises(KeyboardInterrupt):
         replace_atomically(path, half_then_crash)
@@ -263,7 +274,7 @@ def test_help_and_cfg_job_import_no_torch():
         probe = (
             "import sys\n"
             f"sys.argv = ['vae-train', '{flag}'] + (['job'] if '{flag}' == '--cfg' else [])\n"
-            "from vae_runner.cli import main\n"
+            "from vae_runner.cli.train import main\n"
             "try:\n    main()\nexcept SystemExit as e:\n    assert e.code in (0, None), e.code\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n"
         )

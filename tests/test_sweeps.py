@@ -16,11 +16,11 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
-from vae_runner.config import register_configs
-from vae_runner.exit_codes import status_exit_code, sweep_exit_code
-from vae_runner.rundirs import collect_jobs
-from vae_runner.summary import COLUMNS, build_summary, write_summary
-from vae_runner.sweep import job_threads
+from vae_runner.cli.callbacks import job_threads
+from vae_runner.config.resolvers import register
+from vae_runner.exit_codes import exit_code, sweep_exit_code
+from vae_runner.sweep.rundirs import collect_jobs
+from vae_runner.sweep.summary import COLUMNS, build_summary, write_summary
 
 from helpers import run_cli
 
@@ -66,7 +66,7 @@ def check_summary(sweep: Path, n_jobs: int) -> dict:
     assert [r["winner"] for r in rows] == [bool(completed) and i == 0 for i in range(n_jobs)]
     if completed:
         assert summary["winner"]["job"] == rows[0]["job"]
-    assert summary["exit_code"] == sweep_exit_code([r["status"] for r in rows])
+    assert summary["exit_code"] == 3  # the diverged job's: the highest code
 
     png = (sweep / "curves.png").read_bytes()
     assert png[:8] == PNG_SIGNATURE and len(png) > 20_000
@@ -106,14 +106,31 @@ def test_parallel_jobs_share_the_cores(launcher, cpus, threads):
     assert job_threads(launcher, cpus) == threads
 
 
+def _codes(*records):
+    return [exit_code(r) for r in records]
+
+
+def test_one_function_maps_every_record_to_its_exit_code():
+    assert exit_code({"status": "completed"}) == 0
+    assert exit_code(None) == 1  # no history.json: failed
+    assert exit_code({"status": "running"}) == 1  # as judged after the sweep: a dead process
+    assert exit_code({"status": "something new"}) == 1
+    assert exit_code({"status": "diverged", "config": {"on_divergence": "fail"}}) == 3
+    assert exit_code({"status": "diverged", "config": {"on_divergence": "stop"}}) == 0
+    assert exit_code({"status": "interrupted", "interrupted_by": "SIGINT"}) == 130
+    assert exit_code({"status": "interrupted", "interrupted_by": "SIGTERM"}) == 143
+    assert exit_code({"status": "failed", "error": {"kind": "config"}}) == 2
+    assert exit_code({"status": "failed", "error": {"kind": "error"}}) == 1
+
+
 def test_a_sweep_exits_0_only_when_every_job_completed():
+    completed, diverged = {"status": "completed"}, {"status": "diverged", "config": {}}
     assert sweep_exit_code([]) == 0
-    assert sweep_exit_code(["completed", "completed"]) == 0
-    assert sweep_exit_code(["completed", None]) == 1  # no history.json: failed
-    assert sweep_exit_code(["completed", "running"]) == 1
-    assert sweep_exit_code(["completed", "diverged", None]) == 3  # the highest code
-    assert sweep_exit_code(["interrupted", "diverged"]) == 130
-    assert status_exit_code("something new") == 1
+    assert sweep_exit_code(_codes(completed, completed)) == 0
+    assert sweep_exit_code(_codes(completed, None)) == 1
+    assert sweep_exit_code(_codes(completed, diverged, None)) == 3  # the highest code
+    sigterm = {"status": "interrupted", "interrupted_by": "SIGTERM"}
+    assert sweep_exit_code(_codes(sigterm, diverged)) == 143
 
 
 def _fake_run(run_dir: Path, overrides: list[str], status: str | None, losses=()) -> None:
@@ -210,7 +227,7 @@ def test_experiments_are_global_packages_that_configure_their_sweep(experiment):
     text = conf.joinpath(f"experiment/{experiment}.yaml").read_text()
     assert text.startswith("# @package _global_")
     assert f"vae-train -m experiment={experiment}" in text  # the command, in a comment
-    register_configs()
+    register()
     with initialize_config_module("vae_runner.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
     params = cfg.hydra.sweeper.params
@@ -225,7 +242,7 @@ def test_experiments_are_global_packages_that_configure_their_sweep(experiment):
 
 
 def test_the_slurm_launcher_config_extends_submitit_slurm():
-    register_configs()
+    register()
     with initialize_config_module("vae_runner.conf", version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher

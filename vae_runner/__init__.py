@@ -1,3 +1,3 @@
 """vae-runner: a config-driven command-line experiment runner for training VAEs."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,9 +1,13 @@
-"""Exit codes of vae-train, documented in the README, and the per-process record of job outcomes."""
+"""vae-train's exit codes, and the one function that maps a run's record to its code.
+
+A sweep's jobs may run in other processes (joblib, submitit, SLURM), so a run's exit code is read
+from its history.json record: the same rule for a single run, a sweep and `vae-summary`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -15,40 +19,23 @@ class ExitCode(IntEnum):
     TERMINATED = 143  # SIGTERM (SLURM, CI); 128 + 15
 
 
-@dataclass
-class Outcome:
-    """What the jobs of this process ended with; read by cli.main after Hydra returns."""
-
-    job_started: bool = False
-    interrupted: bool = False  # a job was stopped by a signal: later jobs do not start
-    codes: list[int] = field(default_factory=list)
-
-    def exit_code(self) -> int:
-        if not self.codes:
+def exit_code(history: dict[str, Any] | None) -> int:
+    """The exit code of a run that left `history` (None: it left no record, so it failed)."""
+    history = history or {}
+    match history.get("status"):
+        case "completed":
             return ExitCode.COMPLETED
-        failed = [c for c in self.codes if c != ExitCode.COMPLETED]
-        return max(failed) if failed else ExitCode.COMPLETED
+        case "diverged":
+            stop = (history.get("config") or {}).get("on_divergence") == "stop"
+            return ExitCode.COMPLETED if stop else ExitCode.DIVERGED
+        case "interrupted":
+            by_sigterm = history.get("interrupted_by") == "SIGTERM"
+            return ExitCode.TERMINATED if by_sigterm else ExitCode.INTERRUPTED
+        case "failed" if (history.get("error") or {}).get("kind") == "config":
+            return ExitCode.CONFIG
+    return ExitCode.FAILED  # failed, still `running` once its process is gone, or no record
 
 
-outcome = Outcome()
-
-
-# A job's exit code, read back from the status in its history.json. A sweep's jobs may run in other
-# processes (joblib, submitit, SLURM), so the sweep's exit status is decided from these records.
-STATUS_CODES = {
-    "completed": ExitCode.COMPLETED,
-    "diverged": ExitCode.DIVERGED,
-    "interrupted": ExitCode.INTERRUPTED,
-}
-
-
-def status_exit_code(status: str | None) -> int:
-    """The exit code of a job that recorded `status`; None (no record) or anything else: failed."""
-    return int(STATUS_CODES.get(status or "", ExitCode.FAILED))
-
-
-def sweep_exit_code(statuses: list[str | None]) -> int:
+def sweep_exit_code(codes: list[int]) -> int:
     """0 when every job completed, else the highest code among the jobs that did not."""
-    codes = [status_exit_code(s) for s in statuses]
-    failed = [c for c in codes if c != ExitCode.COMPLETED]
-    return max(failed) if failed else int(ExitCode.COMPLETED)
+    return max((c for c in codes if c != ExitCode.COMPLETED), default=int(ExitCode.COMPLETED))

@@ -1,0 +1,1 @@
+"""Entry points: vae-train (train.py), vae-summary (summary.py), vae-plot (plot.py)."""

@@ -1,0 +1,91 @@
+"""vae-train's Hydra callbacks (conf/config.yaml, hydra.callbacks.runner).
+
+- on_run_start: the checks of cli.checks, before Hydra creates the run directory.
+- on_multirun_start: the sweep's own checks, and where its summary will go.
+- on_job_start: torch's threads in each job of a parallel launcher (in the job's process).
+- on_multirun_end: the sweep summary (cli.train.main writes it when Hydra skips this call).
+
+Imports no torch unless a job really runs: the callbacks are built for `--help` too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from vae_runner.cli.checks import Refused, check_multirun, check_run
+from vae_runner.sweep import finish
+
+
+class RunnerCallbacks(Callback):
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refusing(check_run, config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        _refusing(check_multirun, config)
+        # Resolving ${now:...} here caches it, so the launcher makes this very folder.
+        finish.state.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
+        finish.state.summary_attempted = False
+        if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
+            import optuna  # its own handler writes colour codes, also into CI logs: use Hydra's
+
+            optuna.logging.disable_default_handler()
+            optuna.logging.enable_propagation()
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode != RunMode.MULTIRUN:
+            return
+        threads = job_threads(config.hydra.launcher, cpu_count())
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        finish.write_sweep_summary()
+
+
+def _refusing(check, config: DictConfig) -> None:
+    """Run a check; its ConfigError becomes Refused, which Hydra's callback runner lets through."""
+    from vae_runner.config.explain import explain
+
+    try:
+        check(config)
+    except Refused:
+        raise
+    except Exception as err:
+        line = explain(err)
+        if line is None:
+            raise Refused(f"{type(err).__name__}: {err}", code=1) from err
+        raise Refused(line) from None
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def job_threads(launcher: Mapping, cpus: int) -> int | None:
+    """Torch threads for one job of a parallel launcher, or None to leave torch's default.
+
+    joblib runs `n_jobs` jobs at once (-1: one per core), and each would otherwise take every
+    core: each job gets max(1, cores // parallel jobs). A submitit job gets `cpus_per_task`, 1 when
+    unset: SLURM's default allocation, and submitit_local starts every job of a batch at once.
+    """
+    target = str(launcher.get("_target_", ""))
+    if target.endswith("JoblibLauncher"):
+        n_jobs = int(launcher.get("n_jobs") or 1)
+        parallel = n_jobs if n_jobs > 0 else cpus + 1 + n_jobs  # joblib's rule for negatives
+        return max(1, cpus // min(max(1, parallel), cpus))
+    if "submitit" in target:
+        return int(launcher.get("cpus_per_task") or 1)
+    return None

@@ -1,0 +1,161 @@
+"""Checks of a composed config that refuse a run before Hydra creates anything for it.
+
+Hydra calls them with exactly what it composed, whatever the command line looked like (`-cd`,
+`hydra.searchpath`, quoted values, `++key`): `RunnerCallbacks.on_run_start` for a single run,
+the `checked` sweeper for every job of a sweep, and the job itself for a sweeper that checks
+nothing (Optuna's). A refusal is `Refused`: one line, exit 2, nothing written.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from vae_runner.config.errors import ConfigError
+from vae_runner.config.explain import SWEEP_EXTRA, explain
+from vae_runner.config.schema import Config
+from vae_runner.config.typed import to_typed
+from vae_runner.exit_codes import ExitCode
+from vae_runner.training.history import HISTORY_FILE
+
+RECORDS = (HISTORY_FILE, ".hydra")  # what makes a folder a run's record
+
+
+class Refused(BaseException):
+    """A run refused before it started: one line for the user, then exit 2.
+
+    A BaseException, so that it passes Hydra's callback and error reporting (which catch
+    Exception and would print a warning or a traceback instead) and reaches cli.train.main.
+    """
+
+    def __init__(self, message: str, code: int = ExitCode.CONFIG) -> None:
+        super().__init__(message)
+        self.message, self.code = message, int(code)
+
+
+def job_config(cfg: DictConfig) -> Config:
+    """The typed config of a job (its composed config without `hydra`)."""
+    return to_typed(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+
+def check_new_job(cfg: DictConfig) -> Config:
+    """Everything that can be known about a new job before it runs; returns its typed config.
+    Relative data paths are read from where vae-train was started (hydra.runtime.cwd), by the
+    run too, so hydra.job.chdir=true changes nothing for them."""
+    typed = job_config(cfg)
+    check_job(typed, Path(cfg.hydra.runtime.cwd))
+    return typed
+
+
+def check_job(typed: Config, start_dir: Path) -> None:
+    """What the typed config alone cannot say: the data files are there, the device exists."""
+    from vae_runner.data.images import check_available
+    from vae_runner.training.build import build_device
+
+    check_available(typed.data, start_dir)
+    build_device(typed.device)  # device=cuda without CUDA is refused here, not mid-run
+
+
+def refuse_used_dir(path: Path, key: str) -> None:
+    """A finished (or any earlier) run's record is never written into again."""
+    if str(path) in ("", "."):
+        raise ConfigError(f"{key} is empty: give the run its own folder, e.g. {key}=outputs/run1")
+    held = [name for name in RECORDS if (path / name).exists()]
+    if held:
+        raise ConfigError(
+            f"{path} already holds a run ({held[0]}); it is not overwritten: choose another "
+            f"{key}, or continue that run with resume={path}"
+        )
+
+
+def check_writable(path: Path, key: str) -> None:
+    """The nearest existing folder on the way to `path` must take a new folder: a real test,
+    since permission bits do not tell the whole story (root, read-only mounts)."""
+    existing = path.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{existing} is a file")
+        tempfile.TemporaryDirectory(dir=existing).cleanup()
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create {key}={path}: {existing} is not a writable folder "
+            f"({err.strerror or err}); choose another {key}"
+        ) from None
+
+
+def check_run(cfg: DictConfig) -> None:
+    """A single run (RunMode.RUN), before Hydra makes its directory."""
+    run_dir = Path(str(cfg.hydra.run.dir))
+    if cfg.hydra.sweeper.get("params"):
+        choice = cfg.hydra.runtime.choices.get("experiment")
+        what = f"experiment={choice}" if choice else "hydra.sweeper.params"
+        raise ConfigError(
+            f"{what} is a sweep preset: run it with -m (vae-train -m {what}); "
+            "without -m only its first job's settings would run"
+        )
+    if cfg.resume is not None:
+        from vae_runner.training.resume import load_for_resume
+
+        target = Path(str(cfg.resume)).expanduser()
+        if run_dir.expanduser().resolve() != target.resolve():
+            raise ConfigError(
+                f"resume={cfg.resume} continues that run in its own directory: drop hydra.run.dir"
+            )
+        load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+        return
+    refuse_used_dir(run_dir, "hydra.run.dir")
+    check_writable(run_dir, "hydra.run.dir")
+    check_new_job(cfg)
+
+
+def check_multirun(cfg: DictConfig) -> None:
+    """A sweep as a whole (RunMode.MULTIRUN), before its directory exists."""
+    sweep_dir = Path(str(cfg.hydra.sweep.dir))
+    if str(sweep_dir) in ("", "."):
+        raise ConfigError("hydra.sweep.dir is empty: give the sweep its own folder")
+    check_writable(sweep_dir, "hydra.sweep.dir")
+    launcher = str(cfg.hydra.launcher.get("_target_", ""))
+    if launcher.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "hydra/launcher=slurm submits with SLURM's sbatch, which is not on PATH here: run "
+            "the sweep on the cluster's login node, or try it here with "
+            "hydra/launcher=submitit_local"
+        )
+
+
+def check_sweep_overrides(overrides: list[Override]) -> None:
+    """What the basic sweeper cannot run, said before anything is composed."""
+    for override in overrides:
+        key = override.get_key_element()
+        if key == "resume" and override.value() is not None:
+            raise Refused("resume= continues one run: drop -m (resume each sweep job on its own)")
+        if override.is_sweep_override() and not override.is_discrete_sweep():
+            raise Refused(
+                f"{override.input_line} is a range: the default sweeper runs lists of values "
+                f"({key}=1e-4,1e-3); search a range with hydra/sweeper=optuna ({SWEEP_EXTRA})"
+            )
+
+
+def check_sweep_job(compose: Callable[[], DictConfig], job: list[str] | None, number: int) -> None:
+    """Job `number` of a basic sweep, composed (by `compose`) as Hydra will launch it."""
+    where = f"job {' '.join(job)}: " if job else ""
+    try:
+        cfg = compose()
+        with open_dict(cfg.hydra.job):
+            cfg.hydra.job.num = number  # as the launcher sets it, so hydra.sweep.subdir resolves
+        refuse_used_dir(
+            Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), "hydra.sweep.dir"
+        )
+        check_new_job(cfg)
+    except Exception as err:
+        line = explain(err)
+        if line is None:
+            raise
+        raise Refused(f"{where}{line}" + ("; nothing was run" if where else "")) from None

@@ -1,0 +1,97 @@
+"""`vae-train`: Hydra's command line around cli.job.run_job, with exit codes Hydra does not give.
+
+Hydra parses the command line, composes, sweeps and launches; vae-train adds its checks inside
+that flow (cli.callbacks, the `checked` sweeper) and turns what ends it into one line and an
+exit code: a refusal (exit 2), Hydra's own compose error about the user's input (exit 2), a job's
+recorded outcome, or a sweep's (read from its jobs' records).
+
+Imports no torch: `vae-train --help` and `vae-train --cfg job` answer at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from vae_runner import __version__
+from vae_runner.cli.checks import Refused
+from vae_runner.config.explain import explain
+from vae_runner.config.resolvers import register
+from vae_runner.exit_codes import ExitCode
+from vae_runner.report.console import print_error
+from vae_runner.sweep.finish import finish_multirun
+
+# The single run's exit code, set by the job (run_job); a sweep's comes from its records.
+_single_run: dict[str, int] = {}
+
+
+@hydra.main(version_base="1.3", config_path="pkg://vae_runner.conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> float:
+    from hydra.types import RunMode
+
+    from vae_runner.cli.job import run_job
+
+    code, objective = run_job(cfg, HydraConfig.get())
+    if HydraConfig.get().mode == RunMode.RUN:
+        _single_run["code"] = code
+    return objective
+
+
+def _print_version() -> None:
+    """Hydra's `--version` names only Hydra: say which vae-runner it is first. Only an exact
+    `--version` (or Hydra's abbreviation of it) is looked for; Hydra parses everything."""
+    args = sys.argv[1:]
+    if any(len(a) >= 5 and "--version".startswith(a) for a in args):
+        print(f"vae-runner {__version__}")
+
+
+def main() -> None:
+    register()
+    _print_version()
+    # With HYDRA_FULL_ERROR set, Hydra raises its compose errors (lr=abc, optimizer=foo) to us
+    # instead of printing them: explain() then says them in one line from the exception's fields.
+    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    hydra_failed, code = False, None
+    try:
+        _hydra_main()
+    except SystemExit as exit_:
+        if exit_.code == ExitCode.CONFIG:  # argparse refused a flag (--lr 1e-3): its usage, then
+            print_error("settings are key=value arguments without dashes: lr=1e-3 epochs=20")
+        raise
+    except Refused as refused:
+        if refused.code == ExitCode.FAILED and refused.__cause__ is not None:
+            traceback.print_exception(refused.__cause__)
+        print_error(refused.message)
+        sys.exit(refused.code)  # before any job or directory: no sweep summary either
+    except BrokenPipeError:
+        raise  # entry() quiets it
+    except Exception as err:
+        hydra_failed = True
+        line = explain(err)
+        if wants_traceback or line is None:
+            traceback.print_exc()
+        print_error(line or f"{type(err).__name__}: {err}")
+        code = ExitCode.CONFIG if line is not None else ExitCode.FAILED
+    sweep_code = finish_multirun(hydra_failed)
+    if sweep_code is not None and code in (None, ExitCode.FAILED):
+        code = sweep_code
+    sys.exit(code if code is not None else _single_run.get("code", ExitCode.COMPLETED))
+
+
+def entry() -> None:
+    """The console script: main(), quiet when its output pipe closes (`vae-train --help | head`)."""
+    try:
+        main()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.FAILED)
+
+
+if __name__ == "__main__":
+    entry()

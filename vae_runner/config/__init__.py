@@ -1,0 +1,4 @@
+"""Configuration: the typed schema, typing a composed config, override strings, resolvers.
+
+Imports no torch.
+"""

@@ -1,0 +1,1 @@
+"""What a run shows: the terminal (console.py, the only rich user), plots, image grids, loggers."""

@@ -1,0 +1,213 @@
+"""The only module that draws on the terminal (rich), and the run's log records.
+
+On a terminal: a transient progress bar over each epoch's batches, and rich tables at the end.
+The epoch lines, warnings and the run's last line are log records of the `vae_runner` logger, so
+Hydra's job logging decides where they go: plain lines on stdout by default
+(conf/hydra/job_logging/vae_train.yaml), also a file with `hydra/job_logging=default`. Off a
+terminal (CI logs, pipes) there is no bar and no control code. The last line of a run's output
+names its run directory, so a script can `tail -n 1` it.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+log = logging.getLogger("vae_runner")
+
+
+def make_console(file=None) -> Console:
+    return Console(file=file or sys.stdout, highlight=False)
+
+
+def print_error(message: str) -> None:
+    """One line on stderr, for errors the user can fix."""
+    Console(file=sys.stderr, highlight=False).print(
+        f"[bold red]Error:[/] {escape(message)}", soft_wrap=True
+    )
+
+
+def print_warning(console: Console, message: str) -> None:
+    log.warning(f"Warning: {message}")
+
+
+class BatchProgress:
+    """A per-epoch progress bar. `advance()` only counts: it never reads a tensor (no sync)."""
+
+    def __init__(self, console: Console, total_batches: int) -> None:
+        self._total = total_batches
+        self._progress = None
+        if console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            )
+        self._task = None
+
+    @contextmanager
+    def epoch(self, epoch: int):
+        if self._progress is None:
+            yield self
+            return
+        with self._progress:
+            self._task = self._progress.add_task("train", total=self._total, epoch=epoch)
+            try:
+                yield self
+            finally:
+                self._progress.remove_task(self._task)
+                self._task = None
+
+    def advance(self) -> None:
+        if self._task is not None:
+            self._progress.advance(self._task)
+
+
+def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:
+    """The course loop's progress line, every epoch."""
+    width = len(str(epochs))
+    log.info(
+        f"Epoch {record['epoch']:{width}d}/{epochs} | "
+        f"Train: {record['train_loss']:.2f} (R:{record['train_recon']:.2f} "
+        f"K:{record['train_kl']:.2f}) | Test: {record['test_loss']:.2f} | "
+        f"β_eff: {record['kl_weight']:.3f} | lr: {record['lr']:.2e} | "
+        f"active: {record['active_units']}"
+    )
+
+
+def print_divergence(console: Console, where: dict[str, Any], lr: float) -> None:
+    batch = f", batch {where['batch']}" if where["batch"] else ""
+    finished = where["epoch"] - 1
+    kept = (
+        f"history.json and the checkpoints keep epoch {finished}"
+        if finished
+        else "no epoch had finished, so history.json records only the divergence"
+    )
+    log.error(
+        f"Diverged in epoch {where['epoch']}{batch}: {where['what']}; {kept}. "
+        f"Try a lower lr (was {lr:.2e}) or clipping (grad_clip=1.0)."
+    )
+
+
+def _fmt(value: Any, spec: str = ".4f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> None:
+    """The end-of-run table; its last line names the run directory."""
+    status = history["status"]
+    colour = {"completed": "green", "diverged": "red"}.get(status, "yellow")
+    table = Table(title="vae-train summary", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+
+    def last(key: str) -> Any:
+        return history[key][-1] if history[key] else None
+
+    rows = [
+        ("status", f"[{colour}]{status}[/]"),
+        ("epochs run", f"{len(history['epoch'])} of {history['config']['epochs']}"),
+        ("best epoch", _fmt(history["best_epoch"], "d")),
+        ("best test loss", _fmt(history["best_test_loss"])),
+        ("final test loss", _fmt(last("test_loss"))),
+        ("final test recon / KL", f"{_fmt(last('test_recon'))} / {_fmt(last('test_kl'))}"),
+        (
+            "active units (KL / Burda)",
+            f"{_fmt(last('active_units'), 'd')} / {_fmt(last('active_units_burda'), 'd')} "
+            f"of {history['latent_dim']}",
+        ),
+        ("final lr", _fmt(last("lr"), ".2e")),
+        ("device", history["device"]),
+        ("seconds", _fmt(sum(history["epoch_seconds"]), ".1f")),
+    ]
+    final = history.get("final") or {}
+    if final:
+        rows.append(("test ELBO", _fmt(final["test_elbo"])))
+        if final.get("test_nll_iw") is not None:
+            rows.append(
+                (
+                    f"test NLL, IW (K={final['iw_samples']})",
+                    f"{_fmt(final['test_nll_iw'])}  ({final['iw_seconds']:.1f} s)",
+                )
+            )
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if status == "interrupted":
+        how = (
+            f"continue with: vae-train resume={Path(run_dir).resolve()}"
+            if history["epoch"]
+            else "no epoch had finished, so there is nothing to resume"
+        )
+        log.info(f"Interrupted ({history.get('interrupted_by')}); {how}")
+    log.info(f"Run directory: {Path(run_dir).resolve()}")
+
+
+_STATUS_COLOUR = {"completed": "green", "diverged": "red", "failed": "red"}
+
+
+def print_sweep_summary(
+    console: Console, summary: dict[str, Any], out_dir: Path, where: str = "Sweep directory"
+) -> None:
+    """A sweep's ranked table (lowest best test loss first, the winner starred), then its folder."""
+    from rich.markup import escape
+    from rich.text import Text
+
+    rows = summary["jobs"]
+    table = Table(title="sweep summary: ranked by best test loss", title_justify="left")
+    # On a terminal long labels fold to fit; in a log the table takes the width it needs.
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("job", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    for name in ("best test loss", "best epoch", "final test loss", "active units", "seconds"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for row in rows:
+        colour = _STATUS_COLOUR.get(row["status"], "yellow")
+        table.add_row(
+            f"{'★ ' if row['winner'] else ''}{row['rank']}",
+            Text(row["label"]),  # overrides may hold [ ]: never markup
+            f"[{colour}]{row['status']}[/]",
+            _fmt(row["best_test_loss"], ".6g"),
+            _fmt(row["best_epoch"], "d"),
+            _fmt(row["final_test_loss"], ".6g"),
+            _fmt(row["final_active_units"], "d"),
+            _fmt(row["seconds"], ".1f"),
+            style="bold" if row["winner"] else None,
+        )
+    wide = console if console.is_terminal else Console(file=console.file, width=240)
+    wide.print(table)
+    counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items())
+    console.print(f"{len(rows)} jobs: {counts}", soft_wrap=True)
+    winner = summary["winner"]
+    if winner:
+        console.print(
+            f"[bold green]Winner:[/] {escape(winner['label'])} (job {escape(winner['job'])}): "
+            f"best test loss {winner['best_test_loss']:.6g} at epoch {winner['best_epoch']}",
+            soft_wrap=True,
+        )
+    else:
+        console.print("[bold red]No winner:[/] no job completed", soft_wrap=True)
+    optuna = summary.get("optuna")
+    if optuna and "best_params" in optuna:
+        console.print(
+            f"Optuna best parameters: {optuna['best_params']}", markup=False, soft_wrap=True
+        )
+    console.print(f"{where}: {Path(out_dir).resolve()}", soft_wrap=True, markup=False)

@@ -1,0 +1,213 @@
+"""Every plot, drawn from history.json records with matplotlib's Figure API (the Agg canvas: no
+display and no pyplot state, so runs in threads or in one process never share a figure).
+
+- `plot_curves`: (label, history) pairs, one line each: a sweep's comparison (curves.png).
+- `plot_run`: one run's own curves.png (every monitored series) and kl_per_dim.png.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vae_runner.files import writing
+
+# (history key, panel title): the test loss that ranks the jobs, and beside it the training loss
+# and the KL term, which show whether a run trained or collapsed.
+PANELS = (
+    ("test_loss", "test loss (nats per sample)"),
+    ("train_loss", "train loss (annealed β)"),
+    ("test_kl", "KL(q(z|x) || p(z)), test set"),
+)
+
+LINE_STYLES = ("-", "--", "-.", ":")
+
+
+def _values(history: dict[str, Any], key: str) -> list[float]:
+    """A per-epoch series with null (non-finite when written) as NaN: a gap in the line."""
+    return [math.nan if v is None else float(v) for v in history.get(key) or []]
+
+
+def plot_curves(
+    runs: Sequence[tuple[str, dict[str, Any]]],
+    path: Path,
+    *,
+    title: str | None = None,
+) -> list[str]:
+    """Write a PNG of every run's curves, one line per run in each panel, labelled.
+
+    A label starting with ★ is drawn thicker (the winner). Returns the labels of the lines drawn
+    in the test-loss panel, in order.
+    """
+    from matplotlib.figure import Figure  # Figure + savefig uses Agg; pyplot is never imported
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(5.0 * len(PANELS) + 3.0, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(PANELS))
+    colours = _colours(len(runs))
+    for ax, (key, panel_title) in zip(axes, PANELS, strict=True):
+        finite: list[float] = []
+        for index, ((label, history), colour) in enumerate(zip(runs, colours, strict=True)):
+            y = _values(history, key)
+            x = history.get("epoch") or list(range(1, len(y) + 1))
+            winner = label.startswith("★")
+            ax.plot(
+                x[: len(y)],
+                y,
+                label=label,
+                color=colour,
+                linewidth=2.6 if winner else 1.4,
+                # runs with the same curve (AdamW's tiny decay) stay visible on top of each other
+                linestyle="-" if winner else LINE_STYLES[index % len(LINE_STYLES)],
+                marker="o" if len(y) < 15 else None,
+                markersize=3,
+            )
+            finite += [v for v in y if math.isfinite(v)]
+        if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+            ax.set_yscale("log")  # a diverging run would flatten every other curve
+        ax.set_title(panel_title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(True, alpha=0.3)
+    drawn = [line.get_label() for line in axes[0].get_lines()]
+    if drawn:
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    _save(fig, Path(path), dpi=90, metadata={"Description": "\n".join(drawn)})
+    return drawn
+
+
+def _save(fig, path: Path, **options) -> None:
+    """Write the PNG through a temporary name, so a half-written picture never replaces one."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    with writing(path):
+        fig.savefig(tmp, **options)
+        tmp.replace(path)
+
+
+def _colours(n: int) -> list:
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    return [colormaps["viridis"](i / max(1, n - 1)) for i in range(n)]
+
+
+# --------------------------------------------------------------------------- one run
+CURVES_FILE, KL_MAP_FILE = "curves.png", "kl_per_dim.png"
+
+# (title, y label, [(history key, legend label)], log scale)
+RUN_PANELS = (
+    (
+        "Loss (ELBO terms)",
+        "nats per sample",
+        [("train_loss", "train"), ("test_loss", "test")],
+        False,
+    ),
+    ("Reconstruction", "NLL, nats", [("train_recon", "train"), ("test_recon", "test")], False),
+    ("KL divergence", "nats", [("train_kl", "train"), ("test_kl", "test")], False),
+    ("Effective beta (KL weight)", "kl_weight", [("kl_weight", "kl_weight")], False),
+    ("Learning rate", "lr", [("lr", "lr")], True),
+    (
+        "Gradient norm (pre-clip)",
+        "global L2 norm",
+        [("grad_norm", "mean"), ("grad_norm_max", "max")],
+        True,
+    ),
+    (
+        "Active units",
+        "latent dims",
+        [("active_units", "KL > threshold"), ("active_units_burda", "Burda")],
+        False,
+    ),
+)
+
+
+def _series(history: dict[str, Any], key: str) -> tuple[list, list]:
+    points = [(e, v) for e, v in zip(history["epoch"], history.get(key, []), strict=False)]
+    points = [(e, v) for e, v in points if v is not None]
+    return [e for e, _ in points], [v for _, v in points]
+
+
+def plot_run_curves(history: dict[str, Any], path: Path) -> Path:
+    """Every per-epoch series of one run, one panel each."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(18, 8), layout="constrained")
+    axes = fig.subplots(2, 4)
+    for ax, (title, ylabel, lines, log) in zip(axes.flat, RUN_PANELS, strict=False):
+        for key, label in lines:
+            epochs, values = _series(history, key)
+            if values:
+                ax.plot(epochs, values, marker="o", markersize=3, label=label)
+        ax.set_title(title)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        if log and any(v > 0 for v in _series(history, lines[0][0])[1]):
+            ax.set_yscale("log")
+        if len(lines) > 1:
+            ax.legend()
+        ax.grid(alpha=0.3)
+    axes.flat[-1].axis("off")
+    axes.flat[-1].text(0, 0.5, _caption(history), fontsize=10, va="center", family="monospace")
+    fig.suptitle(f"vae-train: {history.get('data_name', '?')}, status {history.get('status')}")
+    _save(fig, Path(path), dpi=100)
+    return Path(path)
+
+
+def _caption(history: dict[str, Any]) -> str:
+    cfg = history.get("config", {})
+    lines = [
+        f"optimizer  {cfg.get('optimizer', {}).get('name')}  lr {cfg.get('lr')}",
+        f"beta       {cfg.get('beta')}  annealing {cfg.get('annealing', {}).get('name')}",
+        f"batch      {cfg.get('batch_size')}  reduction {cfg.get('reduction', {}).get('name')}",
+        f"best epoch {history.get('best_epoch')}",
+        f"best test  {history.get('best_test_loss') or float('nan'):.4f}",
+    ]
+    return "\n".join(lines)
+
+
+def plot_kl_heatmap(history: dict[str, Any], path: Path) -> Path | None:
+    """KL of each latent dimension (rows) per epoch (columns): collapsed dims are dark rows."""
+    rows = [kl for kl in history.get("kl_by_dim", []) if kl is not None]
+    if not rows:
+        return None
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    grid = np.array(rows, dtype=float).T  # [latent_dim, epochs]
+    fig = Figure(figsize=(max(6, 0.25 * grid.shape[1] + 3), max(4, 0.25 * grid.shape[0])))
+    ax = fig.subplots()
+    image = ax.imshow(
+        grid,
+        aspect="auto",
+        cmap="viridis",
+        interpolation="nearest",
+        extent=(0.5, grid.shape[1] + 0.5, grid.shape[0] - 0.5, -0.5),
+    )
+    fig.colorbar(image, ax=ax, label="KL (nats, test-set mean)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("latent dimension")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title("KL per latent dimension\n(dark rows: collapsed, inactive dimensions)")
+    fig.tight_layout()
+    _save(fig, Path(path), dpi=100)
+    return Path(path)
+
+
+def plot_run(run_dir: Path, history: dict[str, Any] | None = None) -> list[Path]:
+    """Draw curves.png and kl_per_dim.png into `run_dir` from its history."""
+    from vae_runner.training.history import load_history
+
+    run_dir = Path(run_dir)
+    history = history if history is not None else load_history(run_dir)
+    written = [plot_run_curves(history, run_dir / CURVES_FILE)]
+    heat = plot_kl_heatmap(history, run_dir / KL_MAP_FILE)
+    return written + ([heat] if heat else [])

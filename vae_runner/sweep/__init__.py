@@ -1,0 +1,1 @@
+"""A sweep's end: its jobs on disk (rundirs), their summary (summary), its exit (finish)."""

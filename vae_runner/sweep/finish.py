@@ -1,0 +1,59 @@
+"""A sweep's end: its summary and its exit status, once, however the sweep ended.
+
+Hydra runs `on_multirun_end` only when every job returned; when a job or the launcher raised, it
+skips the callback. So the summary is written by the callback when Hydra calls it, and otherwise
+by `finish_multirun`, which cli.train.main calls once Hydra has returned or raised.
+
+The exit status is read from the job directories' history.json records, never from this process:
+with joblib, submitit or SLURM the jobs ran in other processes.
+
+Imports no torch.
+"""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from vae_runner.exit_codes import ExitCode, exit_code, sweep_exit_code
+from vae_runner.report.console import make_console, print_error
+from vae_runner.sweep.rundirs import collect_jobs
+from vae_runner.sweep.summary import summarize
+
+
+@dataclass
+class SweepState:
+    """This process's multirun, if one started: where, and whether its summary was attempted."""
+
+    sweep_dir: Path | None = None
+    summary_attempted: bool = False
+
+
+state = SweepState()
+
+
+def write_sweep_summary() -> None:
+    """Write the sweep's summary files and print its table, once; never raise."""
+    if state.sweep_dir is None or state.summary_attempted or not state.sweep_dir.is_dir():
+        return
+    state.summary_attempted = True
+    try:
+        summarize([state.sweep_dir], state.sweep_dir, sweep_over=True, console=make_console())
+    except Exception as err:  # the jobs' own records are intact: say so and carry on
+        traceback.print_exc()
+        print_error(f"the sweep summary could not be written: {type(err).__name__}: {err}")
+
+
+def finish_multirun(hydra_failed: bool) -> int | None:
+    """After Hydra returns (or raises) in a multirun: its summary, then the sweep's exit code.
+    None when no multirun started in this process."""
+    if state.sweep_dir is None:
+        return None
+    write_sweep_summary()
+    jobs = collect_jobs([state.sweep_dir]) if state.sweep_dir.is_dir() else []
+    if not jobs:
+        return int(ExitCode.FAILED if hydra_failed else ExitCode.COMPLETED)
+    code = sweep_exit_code([exit_code(job.record(sweep_over=True)) for job in jobs])
+    # Every job completed but Hydra failed after them (the sweeper, a launcher): not a success.
+    return int(ExitCode.FAILED) if code == ExitCode.COMPLETED and hydra_failed else code

@@ -1,0 +1,140 @@
+"""Finding a sweep's jobs on disk: run directories, their overrides and history.json records.
+
+A job is what its directory says, read back after the fact: the process that launched it may
+have been another (joblib, submitit, SLURM) or another invocation altogether. A basic sweep that
+stopped early also lists the jobs it planned but never started, from its multirun.yaml.
+
+Imports no torch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vae_runner.training.history import HISTORY_FILE
+
+NOT_STARTED = "not started"
+
+
+@dataclass
+class Job:
+    """One job of a sweep (or one run). `history` is None when the job wrote none; `run_dir` is
+    None for a planned job that never started."""
+
+    name: str
+    run_dir: Path | None
+    overrides: list[str]
+    history: dict[str, Any] | None
+
+    def status(self, sweep_over: bool = False) -> str:
+        if self.run_dir is None:
+            return NOT_STARTED
+        if self.history is None:
+            return "failed"  # it stopped before training: a bad value, an import error, a crash
+        status = self.history.get("status") or "failed"
+        # After the sweep every job has returned: a record still saying `running` is one whose
+        # process died before it could write its final status.
+        return "failed" if sweep_over and status == "running" else status
+
+    def record(self, sweep_over: bool = False) -> dict[str, Any]:
+        """The job's history as exit_codes.exit_code reads it, with the status as judged here."""
+        return {**(self.history or {}), "status": self.status(sweep_over)}
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / HISTORY_FILE).is_file() or (path / ".hydra").is_dir()
+
+
+def _natural_key(path: Path) -> list:
+    return [int(p) if p.isdigit() else p for p in path.parts]
+
+
+def find_run_dirs(sweep_dir: Path) -> list[Path]:
+    """Run directories below a sweep directory in job order (0, 1, ..., 10), hidden ones skipped."""
+    found: list[Path] = []
+    pending = [Path(sweep_dir)]
+    while pending:
+        folder = pending.pop()
+        for child in folder.iterdir():
+            if not child.is_dir() or child.name.startswith("."):
+                continue  # .submitit/, editors' folders
+            (found if is_run_dir(child) else pending).append(child)
+    return sorted(found, key=lambda p: _natural_key(p.relative_to(sweep_dir)))
+
+
+def _read_overrides(run_dir: Path) -> list[str]:
+    path = run_dir / ".hydra" / "overrides.yaml"
+    try:
+        overrides = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
+
+
+def _read_history(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        history = json.loads((run_dir / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return None  # absent, or unreadable: the job counts as failed
+    return history if isinstance(history, dict) else None
+
+
+def load_job(run_dir: Path, name: str) -> Job:
+    return Job(name, Path(run_dir), _read_overrides(run_dir), _read_history(run_dir))
+
+
+def planned_overrides(sweep_dir: Path) -> list[list[str]] | None:
+    """Every job's overrides, in job order, as the basic sweeper expands them; None when that
+    cannot be known (another sweeper, such as Optuna's, or no multirun.yaml)."""
+    try:
+        from omegaconf import OmegaConf
+
+        from hydra_plugins.vae_runner_sweeper.checked_sweeper import planned_jobs
+
+        hydra = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra
+        if not str(hydra.sweeper._target_).endswith(("BasicSweeper", "CheckedSweeper")):
+            return None
+        params = [f"{k}={v}" for k, v in (hydra.sweeper.params or {}).items()]
+        return planned_jobs(params + [str(o) for o in hydra.overrides.task])
+    except Exception:  # a glob over a config group, an old file: list what ran, as found
+        return None
+
+
+def _not_started(sweep_dir: Path, found: list[Job]) -> list[Job]:
+    planned = planned_overrides(sweep_dir) or []
+    seen = Counter(tuple(job.overrides) for job in found)
+    missing = []
+    for num, overrides in enumerate(planned):
+        if seen[tuple(overrides)] > 0:
+            seen[tuple(overrides)] -= 1
+        else:
+            missing.append(Job(f"#{num}", None, overrides, None))
+    return missing
+
+
+def collect_jobs(dirs: list[Path]) -> list[Job]:
+    """Jobs from any mix of sweep and run directories; job names stay unique across them."""
+    jobs: list[Job] = []
+    for given in map(Path, dirs):
+        prefix = f"{given.name}/" if len(dirs) > 1 else ""
+        if is_run_dir(given):
+            jobs.append(load_job(given, given.name))
+            continue
+        found = [
+            load_job(d, prefix + d.relative_to(given).as_posix()) for d in find_run_dirs(given)
+        ]
+        # Planned jobs count once one started: Hydra writes multirun.yaml before it checks every
+        # job's overrides, so a sweep it refused outright has a plan but no jobs.
+        planned = _not_started(given, found) if found else []
+        jobs += found + [Job(prefix + j.name, None, j.overrides, None) for j in planned]
+    names = [job.name for job in jobs]
+    for job in jobs:
+        if names.count(job.name) > 1 and job.run_dir is not None:
+            job.name = str(job.run_dir)
+    return jobs

@@ -1,0 +1,1 @@
+"""Training: build, model, losses, annealing, the loop, metrics, checkpoints, resume, history."""

@@ -1,0 +1,57 @@
+"""The KL weight (effective beta) as a pure function of the epoch.
+
+Every schedule is a function of the 1-based epoch number and the config alone, so evaluation
+cannot advance it and a resumed run recomputes it exactly. Within an epoch the weight is constant,
+as in the seed's loop.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import assert_never
+
+from vae_runner.config.schema import (
+    AnnealingConfig,
+    ConstantAnnealingConfig,
+    CyclicalAnnealingConfig,
+    LinearAnnealingConfig,
+    SigmoidAnnealingConfig,
+)
+
+
+def linear(epoch: int, beta: float, warmup_epochs: int) -> float:
+    """The seed's `min(1, epoch / warmup_epochs) * beta`; warmup 0 means the full beta at once."""
+    if warmup_epochs == 0:
+        return beta
+    return min(1.0, epoch / warmup_epochs) * beta
+
+
+def cyclical(epoch: int, beta: float, epochs: int, cycles: int, ratio: float) -> float:
+    """Fu et al. 2019, eq. (5) at epoch granularity.
+
+    tau = ((epoch - 1) mod (T / M)) / (T / M); the weight rises as tau / ratio, then holds beta.
+    Each cycle starts at 0.
+    """
+    period = epochs / cycles
+    tau = math.fmod(epoch - 1, period) / period
+    return beta * min(1.0, tau / ratio)
+
+
+def sigmoid(epoch: int, beta: float, midpoint: float, steepness: float) -> float:
+    """Bowman et al. 2016: a logistic ramp centred on `midpoint` (the weight there is beta / 2)."""
+    return beta / (1.0 + math.exp(-steepness * (epoch - midpoint)))
+
+
+def kl_weight(annealing: AnnealingConfig, epoch: int, beta: float, epochs: int) -> float:
+    """The KL weight used in the training loss during `epoch` (1-based) of a run of `epochs`."""
+    match annealing:
+        case LinearAnnealingConfig():
+            return linear(epoch, beta, annealing.warmup_epochs)
+        case ConstantAnnealingConfig():
+            return beta
+        case CyclicalAnnealingConfig():
+            return cyclical(epoch, beta, epochs, annealing.cycles, annealing.ratio)
+        case SigmoidAnnealingConfig():
+            return sigmoid(epoch, beta, annealing.midpoint, annealing.steepness)
+        case _:
+            assert_never(annealing)

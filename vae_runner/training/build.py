@@ -1,0 +1,145 @@
+"""The one place where config names become objects: device, model, optimizer, scheduler."""
+
+from __future__ import annotations
+
+from typing import assert_never
+
+import torch
+
+from vae_runner.config.errors import ConfigError
+from vae_runner.config.schema import (
+    AdamConfig,
+    AdamWConfig,
+    BernoulliLikelihoodConfig,
+    ConvModelConfig,
+    CosineConfig,
+    DeviceConfig,
+    GaussianLikelihoodConfig,
+    LikelihoodConfig,
+    MLPModelConfig,
+    ModelConfig,
+    NoSchedulerConfig,
+    OptimizerConfig,
+    PlateauConfig,
+    SchedulerConfig,
+    SGDConfig,
+    StepConfig,
+)
+from vae_runner.training.model import MLPVAE, VAE, BernoulliLikelihood, ConvVAE, GaussianLikelihood
+
+
+def build_device(cfg: DeviceConfig) -> torch.device:
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    match cfg.name:
+        case "auto":
+            return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+        case "cpu":
+            return torch.device("cpu")
+        case "cuda":
+            if not cuda:
+                raise ConfigError(
+                    "device=cuda but torch sees no CUDA GPU "
+                    f"(torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
+                    "use device=auto or device=cpu"
+                )
+            return torch.device("cuda")
+        case "mps":
+            if not mps:
+                raise ConfigError(
+                    "device=mps but Apple's MPS backend is not available here; "
+                    "use device=auto or device=cpu"
+                )
+            return torch.device("mps")
+    raise AssertionError(f"device.name={cfg.name!r} passed config.typed's name check")
+
+
+def build_likelihood(cfg: LikelihoodConfig) -> torch.nn.Module:
+    match cfg:
+        case BernoulliLikelihoodConfig():
+            return BernoulliLikelihood()
+        case GaussianLikelihoodConfig():
+            return GaussianLikelihood(cfg.sigma, learned=cfg.variance == "learned")
+        case _:
+            assert_never(cfg)
+
+
+def build_model(
+    cfg: ModelConfig, likelihood: LikelihoodConfig, image_shape: tuple[int, ...]
+) -> VAE:
+    decoder_likelihood = build_likelihood(likelihood)
+    match cfg:
+        case MLPModelConfig():
+            return MLPVAE(image_shape, cfg.hidden_dim, cfg.latent_dim, decoder_likelihood)
+        case ConvModelConfig():
+            _, height, width = image_shape
+            if height % 4 or width % 4:
+                raise ConfigError(
+                    f"model=conv needs image sides divisible by 4 but the data's images are "
+                    f"{height}x{width}; use model=mlp"
+                )
+            return ConvVAE(
+                image_shape, cfg.channels, cfg.hidden_dim, cfg.latent_dim, decoder_likelihood
+            )
+        case _:
+            assert_never(cfg)
+
+
+def build_optimizer(cfg: OptimizerConfig, params, lr: float) -> torch.optim.Optimizer:
+    """The optimizer, fused (one kernel for the whole update) where torch has it, else foreach:
+    the same arithmetic up to float rounding, with fewer kernel launches (benchmarks/RESULTS.md).
+    """
+    params = list(params)
+    match cfg:
+        # AdamW subclasses Adam's schema: test it first.
+        case AdamWConfig():
+            kind = torch.optim.AdamW
+            options = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        case AdamConfig():
+            kind = torch.optim.Adam
+            options = dict(betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+        case SGDConfig():
+            kind = torch.optim.SGD
+            options = dict(
+                momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay
+            )
+        case _:
+            assert_never(cfg)
+    try:
+        return kind(params, lr=lr, fused=True, **options)
+    except (RuntimeError, TypeError, ValueError):  # no fused kernel for this device or dtype
+        return kind(params, lr=lr, foreach=True, **options)
+
+
+def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int):
+    """An epoch-level LR scheduler, or None. The plateau one must be stepped with the test loss."""
+    from torch.optim import lr_scheduler
+
+    match cfg:
+        case PlateauConfig():
+            return lr_scheduler.ReduceLROnPlateau(
+                optimizer,
+                mode="min",
+                factor=cfg.factor,
+                patience=cfg.patience,
+                threshold=cfg.threshold,
+                min_lr=cfg.min_lr,
+            )
+        case CosineConfig():
+            t_max = cfg.t_max if cfg.t_max is not None else epochs
+            return lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=cfg.eta_min)
+        case StepConfig():
+            return lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        case NoSchedulerConfig():
+            return None
+        case _:
+            assert_never(cfg)
+
+
+def step_scheduler(scheduler, test_loss: float) -> None:
+    """Advance one epoch. ReduceLROnPlateau watches the test loss, the others count epochs."""
+    if scheduler is None:
+        return
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+        scheduler.step(test_loss)
+    else:
+        scheduler.step()

@@ -1,0 +1,78 @@
+"""Self-describing checkpoints: written atomically, loaded with weights_only=True.
+
+`checkpoints/last.pt` is rewritten after every finished epoch and holds everything a bit-exact
+resume needs: model, optimizer and scheduler state, the epoch, every random-number-generator
+state the run uses (taken after the test pass, which samples z too), the history so far and the
+config. `checkpoints/best.pt` is a hard link to the same bytes when the test loss improved.
+Only plain containers, numbers, strings and tensors go in, so `torch.load(weights_only=True)`
+reads them and a crafted file can never run code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_runner.config.errors import ConfigError
+from vae_runner.files import replace_atomically
+
+CHECKPOINT_DIR = "checkpoints"
+LAST, BEST = "last.pt", "best.pt"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that cannot be used; the message names the file and what to do."""
+
+
+def capture_rng(device: torch.device, shuffle: torch.Generator) -> dict[str, Any]:
+    # Python's `random` and NumPy draw nothing during training, so only torch's states matter.
+    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any], device: torch.device, shuffle: torch.Generator) -> None:
+    torch.set_rng_state(state["torch"])
+    shuffle.set_state(state["shuffle"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: Path, payload: dict[str, Any], is_best: bool) -> Path:
+    """Write last.pt (and best.pt when `is_best`); each file is always complete."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    folder.mkdir(exist_ok=True)
+    last = folder / LAST
+    replace_atomically(last, lambda f: torch.save({"format": FORMAT_VERSION, **payload}, f))
+    if is_best:
+        # A second name for the same bytes, swapped in atomically: no second write.
+        tmp = folder / f".{BEST}.link"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(last, tmp)
+        except OSError:  # a file system without hard links
+            replace_atomically(tmp, lambda f: f.write(last.read_bytes()))
+        os.replace(tmp, folder / BEST)
+    return last
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint safely, or raise CheckpointError with one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt, or holding objects that would run code
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{path} is not a usable checkpoint (truncated, corrupt or unsafe: {reason[:200]})"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not a vae-runner checkpoint of format {FORMAT_VERSION}")
+    return payload

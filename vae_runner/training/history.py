@@ -1,0 +1,86 @@
+"""The run's record, `history.json`: the course's curves plus the other monitored series.
+
+Shape: one list per quantity at the top level, one entry per epoch (the course loop's `history`),
+plus run-level fields. The file is replaced atomically after every epoch (temporary file, fsync,
+rename), so a crash or a kill at any instant leaves either the old or the new complete file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from vae_runner.files import write_json_atomic
+
+HISTORY_FILE = "history.json"
+SCHEMA_VERSION = 1
+
+# Per-epoch series, in the order they appear in the file. The first six are the course loop's.
+EPOCH_KEYS = (
+    "train_loss",
+    "train_recon",
+    "train_kl",
+    "test_loss",
+    "test_recon",
+    "test_kl",
+    "epoch",
+    "kl_weight",
+    "lr",
+    "grad_norm",
+    "grad_norm_max",
+    "active_units",
+    "active_units_burda",
+    "kl_by_dim",
+    "recon_per_dim",
+    "kl_per_dim",
+    "epoch_seconds",
+)
+
+
+def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
+    """An empty record for a run that is about to start."""
+    history: dict[str, Any] = {key: [] for key in EPOCH_KEYS}
+    history.update(
+        schema_version=SCHEMA_VERSION,
+        status="running",
+        best_epoch=None,
+        best_test_loss=None,
+        initial_test_loss=None,
+        final=None,
+        warnings=[],
+        **meta,
+        config=config,
+    )
+    return history
+
+
+def append_epoch(history: dict[str, Any], values: dict[str, float]) -> None:
+    missing = set(EPOCH_KEYS) - set(values)
+    if missing:
+        raise KeyError(f"epoch record lacks {sorted(missing)}")
+    for key in EPOCH_KEYS:
+        history[key].append(values[key])
+    test_loss = values["test_loss"]
+    if math.isfinite(test_loss) and (
+        history["best_test_loss"] is None or test_loss < history["best_test_loss"]
+    ):
+        history["best_epoch"] = values["epoch"]
+        history["best_test_loss"] = test_loss
+
+
+def save_history(run_dir: Path, history: dict[str, Any]) -> None:
+    write_json_atomic(Path(run_dir) / HISTORY_FILE, history)
+
+
+def load_history(run_dir: Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / HISTORY_FILE).read_text())
+
+
+def failure_record(config: dict | None, message: str, kind: str) -> dict[str, Any]:
+    """The record of a job that failed before its first epoch (kind: config or error), so that a
+    sweep's summary lists it with its reason and its exit code."""
+    history = new_history(config or {}, meta={})
+    history.update(status="failed", error={"kind": kind, "message": message})
+    return history

@@ -1,0 +1,69 @@
+"""`vae-train resume=<run_dir>`: continue a run from its last finished epoch, as it was started.
+
+The config comes from the checkpoint, not from the command line: only `epochs` (to extend a run)
+and `device` may be given again; any other override would make the result differ from the run
+that was started, so it is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from vae_runner.config.errors import ConfigError
+from vae_runner.config.overrides import keys
+from vae_runner.config.schema import Config
+from vae_runner.config.typed import to_typed
+from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
+from vae_runner.training.history import HISTORY_FILE
+
+CHANGEABLE_ON_RESUME = ("epochs", "device")
+
+
+def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, dict]:
+    """The config and checkpoint to continue `run_dir` with; ConfigError says why not.
+
+    `cli` is the command line's composed DictConfig: only its `epochs` and `device` are used.
+    """
+    if not run_dir.is_dir():
+        raise ConfigError(f"resume={run_dir}: no such directory")
+    last = run_dir / CHECKPOINT_DIR / LAST
+    if not last.exists():
+        if not (run_dir / HISTORY_FILE).exists():
+            raise ConfigError(f"resume={run_dir}: this directory holds no vae-train run")
+        raise ConfigError(
+            f"resume={run_dir}: the run has no {CHECKPOINT_DIR}/{LAST} (it stopped before its "
+            "first epoch finished); start it again instead"
+        )
+    given = keys(overrides)
+    refused = [
+        k
+        for k in given
+        if k != "resume"
+        and k.split(".")[0] not in CHANGEABLE_ON_RESUME
+        and not k.startswith("hydra")
+    ]
+    if refused:
+        raise ConfigError(
+            f"resume continues the run with the config it was started with: drop "
+            f"{', '.join(refused)} (only epochs= and device= may be given on resume)"
+        )
+    try:
+        checkpoint = load_checkpoint(last)
+    except CheckpointError as err:
+        raise ConfigError(f"resume={run_dir}: {err}") from None
+    saved = dict(checkpoint["config"])
+    if "epochs" in given:
+        saved["epochs"] = int(cli.epochs)
+    if any(k == "device" or k.startswith("device.") for k in given):
+        saved["device"] = OmegaConf.to_container(cli.device)
+    saved["resume"] = str(run_dir)
+    cfg = to_typed(saved)
+    done = checkpoint["epoch"]
+    if cfg.epochs <= done:
+        raise ConfigError(
+            f"resume={run_dir}: the run already finished {done} of epochs={cfg.epochs}; "
+            f"pass epochs=<more than {done}> to extend it"
+        )
+    return cfg, checkpoint

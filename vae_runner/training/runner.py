@@ -1,0 +1,458 @@
+"""run(): the course's training loop, as a short list of named steps.
+
+The runner never imports Hydra: it takes a typed `Config` and a run directory, so tests and other
+programs can call it directly.
+
+Hot-path rules (see DESIGN.md): the data set is one tensor on the device and a batch is
+`x[perm[i:i+b]]`; metrics are summed as tensors and read once per epoch (one host sync), never
+with `.item()` per batch.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from vae_runner import __version__
+from vae_runner.config.schema import Config, CyclicalAnnealingConfig
+from vae_runner.data.images import ImageData, load_data, shuffled_batches
+from vae_runner.files import writing
+from vae_runner.report.console import (
+    BatchProgress,
+    log,
+    make_console,
+    print_divergence,
+    print_epoch,
+    print_summary,
+    print_warning,
+)
+from vae_runner.report.images import save_grids
+from vae_runner.report.loggers import build_logger
+from vae_runner.training.allocator import reuse_freed_blocks
+from vae_runner.training.annealing import kl_weight as annealed_kl_weight
+from vae_runner.training.build import (
+    build_device,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    step_scheduler,
+)
+from vae_runner.training.checkpoint import capture_rng, restore_rng, save_checkpoint
+from vae_runner.training.diagnostics import collapse_warning
+from vae_runner.training.history import append_epoch, new_history, save_history
+from vae_runner.training.losses import elbo_terms, training_loss
+from vae_runner.training.metrics import BURDA_THRESHOLD, active_units_burda, importance_weighted_nll
+from vae_runner.training.model import VAE
+from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
+
+
+class TrainSums(NamedTuple):
+    """Per-sample means over one training epoch, read from the device once."""
+
+    recon: float
+    kl: float
+    grad_norm: float  # mean over batches of the pre-clip global norm
+    grad_norm_max: float
+    first_bad_batch: int | None  # 1-based batch whose loss or gradient norm was non-finite
+
+
+class TestSums(NamedTuple):
+    recon: float
+    kl: float
+    kl_by_dim: list[float]  # test-set mean KL of each latent dimension
+    active_burda: int  # dimensions whose posterior mean varies over the test set (Burda et al.)
+
+
+def train_epoch(
+    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress=None, stop=None
+) -> TrainSums:
+    model.train()
+    device = data.train.device
+    params = [p for p in model.parameters() if p.requires_grad]
+    # clip_grad_norm_ returns the pre-clip norm, so monitoring is free. With clipping off, an
+    # infinite max norm makes it a pure measurement (its clip factor is clamped to 1).
+    max_norm = cfg.clip_norm if cfg.clip_norm is not None else math.inf
+    recon_sum = torch.zeros((), device=device)
+    kl_sum = torch.zeros((), device=device)
+    norm_sum = torch.zeros((), device=device)
+    norm_max = torch.zeros((), device=device)
+    batches = shuffled_batches(len(data.train), cfg.batch_size, generator, device)
+    # Divergence is found without a host sync: the first non-finite batch's number is kept on
+    # the device and read with the other sums at the end of the epoch.
+    batch_numbers = torch.arange(1, len(batches) + 1, device=device, dtype=torch.float32)
+    first_bad = torch.zeros((), device=device)
+    # bf16 autocast (device.precision): matrix products in bfloat16, weights and sums in fp32
+    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.device.precision == "bf16")
+    for i, index in enumerate(batches):
+        if stop is not None:
+            stop.check()  # a requested stop ends the run here, at a batch boundary
+        x = data.train_batch(index)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            out, mu, logvar = model(x)
+            terms = elbo_terms(model.likelihood.nll(out.float(), x), mu.float(), logvar.float())
+            loss = training_loss(terms, kl_w, cfg.reduction.name, cfg.annealing.free_bits)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
+        optimizer.step()
+        with torch.no_grad():
+            recon_sum += terms.recon.sum()
+            kl_sum += terms.kl.sum()
+            norm_sum += norm
+            norm_max = torch.maximum(norm_max, norm)
+            bad = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (first_bad == 0)
+            first_bad = torch.where(bad, batch_numbers[i], first_bad)
+        if progress is not None:
+            progress.advance()
+    n = len(data.train)
+    sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad]).tolist()
+    recon, kl, norm_total, norm_top, bad_batch = sums
+    return TrainSums(recon / n, kl / n, norm_total / len(batches), norm_top, int(bad_batch) or None)
+
+
+@torch.no_grad()
+def evaluate(model, data: ImageData, batch_size: int) -> TestSums:
+    """The test set under the model in eval mode; z is sampled, as in the seed."""
+    model.eval()
+    device = data.test.device
+    recon_sum = torch.zeros((), device=device)
+    kl_by_dim_sum = torch.zeros(model.latent_dim, device=device)
+    # float64 sums of the posterior means: their variance over the test set (active units)
+    mu_sum = torch.zeros(model.latent_dim, device=device, dtype=torch.float64)
+    mu_sq_sum = torch.zeros_like(mu_sum)
+    for start in range(0, len(data.test), batch_size):
+        x = data.to_float(data.test[start : start + batch_size])
+        out, mu, logvar = model(x)
+        terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
+        recon_sum += terms.recon.sum()
+        kl_by_dim_sum += terms.kl_by_dim.sum(dim=0)
+        mu64 = mu.double()
+        mu_sum += mu64.sum(dim=0)
+        mu_sq_sum += mu64.pow(2).sum(dim=0)
+    n = len(data.test)
+    kl_by_dim = (kl_by_dim_sum / n).tolist()
+    active_burda, _ = active_units_burda(mu_sum, mu_sq_sum, n)
+    return TestSums(recon_sum.item() / n, sum(kl_by_dim), kl_by_dim, active_burda)
+
+
+def _versions() -> dict[str, str]:
+    import hydra
+    import numpy
+    import omegaconf
+
+    return {
+        "vae_runner": __version__,
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # a plain str: weights_only loads refuse TorchVersion
+        "hydra": hydra.__version__,
+        "omegaconf": omegaconf.__version__,
+        "numpy": numpy.__version__,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Trainer:
+    """Everything one run trains with, built from the config in one place."""
+
+    cfg: Config
+    device: torch.device
+    data: ImageData
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
+    train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
+    config_warnings: list[str]  # legal but doubtful settings: printed, and kept in the history
+
+
+def _config_warnings(cfg: Config) -> list[str]:
+    """Settings that are valid but probably not what was meant."""
+    found = []
+    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
+    if warmup > cfg.epochs:
+        found.append(
+            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
+            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta"
+        )
+    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
+        found.append(
+            f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
+            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
+            "rises (it starts every cycle at 0); use fewer cycles or more epochs"
+        )
+    return found
+
+
+def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Trainer:
+    device = build_device(cfg.device)
+    if device.type == "cpu":
+        reuse_freed_blocks()
+    if cfg.device.threads:
+        torch.set_num_threads(cfg.device.threads)
+    torch.manual_seed(cfg.seed)  # model init and the reparameterisation noise
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: checked by Config
+    config_warnings = _config_warnings(cfg)
+    for warning in config_warnings:
+        print_warning(console, warning)
+    data = data.to(device)
+    model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
+    train_model = model
+    if cfg.device.compile:
+        # On CUDA, "reduce-overhead" also captures CUDA graphs: the launch cost of a small
+        # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        train_model = torch.compile(model, mode=mode)
+    return Trainer(
+        cfg, device, data, model, optimizer, scheduler, shuffle, train_model, config_warnings
+    )
+
+
+def _fresh_history(t: Trainer) -> dict[str, Any]:
+    cfg, data = t.cfg, t.data
+    history = new_history(
+        asdict(cfg),
+        meta=dict(
+            device=str(t.device),
+            data_name=data.name,
+            n_train=len(data.train),
+            n_test=len(data.test),
+            data_dim=math.prod(data.image_shape),
+            latent_dim=t.model.latent_dim,
+            n_parameters=sum(p.numel() for p in t.model.parameters()),
+            active_units_threshold=cfg.active_threshold,
+            active_units_burda_threshold=BURDA_THRESHOLD,
+            started_at=_now(),
+            finished_at=None,
+            versions=_versions(),
+        ),
+    )
+    # The untrained model's test loss: the baseline every later epoch should beat.
+    initial = evaluate(t.model, data, cfg.batch_size)
+    history["initial_test_loss"] = initial.recon + cfg.beta * initial.kl
+    return history
+
+
+def _restore(t: Trainer, checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """Put the trainer back where `checkpoint` left it; returns the history so far."""
+    t.model.load_state_dict(checkpoint["model"])
+    t.optimizer.load_state_dict(checkpoint["optimizer"])
+    if t.scheduler is not None and checkpoint["scheduler"] is not None:
+        t.scheduler.load_state_dict(checkpoint["scheduler"])
+    restore_rng(checkpoint["rng"], t.device, t.shuffle)
+    history = checkpoint["history"]
+    history["status"] = "running"
+    history["finished_at"] = None
+    history["config"] = asdict(t.cfg)  # as resumed: epochs= and device= may have changed
+    history.setdefault("resumed", []).append({"after_epoch": checkpoint["epoch"], "at": _now()})
+    return history
+
+
+def _epoch_record(t: Trainer, epoch: int, kl_w: float, lr: float, train, test, seconds) -> dict:
+    cfg = t.cfg
+    data_dim = math.prod(t.data.image_shape)
+    return dict(
+        epoch=epoch,
+        train_loss=train.recon + kl_w * train.kl,
+        train_recon=train.recon,
+        train_kl=train.kl,
+        test_loss=test.recon + cfg.beta * test.kl,
+        test_recon=test.recon,
+        test_kl=test.kl,
+        kl_weight=kl_w,
+        lr=lr,
+        grad_norm=train.grad_norm,
+        grad_norm_max=train.grad_norm_max,
+        active_units=sum(kl > cfg.active_threshold for kl in test.kl_by_dim),
+        active_units_burda=test.active_burda,
+        kl_by_dim=test.kl_by_dim,
+        recon_per_dim=test.recon / data_dim,
+        kl_per_dim=test.kl / t.model.latent_dim,
+        epoch_seconds=seconds,
+    )
+
+
+def _divergence(train: TrainSums, record: dict) -> dict | None:
+    """Where the run stopped being finite, or None."""
+    if train.first_bad_batch is not None:
+        what = "the training loss or gradient norm became non-finite"
+        return {"epoch": record["epoch"], "batch": train.first_bad_batch, "what": what}
+    if not math.isfinite(record["test_loss"]):
+        return {"epoch": record["epoch"], "batch": None, "what": "the test loss is non-finite"}
+    return None
+
+
+def _after_epoch(t: Trainer, history: dict, record: dict, run_dir: Path, console, logger) -> None:
+    """Diagnostics and pictures of a finished epoch: none of it changes the training."""
+    logger.epoch(record)
+    warned = any(w["kind"] == "posterior_collapse" for w in history["warnings"])
+    warning = None if warned else collapse_warning(history)
+    if warning:
+        history["warnings"].append(
+            {"epoch": record["epoch"], "kind": "posterior_collapse", "message": warning}
+        )
+        print_warning(console, warning)
+    if t.cfg.plot_every and record["epoch"] % t.cfg.plot_every == 0:
+        grids = save_grids(t.model, t.data, run_dir / "images", f"_epoch{record['epoch']:03d}")
+        logger.images(grids, record["epoch"])
+
+
+def release_training_state(t: Trainer) -> None:
+    """Give back what only training needed, once the last checkpoint holds it.
+
+    The training images and the optimizer's moments (about 55 MB for Fashion-MNIST) go before
+    the final evaluation imports torchvision and matplotlib, so the end of a run does not
+    raise its peak memory above the training loop's.
+    """
+    t.data = t.data.without_train()
+    t.optimizer.state.clear()
+    for p in t.model.parameters():
+        p.grad = None
+
+
+def _final_evaluation(t: Trainer, history: dict, run_dir: Path, console, logger) -> None:
+    """The end of a completed run: the likelihood estimate and the image grids."""
+    last = len(history["epoch"]) - 1
+    final: dict[str, Any] = {
+        "epoch": history["epoch"][last],
+        "test_loss": history["test_loss"][last],
+        "test_elbo": -(history["test_recon"][last] + history["test_kl"][last]),
+        "elbo_samples": 1,
+        "active_units": history["active_units"][last],
+        "active_units_burda": history["active_units_burda"][last],
+        "test_nll_iw": None,
+        "iw_samples": t.cfg.eval.iw_samples,
+        "iw_seconds": None,
+    }
+    if t.cfg.eval.iw_samples:
+        log.info(f"Estimating the test NLL with {t.cfg.eval.iw_samples} importance samples")
+        estimate = importance_weighted_nll(
+            t.model, t.data.test, t.cfg.eval.iw_samples, to_float=t.data.to_float
+        )
+        final.update(
+            test_nll_iw=estimate.nll,
+            test_elbo=-estimate.neg_elbo,  # from the same samples: never tighter than the NLL
+            elbo_samples=estimate.samples,
+            iw_seconds=estimate.seconds,
+        )
+    history["final"] = final
+    grids = save_grids(t.model, t.data, run_dir)
+    logger.images(grids, history["epoch"][last])
+
+
+def _train_epochs(
+    t: Trainer, history: dict, start: int, run_dir: Path, console, stop, logger
+) -> None:
+    cfg = t.cfg
+    progress = BatchProgress(console, math.ceil(len(t.data.train) / cfg.batch_size))
+    for epoch in range(start, cfg.epochs + 1):
+        started = time.perf_counter()
+        kl_w = annealed_kl_weight(cfg.annealing, epoch, cfg.beta, cfg.epochs)
+        lr = t.optimizer.param_groups[0]["lr"]
+        with progress.epoch(epoch):
+            train = train_epoch(
+                t.train_model, t.data, t.optimizer, cfg, kl_w, t.shuffle, progress, stop
+            )
+        test = evaluate(t.model, t.data, cfg.batch_size)
+        record = _epoch_record(t, epoch, kl_w, lr, train, test, time.perf_counter() - started)
+        diverged = _divergence(train, record)
+        if diverged:
+            # Nothing of this epoch is kept, and no NaN reaches ReduceLROnPlateau (it would
+            # silently cut the lr): the history and last.pt stay at the last finite epoch.
+            history["status"] = "diverged"
+            history["divergence"] = diverged
+            print_divergence(console, diverged, lr)
+            return
+        previous_best = history["best_test_loss"]
+        append_epoch(history, record)
+        print_epoch(console, cfg.epochs, record)
+        step_scheduler(t.scheduler, record["test_loss"])
+        # Checkpoint first, history second: history.json never runs ahead of last.pt.
+        checkpoint = dict(
+            epoch=epoch,
+            model=t.model.state_dict(),
+            optimizer=t.optimizer.state_dict(),
+            scheduler=t.scheduler.state_dict() if t.scheduler is not None else None,
+            rng=capture_rng(t.device, t.shuffle),  # after the test pass, which samples z too
+            kl_weight=kl_w,
+            history=history,
+            config=asdict(cfg),
+        )
+        is_best = previous_best is None or history["best_test_loss"] < previous_best
+        save_checkpoint(run_dir, checkpoint, is_best=is_best)
+        save_history(run_dir, history)
+        _after_epoch(t, history, record, run_dir, console, logger)
+
+
+def _train(
+    cfg: Config, run_dir: Path, console, checkpoint: dict[str, Any] | None, start_dir: Path | None
+) -> dict:
+    """Build, train and evaluate; the history ends with its status set."""
+    t = build_trainer(cfg, console, start_dir)
+    if checkpoint is None:
+        history, start = _fresh_history(t), 1
+    else:
+        history, start = _restore(t, checkpoint), checkpoint["epoch"] + 1
+        log.info(f"Resuming {run_dir} after epoch {checkpoint['epoch']}")
+    for message in t.config_warnings:  # once each, also over resumes
+        if not any(w["message"] == message for w in history["warnings"]):
+            history["warnings"].append({"epoch": start - 1, "kind": "config", "message": message})
+    save_history(run_dir, history)
+
+    logger = build_logger(cfg.logger, run_dir)
+    try:
+        with graceful_stop() as stop:
+            try:
+                _train_epochs(t, history, start, run_dir, console, stop, logger)
+            except (Interrupted, StopNow) as signalled:
+                history["status"] = "interrupted"
+                history["interrupted_by"] = str(signalled)
+            release_training_state(t)
+            if history["status"] == "running":
+                _final_evaluation(t, history, run_dir, console, logger)
+                history["status"] = "completed"
+    finally:
+        logger.close()
+    return history
+
+
+def run(
+    cfg: Config,
+    run_dir: Path,
+    console=None,
+    checkpoint: dict[str, Any] | None = None,
+    start_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train a VAE as `cfg` says (or resume `checkpoint`), writing into `run_dir`. Relative data
+    paths are read from `start_dir` (default: the working directory).
+
+    Returns the history; its `status` is completed, diverged or interrupted.
+    """
+    console = console or make_console()
+    run_dir = Path(run_dir)
+    with writing(run_dir):
+        run_dir.mkdir(parents=True, exist_ok=True)
+    history = _train(cfg, run_dir, console, checkpoint, start_dir)
+    history["finished_at"] = _now()
+    save_history(run_dir, history)
+    if history["epoch"]:
+        from vae_runner.report.plots import (
+            plot_run,  # matplotlib: only once there is something to draw
+        )
+
+        plot_run(run_dir, history)
+    print_summary(console, history, run_dir)
+    return history
