@@ -53,7 +53,7 @@ def test_multirun_writes_one_complete_run_per_job(tmp_path):
     [
         ("lr=-1", "lr must be a finite number > 0 (got -1.0)"),
         ("epochs=0", "epochs must be >= 1 (got 0)"),
-        ("+misspelt=1", "unknown config key misspelt"),
+        ("+misspelt=1", "misspelt is not a key of the config"),
         ("device=cuda", "device=cuda but torch sees no CUDA GPU"),
     ],
 )
@@ -66,12 +66,7 @@ def test_bad_values_exit_2_with_one_line_and_no_run_data(tmp_path, override, wor
     lines = result.stderr.strip().splitlines()
     assert lines == [f"Error: {lines[0].removeprefix('Error: ')}"] and words in lines[0]
     assert "Traceback" not in result.stderr + result.stdout
-    # nothing at all (caught before Hydra starts), or Hydra's own config files only (device
-    # availability is known only once torch is imported, inside the job)
-    if override == "device=cuda":
-        assert sorted(p.name for p in run_dir.iterdir()) == [".hydra"]
-    else:
-        assert not run_dir.exists()
+    assert not run_dir.exists()  # refused before Hydra made the run directory
 
 
 @pytest.mark.parametrize(
@@ -88,13 +83,13 @@ def test_bad_values_exit_2_with_one_line_and_no_run_data(tmp_path, override, wor
         ),
         (
             "optimizer.momentum=0.9",
-            "optimizer.momentum is not a key of optimizer=adam: its keys are",
+            "optimizer.momentum is not a key of this optimizer (only of optimizer=sgd)",
         ),
-        ("typo=1", "typo is not a key of the config: the top-level keys are optimizer,"),
-        ("epoch=5", "epoch is not a key of the config (did you mean epochs?): the top-level"),
+        ("typo=1", "typo is not a key of the config: its keys are optimizer,"),
+        ("epoch=5", "epoch is not a key of the config (did you mean epochs?): its keys"),
         (
             "optimizer.weight_decy=0",
-            "not a key of optimizer=adam (did you mean optimizer.weight_decay?): its keys are",
+            "not a key of optimizer (did you mean optimizer.weight_decay?): its keys are",
         ),
         ("eval.iw_sample=0", "not a key of eval (did you mean eval.iw_samples?): its keys are"),
         ("betas=[0.9,0.99]", "(did you mean optimizer.betas with optimizer=adam or adamw?)"),
@@ -111,68 +106,43 @@ def test_compose_errors_are_one_line_before_any_run_directory(tmp_path, override
 
 
 @pytest.mark.parametrize(
-    "args, line",
-    [
-        (
-            ["--lr", "1e-3"],
-            "--lr is not an option of vae-train: settings are written key=value, without "
-            "dashes: lr=1e-3 (`vae-train --help` lists them)",
-        ),
-        (
-            ["-m", "--epochs=2"],
-            "--epochs=2 is not an option of vae-train: settings are written key=value, "
-            "without dashes: epochs=2 (`vae-train --help` lists them)",
-        ),
-        (["lr", "1e-3"], "`lr 1e-3`: a setting is one argument, key=value: write lr=1e-3"),
-        (
-            ["epochs"],
-            "epochs has no value: write epochs=<value> (`vae-train --help` lists the keys)",
-        ),
-        (
-            ["--batch-size", "64"],
-            "--batch-size is not an option of vae-train: settings are written key=value, "
-            "without dashes: batch_size=64 (`vae-train --help` lists them)",
-        ),
-        (
-            ["--epochs", "-1"],
-            "--epochs is not an option of vae-train: settings are written key=value, "
-            "without dashes: epochs=-1 (`vae-train --help` lists them)",
-        ),
-        (
-            ["resume=outputs/any", "--epochs", "5"],
-            "--epochs is not an option of vae-train: settings are written key=value, "
-            "without dashes: epochs=5 (`vae-train --help` lists them)",
-        ),
-    ],
+    "args",
+    [["--lr", "1e-3"], ["-m", "--epochs=2"], ["--batch-size", "64"], ["resume=x", "--epochs", "5"]],
 )
-def test_a_setting_typed_the_wrong_shape_is_shown_its_right_shape(tmp_path, args, line):
+def test_a_flag_shaped_setting_gets_hydras_usage_and_the_right_shape(tmp_path, args):
+    """Hydra's argparse refuses an unknown flag (its usage and error), then one line of ours."""
     run_dir = tmp_path / "run"
     result = run_cli(*args, f"hydra.run.dir={run_dir}", f"hydra.sweep.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [f"Error: {line}"]
+    assert "vae-train: error: unrecognized arguments:" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "Error: settings are key=value arguments without dashes: lr=1e-3 epochs=20"
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "args, line",
+    [
+        (["lr", "1e-3"], "lr has no value: a setting is one argument, key=value (write lr=<value>"),
+        (["epochs"], "epochs has no value: a setting is one argument, key=value"),
+    ],
+)
+def test_a_setting_without_a_value_is_shown_its_right_shape(tmp_path, args, line):
+    run_dir = tmp_path / "run"
+    result = run_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert line in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not run_dir.exists()
 
 
 @pytest.mark.parametrize(
     "args",
-    [
-        ["-m", "lr=1e-3,1e-2"],
-        ["--multirun", "hydra/launcher=joblib", "lr=1e-3,1e-2"],
-        ["--multi", "epochs=1"],  # argparse's abbreviations
-        ["-mr", "epochs=1"],
-        ["--", "epochs=1"],
-        ["-cn", "config", "epochs=1"],  # a flag's value is not a setting
-        ["--config-name=config", "++lr=2"],
-        ["--info=config"],
-        ["-cjob"],
-        ["-cd", "/tmp", "anything"],  # another config folder: Hydra composes and checks it
-        ["--experimental-rerun=/tmp/a.pickle"],
-    ],
+    [["--info=config"], ["-cjob"], ["--config-name=config", "++lr=2", "--cfg", "job"]],
 )
-def test_hydras_own_flags_and_forms_pass_the_check(args):
-    from vae_runner.precheck import check_command_line
-
-    assert check_command_line(args) is None
+def test_hydras_own_flags_and_forms_work(tmp_path, args):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "optimizer" in result.stdout
 
 
 def test_a_flags_value_is_not_mistaken_for_a_setting(tmp_path):
@@ -187,7 +157,7 @@ def test_a_bad_value_anywhere_in_a_sweep_stops_it_before_any_job(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli("-m", "lr=1e-3,-1", "epochs=1", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert result.returncode == 2
-    assert "job epochs=1 lr=-1: lr must be a finite number > 0" in result.stderr
+    assert "job lr=-1 epochs=1: lr must be a finite number > 0" in result.stderr
     assert "nothing was run" in result.stderr and not sweep.exists()
 
 

@@ -230,7 +230,7 @@ def test_an_unwritable_output_directory_is_one_line(tmp_path):
     result = run_cli("epochs=1", f"hydra.run.dir={blocker / 'run'}", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
-    assert "cannot create the run directory" in result.stderr and "Traceback" not in result.stderr
+    assert "cannot create hydra.run.dir=" in result.stderr and "Traceback" not in result.stderr
     assert blocker.read_text() == "not a folder"
 
 

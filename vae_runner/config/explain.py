@@ -83,6 +83,9 @@ def _owner(err: OmegaConfBaseException) -> str:
     if dataclasses.is_dataclass(schema):
         names = [f.name for f in dataclasses.fields(schema)]
     elif parent in _SECTIONS:  # a group's node before it is typed: the keys of all its options
+        having = [name for name, s in _SECTIONS[parent].items() if _has_field(s, str(err.key))]
+        if having:
+            return f"of this {parent} (only of {parent}={' or '.join(having)}): choose that option"
         fields = [f.name for s in _SECTIONS[parent].values() for f in dataclasses.fields(s)]
         names = list(dict.fromkeys(fields))
     else:
