@@ -58,12 +58,13 @@ def vae_train_executable() -> str:
 def run_cli(
     *args: str,
     cwd: Path,
-    timeout: float = 300,
+    timeout: float | None = None,
     program: str = "vae-train",
     env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """Run an installed console script (`vae-train`, `vae-summary`) as a user would; output is
-    captured (not a terminal). `env` adds variables to the environment."""
+    captured (not a terminal). `env` adds variables to the environment. No timeout by default:
+    a busy machine may take many minutes, and CI's own limit catches a hang."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"} | (env or {})
     executable = vae_train_executable()
     if program != "vae-train":
@@ -92,19 +93,20 @@ def start_cli(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
     )
 
 
-def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen, timeout=240) -> None:
-    """Block until history.json records `epochs` finished epochs."""
+def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen) -> None:
+    """Block until history.json records `epochs` finished epochs (an event, not a time: the
+    wait fails only if vae-train ends first)."""
     import json
     import time
 
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"vae-train ended early with exit code {process.returncode}")
+    while True:
+        ended = process.poll() is not None  # read before the file: its last write is seen
         try:
             if len(json.loads((run_dir / "history.json").read_text())["epoch"]) >= epochs:
                 return
         except (FileNotFoundError, ValueError):
             pass
+        if ended:
+            break
         time.sleep(0.05)
-    raise AssertionError(f"no {epochs} epochs within {timeout} s")
+    raise AssertionError(f"vae-train ended before {epochs} epochs, exit code {process.returncode}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import time
 
 import pytest
 import torch
@@ -73,10 +72,10 @@ def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, un
     run_dir = tmp_path / "run"
     process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "log")
     wait_for_epochs(run_dir, 2, process)
-    time.sleep(0.05)  # into the next epoch
+    # Wherever the kill lands (writing epoch 2's files, or inside epoch 3 or later), both files
+    # are whole and history.json never runs ahead of last.pt: no timing is assumed here.
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    # Both files are whole, and history.json never runs ahead of last.pt.
+    process.wait()
     killed = history(run_dir)
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
     assert killed["status"] == "running" and 2 <= len(killed["epoch"]) <= checkpoint["epoch"] < 5
@@ -95,7 +94,7 @@ def test_a_signal_stops_cleanly_and_the_checkpoint_resumes(tmp_path, uninterrupt
     process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "log")
     wait_for_epochs(run_dir, 1, process)
     process.send_signal(signum)
-    assert process.wait(timeout=60) == code
+    assert process.wait() == code
     output = (tmp_path / "log").read_text()
     stopped = history(run_dir)
     assert stopped["status"] == "interrupted"

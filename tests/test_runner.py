@@ -13,9 +13,11 @@ from rich.console import Console
 
 from vae_runner.data.images import load_data
 from vae_runner.files import write_json_atomic
+from vae_runner.training.epoch import train_epoch
 from vae_runner.training.history import EPOCH_KEYS
 from vae_runner.training.model import MLPVAE
-from vae_runner.training.runner import build_trainer, release_training_state, run, train_epoch
+from vae_runner.training.runner import release_training_state, run
+from vae_runner.training.trainer import build_trainer
 
 from helpers import typed_config
 

@@ -24,7 +24,7 @@ from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.exit_codes import ExitCode
 from vae_runner.report.console import print_error
-from vae_runner.sweep.finish import finish_multirun
+from vae_runner.sweep.finish import finish_multirun, sweep_started
 
 # The single run's exit code, set by the job (run_job); a sweep's comes from its records.
 _single_run: dict[str, int] = {}
@@ -61,9 +61,13 @@ def main() -> None:
     try:
         _hydra_main()
     except SystemExit as exit_:
-        if exit_.code == ExitCode.CONFIG:  # argparse refused a flag (--lr 1e-3): its usage, then
-            print_error("settings are key=value arguments without dashes: lr=1e-3 epochs=20")
-        raise
+        if not sweep_started():
+            if exit_.code == ExitCode.CONFIG:  # argparse refused a flag (--lr 1e-3): its usage
+                print_error("settings are key=value arguments without dashes: lr=1e-3 epochs=20")
+            raise
+        # Something inside the sweep (a user's callback, a plugin) ended it: its summary and
+        # its exit status still come from the jobs' records.
+        hydra_failed = True
     except Refused as refused:
         if refused.code == ExitCode.FAILED and refused.__cause__ is not None:
             traceback.print_exception(refused.__cause__)

@@ -33,6 +33,10 @@ class SweepState:
 state = SweepState()
 
 
+def sweep_started() -> bool:
+    return state.sweep_dir is not None
+
+
 def write_sweep_summary() -> None:
     """Write the sweep's summary files and print its table, once; never raise."""
     if state.sweep_dir is None or state.summary_attempted or not state.sweep_dir.is_dir():

@@ -1,11 +1,8 @@
 """run(): the course's training loop, as a short list of named steps.
 
 The runner never imports Hydra: it takes a typed `Config` and a run directory, so tests and other
-programs can call it directly.
-
-Hot-path rules (see DESIGN.md): the data set is one tensor on the device and a batch is
-`x[perm[i:i+b]]`; metrics are summed as tensors and read once per epoch (one host sync), never
-with `.item()` per batch.
+programs can call it directly. The hot path (one pass over the training and test sets) is in
+`epoch.py`; what a run trains with is built in `trainer.py`.
 """
 
 from __future__ import annotations
@@ -13,16 +10,15 @@ from __future__ import annotations
 import math
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from vae_runner import __version__
-from vae_runner.config.schema import Config, CyclicalAnnealingConfig
-from vae_runner.data.images import ImageData, load_data, shuffled_batches
+from vae_runner.config.schema import Config
 from vae_runner.files import writing
 from vae_runner.report.console import (
     BatchProgress,
@@ -35,111 +31,15 @@ from vae_runner.report.console import (
 )
 from vae_runner.report.images import save_grids
 from vae_runner.report.loggers import build_logger
-from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
-from vae_runner.training.build import (
-    build_device,
-    build_model,
-    build_optimizer,
-    build_scheduler,
-    step_scheduler,
-)
+from vae_runner.training.build import step_scheduler
 from vae_runner.training.checkpoint import capture_rng, restore_rng, save_checkpoint
 from vae_runner.training.diagnostics import collapse_warning
+from vae_runner.training.epoch import TrainSums, evaluate, train_epoch
 from vae_runner.training.history import append_epoch, new_history, save_history
-from vae_runner.training.losses import elbo_terms, training_loss
-from vae_runner.training.metrics import BURDA_THRESHOLD, active_units_burda, importance_weighted_nll
-from vae_runner.training.model import VAE
+from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
-
-
-class TrainSums(NamedTuple):
-    """Per-sample means over one training epoch, read from the device once."""
-
-    recon: float
-    kl: float
-    grad_norm: float  # mean over batches of the pre-clip global norm
-    grad_norm_max: float
-    first_bad_batch: int | None  # 1-based batch whose loss or gradient norm was non-finite
-
-
-class TestSums(NamedTuple):
-    recon: float
-    kl: float
-    kl_by_dim: list[float]  # test-set mean KL of each latent dimension
-    active_burda: int  # dimensions whose posterior mean varies over the test set (Burda et al.)
-
-
-def train_epoch(
-    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress=None, stop=None
-) -> TrainSums:
-    model.train()
-    device = data.train.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    # clip_grad_norm_ returns the pre-clip norm, so monitoring is free. With clipping off, an
-    # infinite max norm makes it a pure measurement (its clip factor is clamped to 1).
-    max_norm = cfg.clip_norm if cfg.clip_norm is not None else math.inf
-    recon_sum = torch.zeros((), device=device)
-    kl_sum = torch.zeros((), device=device)
-    norm_sum = torch.zeros((), device=device)
-    norm_max = torch.zeros((), device=device)
-    batches = shuffled_batches(len(data.train), cfg.batch_size, generator, device)
-    # Divergence is found without a host sync: the first non-finite batch's number is kept on
-    # the device and read with the other sums at the end of the epoch.
-    batch_numbers = torch.arange(1, len(batches) + 1, device=device, dtype=torch.float32)
-    first_bad = torch.zeros((), device=device)
-    # bf16 autocast (device.precision): matrix products in bfloat16, weights and sums in fp32
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.device.precision == "bf16")
-    for i, index in enumerate(batches):
-        if stop is not None:
-            stop.check()  # a requested stop ends the run here, at a batch boundary
-        x = data.train_batch(index)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            out, mu, logvar = model(x)
-            terms = elbo_terms(model.likelihood.nll(out.float(), x), mu.float(), logvar.float())
-            loss = training_loss(terms, kl_w, cfg.reduction.name, cfg.annealing.free_bits)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
-        optimizer.step()
-        with torch.no_grad():
-            recon_sum += terms.recon.sum()
-            kl_sum += terms.kl.sum()
-            norm_sum += norm
-            norm_max = torch.maximum(norm_max, norm)
-            bad = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (first_bad == 0)
-            first_bad = torch.where(bad, batch_numbers[i], first_bad)
-        if progress is not None:
-            progress.advance()
-    n = len(data.train)
-    sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad]).tolist()
-    recon, kl, norm_total, norm_top, bad_batch = sums
-    return TrainSums(recon / n, kl / n, norm_total / len(batches), norm_top, int(bad_batch) or None)
-
-
-@torch.no_grad()
-def evaluate(model, data: ImageData, batch_size: int) -> TestSums:
-    """The test set under the model in eval mode; z is sampled, as in the seed."""
-    model.eval()
-    device = data.test.device
-    recon_sum = torch.zeros((), device=device)
-    kl_by_dim_sum = torch.zeros(model.latent_dim, device=device)
-    # float64 sums of the posterior means: their variance over the test set (active units)
-    mu_sum = torch.zeros(model.latent_dim, device=device, dtype=torch.float64)
-    mu_sq_sum = torch.zeros_like(mu_sum)
-    for start in range(0, len(data.test), batch_size):
-        x = data.to_float(data.test[start : start + batch_size])
-        out, mu, logvar = model(x)
-        terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
-        recon_sum += terms.recon.sum()
-        kl_by_dim_sum += terms.kl_by_dim.sum(dim=0)
-        mu64 = mu.double()
-        mu_sum += mu64.sum(dim=0)
-        mu_sq_sum += mu64.pow(2).sum(dim=0)
-    n = len(data.test)
-    kl_by_dim = (kl_by_dim_sum / n).tolist()
-    active_burda, _ = active_units_burda(mu_sum, mu_sq_sum, n)
-    return TestSums(recon_sum.item() / n, sum(kl_by_dim), kl_by_dim, active_burda)
+from vae_runner.training.trainer import Trainer, build_trainer
 
 
 def _versions() -> dict[str, str]:
@@ -159,66 +59,6 @@ def _versions() -> dict[str, str]:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-@dataclass
-class Trainer:
-    """Everything one run trains with, built from the config in one place."""
-
-    cfg: Config
-    device: torch.device
-    data: ImageData
-    model: VAE
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
-    train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
-    config_warnings: list[str]  # legal but doubtful settings: printed, and kept in the history
-
-
-def _config_warnings(cfg: Config) -> list[str]:
-    """Settings that are valid but probably not what was meant."""
-    found = []
-    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
-    if warmup > cfg.epochs:
-        found.append(
-            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
-            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta"
-        )
-    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
-        found.append(
-            f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
-            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
-            "rises (it starts every cycle at 0); use fewer cycles or more epochs"
-        )
-    return found
-
-
-def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Trainer:
-    device = build_device(cfg.device)
-    if device.type == "cpu":
-        reuse_freed_blocks()
-    if cfg.device.threads:
-        torch.set_num_threads(cfg.device.threads)
-    torch.manual_seed(cfg.seed)  # model init and the reparameterisation noise
-    shuffle = torch.Generator().manual_seed(cfg.seed)
-    data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: checked by Config
-    config_warnings = _config_warnings(cfg)
-    for warning in config_warnings:
-        print_warning(console, warning)
-    data = data.to(device)
-    model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
-    optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
-    train_model = model
-    if cfg.device.compile:
-        # On CUDA, "reduce-overhead" also captures CUDA graphs: the launch cost of a small
-        # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
-        mode = "reduce-overhead" if device.type == "cuda" else "default"
-        train_model = torch.compile(model, mode=mode)
-    return Trainer(
-        cfg, device, data, model, optimizer, scheduler, shuffle, train_model, config_warnings
-    )
 
 
 def _fresh_history(t: Trainer) -> dict[str, Any]:

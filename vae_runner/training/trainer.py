@@ -1,0 +1,76 @@
+"""The Trainer: everything one run trains with, built from the config in one place."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vae_runner.config.schema import Config, CyclicalAnnealingConfig
+from vae_runner.data.images import ImageData, load_data
+from vae_runner.report.console import print_warning
+from vae_runner.training.allocator import reuse_freed_blocks
+from vae_runner.training.build import build_device, build_model, build_optimizer, build_scheduler
+from vae_runner.training.model import VAE
+
+
+@dataclass
+class Trainer:
+    """Everything one run trains with, built from the config in one place."""
+
+    cfg: Config
+    device: torch.device
+    data: ImageData
+    model: VAE
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
+    train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
+    config_warnings: list[str]  # legal but doubtful settings: printed, and kept in the history
+
+
+def _config_warnings(cfg: Config) -> list[str]:
+    """Settings that are valid but probably not what was meant."""
+    found = []
+    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
+    if warmup > cfg.epochs:
+        found.append(
+            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
+            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta"
+        )
+    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
+        found.append(
+            f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
+            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
+            "rises (it starts every cycle at 0); use fewer cycles or more epochs"
+        )
+    return found
+
+
+def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Trainer:
+    device = build_device(cfg.device)
+    if device.type == "cpu":
+        reuse_freed_blocks()
+    if cfg.device.threads:
+        torch.set_num_threads(cfg.device.threads)
+    torch.manual_seed(cfg.seed)  # model init and the reparameterisation noise
+    shuffle = torch.Generator().manual_seed(cfg.seed)
+    data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: checked by Config
+    config_warnings = _config_warnings(cfg)
+    for warning in config_warnings:
+        print_warning(console, warning)
+    data = data.to(device)
+    model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
+    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
+    train_model = model
+    if cfg.device.compile:
+        # On CUDA, "reduce-overhead" also captures CUDA graphs: the launch cost of a small
+        # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        train_model = torch.compile(model, mode=mode)
+    return Trainer(
+        cfg, device, data, model, optimizer, scheduler, shuffle, train_model, config_warnings
+    )
