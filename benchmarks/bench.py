@@ -74,7 +74,7 @@ def _sync(device: str) -> None:
 
 def fashion_root(root: str | None) -> str:
     """A torchvision root for FashionMNIST, prepared the way vae-runner finds it."""
-    from vae_runner import idx
+    from vae_runner.data import idx
 
     for place in idx.places_to_look("fashion_mnist", root):
         files = idx.find_files(place.path)
@@ -92,23 +92,23 @@ def runner_setup(device: str, limit: int | None, root: str | None):
     from hydra import compose, initialize_config_module
     from rich.console import Console
 
-    from vae_runner.app import to_typed
-    from vae_runner.config import register_configs
-    from vae_runner.runner import build_trainer
+    from vae_runner.config.resolvers import register
+    from vae_runner.config.typed import to_typed
+    from vae_runner.training.trainer import build_trainer
 
     overrides = ["data=fashion_mnist", f"device={device}", "data.download=false"]
     if limit:
         overrides.append(f"data.limit={limit}")
     if root:
         overrides.append(f"data.root={root}")
-    register_configs()
+    register()
     with initialize_config_module("vae_runner.conf", version_base="1.3"):
         cfg = to_typed(compose("config", overrides=overrides))
     return cfg, build_trainer(cfg, Console(file=io.StringIO()))
 
 
 def time_runner_epoch(cfg, trainer) -> float:
-    from vae_runner.runner import train_epoch
+    from vae_runner.training.epoch import train_epoch
 
     _sync(trainer.device.type)
     start = time.perf_counter()
@@ -173,7 +173,7 @@ RUNNER_PEAK = (
     "from bench import peak_rss_mib\n"
     "atexit.register(lambda: print(json.dumps({{'peak_mib': peak_rss_mib()}})))\n"
     "sys.argv = ['vae-train'] + {args!r}\n"
-    "from vae_runner.cli import entry\n"
+    "from vae_runner.cli.train import entry\n"
     "entry()\n"
 )
 
@@ -211,7 +211,7 @@ def wall(command: list[str], env=None, reps: int = 3) -> float:
 def startup(tmp: Path) -> dict[str, float | bool]:
     exe = str(Path(sys.executable).with_name("vae-train"))
     probe = (
-        "import sys; sys.argv=['vae-train','--cfg','job']; from vae_runner.cli import main\n"
+        "import sys; sys.argv=['vae-train','--cfg','job']; from vae_runner.cli.train import main\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
         "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH', file=sys.stderr)"
     )
@@ -278,8 +278,6 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from vae_runner.allocator import reused_freed_blocks
-
     args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.child:
         child(args.device, args.limit, args.root)
@@ -290,16 +288,15 @@ def main() -> None:
     model, optimizer, loader = seed_setup(args.device, args.limit, seed_root)
     n = len(trainer.data.train)
     seed_times, runner_times, ceilings = [], [], []
-    # The allocator setting a run trains under (allocator.py) is process-wide, so the seed's
-    # epochs run under it too: conservative for the ratio (it did not change the seed's time).
-    with reused_freed_blocks(args.device):
-        time_runner_epoch(cfg, trainer)  # warm-up: allocator, caches, compilation
-        for _ in range(args.reps):
-            seed_times.append(time_seed_epoch(model, optimizer, loader, args.device))
-            runner_times.append(time_runner_epoch(cfg, trainer))
-            # measured in every repetition, so a utilisation compares like with like on a
-            # machine whose speed drifts
-            ceilings.append(matmul_ceiling(args.device))
+    # build_trainer set the allocator thresholds a CPU run trains under (allocator.py); they
+    # are process-wide, so the seed's epochs run under them too: conservative for the ratio.
+    time_runner_epoch(cfg, trainer)  # warm-up: allocator, caches, compilation
+    for _ in range(args.reps):
+        seed_times.append(time_seed_epoch(model, optimizer, loader, args.device))
+        runner_times.append(time_runner_epoch(cfg, trainer))
+        # measured in every repetition, so a utilisation compares like with like on a
+        # machine whose speed drifts
+        ceilings.append(matmul_ceiling(args.device))
     seed_s, runner_s = statistics.median(seed_times), statistics.median(runner_times)
     flops = model_flops_per_sample() * n
     peak = statistics.median(ceilings)
