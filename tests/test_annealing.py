@@ -81,3 +81,10 @@ def test_schedule_is_a_pure_function_of_the_epoch():
     first = [kl_weight(cfg, e, 1.0, 30) for e in range(1, 31)]
     again = [kl_weight(cfg, e, 1.0, 30) for e in reversed(range(1, 31))][::-1]
     assert first == again
+
+
+def test_sigmoid_never_overflows_far_from_its_midpoint():
+    # annealing=sigmoid annealing.midpoint=1000 used to raise OverflowError in epoch 1
+    assert sigmoid(1, 1.0, 1000, 1.0) == 0.0
+    assert sigmoid(1000, 2.0, 1, 1.0) == 2.0
+    assert sigmoid(1, 1.0, 1e6, 50.0) == 0.0

@@ -181,6 +181,12 @@ def test_scheduler_options_build_the_right_torch_classes():
         (["data.limit=0"], "data.limit must be >= 1"),
         (["model.latent_dim=0"], "model.latent_dim must be >= 1"),
         (["logger=tensorboard", "logger.log_dir="], "logger.log_dir must name a folder"),
+        # values that used to pass every check and crash mid-run (issue 13)
+        (["annealing.free_bits=1e300"], "annealing.free_bits must be in [0, 1000] nats"),
+        (["seed=100000000000000000000"], "seed must be in [0, 2**63) (got 100000000000000000000)"),
+        (["seed=-1"], "seed must be in [0, 2**63)"),
+        (["data.test_fraction=0.0001"], "data.test_fraction=0.0001 leaves 0 test images"),
+        (["data.test_fraction=0.9999"], "leaves 1797 test images and 0 training images"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(overrides, line):

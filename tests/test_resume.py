@@ -167,10 +167,11 @@ def test_a_crafted_checkpoint_cannot_run_code(tmp_path):
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "history.json").write_text("{}")
     torch.save({"format": 1, "model": Exploit()}, run_dir / "checkpoints" / "last.pt")
-    with pytest.raises(CheckpointError, match="not a usable checkpoint"):
+    with pytest.raises(CheckpointError, match="is refused: it holds Python objects"):
         load_checkpoint(run_dir / "checkpoints" / "last.pt")
     result = run_cli(f"resume={run_dir}", "epochs=3", cwd=tmp_path)
-    assert result.returncode == 2 and "not a usable checkpoint" in result.stderr
+    assert result.returncode == 2 and "could run code when loaded" in result.stderr
+    assert "weights_only" not in result.stderr  # torch's advice to turn the check off: never
     assert not marker.exists()
 
 
@@ -239,3 +240,140 @@ def test_resume_may_name_the_device(tmp_path, finished_run):
     resumed = history(finished_run)
     assert resumed["epoch"] == [1, 2] and resumed["config"]["device"]["name"] == "cpu"
     assert resumed["config"]["device"]["precision"] == "fp32"
+
+
+# --------------------------------------------------------------------------- one directory, one run
+def test_a_second_process_is_refused_and_the_same_command_carries_on_after_a_kill(
+    tmp_path, uninterrupted
+):
+    run_dir = tmp_path / "run"
+    first = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(run_dir, 1, first)
+    first.send_signal(signal.SIGSTOP)  # frozen, still holding its directory: no race
+    second = run_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert second.returncode == 2
+    assert f"{run_dir} is in use by another vae-train (pid {first.pid} on" in second.stderr
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # A requeue: the same command, the same directory, carries on from the last checkpoint.
+    after = load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+    again = run_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert f"Resuming {run_dir} after epoch {after}" in again.stdout
+    assert_same_run(run_dir, uninterrupted)
+    assert history(run_dir)["resumed"][-1]["how"] == "restart"
+    assert not list(run_dir.rglob(".*.tmp")) and not (run_dir / ".vae-train.lock").exists()
+
+
+def test_a_finished_run_started_again_is_left_as_it_is(tmp_path, finished_run):
+    run_dir = finished_run
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    same = run_cli("epochs=1", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert f"{run_dir} already holds this run, completed after 1 epochs: nothing to do" in (
+        same.stdout
+    )
+    other = run_cli("epochs=1", "lr=0.01", f"hydra.run.dir={run_dir}", cwd=tmp_path)
+    assert other.returncode == 2
+    assert "already holds a run started with other settings (lr=0.001 there, 0.01 here)" in (
+        other.stderr
+    )
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_stopped_in_its_first_epoch_starts_afresh_with_its_own_command(tmp_path):
+    run_dir = tmp_path / "run"
+    args = ("epochs=2", "batch_size=1", "eval.iw_samples=0", f"hydra.run.dir={run_dir}")
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(run_dir, 0, process)  # history.json exists: epoch 1 is under way
+    process.send_signal(signal.SIGTERM)
+    assert process.wait() == 143
+    stopped = history(run_dir)
+    assert stopped["status"] == "interrupted" and stopped["epoch"] == []
+    refused = run_cli(f"resume={run_dir}", cwd=tmp_path)
+    assert refused.returncode == 2
+    assert f"start it again with its own command and hydra.run.dir={run_dir}" in refused.stderr
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert history(run_dir)["status"] == "completed" and history(run_dir)["epoch"] == [1, 2]
+
+
+def test_a_double_ctrl_c_after_finished_epochs_keeps_them(tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(run_dir, 2, process)
+    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGINT)
+    assert process.wait() == 130
+    output = (tmp_path / "log").read_text()
+    assert "before the first epoch" not in output and "Traceback" not in output
+    stopped = history(run_dir)
+    assert stopped["status"] == "interrupted" and stopped["interrupted_by"] == "SIGINT"
+    assert (
+        2 <= len(stopped["epoch"]) <= load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"]
+    )
+
+
+def test_a_ctrl_c_while_starting_is_one_line(tmp_path):
+    process = start_cli("epochs=1", cwd=tmp_path, log=tmp_path / "log")
+    process.send_signal(signal.SIGINT)  # wherever it lands: imports, composing, the run
+    code = process.wait()
+    output = (tmp_path / "log").read_text()
+    # -2: the signal came before Python could install its handler (nothing printed)
+    assert code in (-2, 0, 130) and "Traceback" not in output, output
+
+
+def test_a_killed_sweep_run_again_keeps_finished_jobs_and_carries_on(tmp_path, uninterrupted):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "lr=1e-3,1e-2", *RUN, f"hydra.sweep.dir={sweep}")
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(sweep / "0", 2, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (sweep / "1").exists()
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert_same_run(sweep / "0", uninterrupted)  # job 0 is RUN with lr=1e-3: the same run
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert {(j["label"], j["status"]) for j in summary["jobs"]} == {
+        ("lr=0.001", "completed"),
+        ("lr=0.01", "completed"),
+    }
+    # run once more: both are finished, nothing changes
+    before = (sweep / "1" / "history.json").read_bytes()
+    once_more = run_cli(*args, cwd=tmp_path)
+    assert once_more.returncode == 0, once_more.stderr
+    assert "already holds this run, completed after 5 epochs: nothing to do" in once_more.stdout
+    assert (sweep / "1" / "history.json").read_bytes() == before
+
+
+def test_sigterm_to_a_basic_sweep_stops_it_with_143_and_lists_what_never_started(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "lr=1e-3,1e-2", *RUN, f"hydra.sweep.dir={sweep}")
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(sweep / "0", 1, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait() == 143
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert [(j["label"], j["status"]) for j in summary["jobs"]] == [
+        ("lr=0.001", "interrupted"),
+        ("lr=0.01", "not started"),
+    ]
+    assert history(sweep / "0")["interrupted_by"] == "SIGTERM"
+    assert not (sweep / ".vae-train.stop").exists()
+
+
+def test_sigterm_to_a_joblib_sweep_stops_its_workers_and_writes_the_summary(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    args = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "lr=1e-3,1e-2", *RUN)
+    process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(sweep / "0", 1, process)
+    wait_for_epochs(sweep / "1", 1, process)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait() == 143, (tmp_path / "log").read_text()
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert {j["status"] for j in summary["jobs"]} == {"interrupted"}
+    for job in ("0", "1"):
+        stopped = history(sweep / job)
+        assert stopped["interrupted_by"] == "SIGTERM" and len(stopped["epoch"]) < 5

@@ -171,13 +171,19 @@ def test_summary_ranks_completed_jobs_first_and_keeps_every_job(tmp_path):
         ("lr=0.001", "completed", 1),
         ("lr=0.01", "completed", 2),
         ("lr=0.1", "diverged", 3),  # a lower loss, but it diverged
-        ("lr=1e-05", "failed", 4),  # `running` after the sweep: its process died
+        ("lr=1e-05", "killed", 4),  # `running`, but no process holds it: it died
         ("lr=-1", "failed", 5),  # no history.json at all
     ]
     assert summary["winner"]["label"] == "lr=0.001" and summary["winner"]["best_epoch"] == 2
-    assert summary["counts"] == {"completed": 2, "diverged": 1, "failed": 2}
+    assert summary["counts"] == {"completed": 2, "diverged": 1, "failed": 1, "killed": 1}
     assert summary["exit_code"] == 3
-    assert build_summary(jobs, [sweep])["jobs"][3]["status"] == "running"  # vae-summary: as is
+    # vae-summary during a sweep: `running` is live only while a process holds its directory
+    assert build_summary(jobs, [sweep])["jobs"][3]["status"] == "killed"
+    from vae_runner.rundir import claim
+
+    held = claim(sweep / "3")
+    assert build_summary(collect_jobs([sweep]), [sweep])["jobs"][3]["status"] == "running"
+    held.release()
 
     write_summary(summary, jobs, sweep)
     written = check_summary(sweep, 5)
@@ -202,7 +208,7 @@ def test_jobs_a_stopped_sweep_never_started_are_listed(tmp_path):
     summary = build_summary(collect_jobs([sweep]), [sweep], sweep_over=True)
     assert [(r["job"], r["label"], r["status"], r["run_dir"]) for r in summary["jobs"]] == [
         ("0", "lr=0.1", "completed", str((sweep / "0").resolve())),
-        ("1", "lr=0.01", "failed", str((sweep / "1").resolve())),
+        ("1", "lr=0.01", "killed", str((sweep / "1").resolve())),
         ("#2", "lr=0.001", "not started", None),
     ]
     assert summary["exit_code"] == 1

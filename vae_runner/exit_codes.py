@@ -6,6 +6,7 @@ from its history.json record: the same rule for a single run, a sweep and `vae-s
 
 from __future__ import annotations
 
+import signal
 from enum import IntEnum
 from typing import Any
 
@@ -29,11 +30,12 @@ def exit_code(history: dict[str, Any] | None) -> int:
             stop = (history.get("config") or {}).get("on_divergence") == "stop"
             return ExitCode.COMPLETED if stop else ExitCode.DIVERGED
         case "interrupted":
-            by_sigterm = history.get("interrupted_by") == "SIGTERM"
-            return ExitCode.TERMINATED if by_sigterm else ExitCode.INTERRUPTED
+            # 128 + the signal's number, as shells report it: 130 SIGINT, 143 SIGTERM, ...
+            signum = getattr(signal, str(history.get("interrupted_by")), signal.SIGINT)
+            return 128 + int(signum)
         case "failed" if (history.get("error") or {}).get("kind") == "config":
             return ExitCode.CONFIG
-    return ExitCode.FAILED  # failed, still `running` once its process is gone, or no record
+    return ExitCode.FAILED  # failed, killed (`running` with its process gone), or no record
 
 
 def sweep_exit_code(codes: list[int]) -> int:

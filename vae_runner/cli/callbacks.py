@@ -31,6 +31,7 @@ class RunnerCallbacks(Callback):
         # Resolving ${now:...} here caches it, so the launcher makes this very folder.
         finish.state.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         finish.state.summary_attempted = False
+        finish.start_stop_handling()
         if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
             import optuna  # its own handler writes colour codes, also into CI logs: use Hydra's
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 from hydra.core.override_parser.types import Override
@@ -20,22 +21,21 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
-from vae_runner.exit_codes import ExitCode
-from vae_runner.training.history import HISTORY_FILE
-
-RECORDS = (HISTORY_FILE, ".hydra")  # what makes a folder a run's record
+from vae_runner.exit_codes import ExitCode, exit_code
+from vae_runner.rundir import Attempt, claim, earlier_attempt, release_held
 
 
 class Refused(BaseException):
-    """A run refused before it started: one line for the user, then exit 2.
+    """A run refused before it started: one line for the user, then exit 2 (or `code`).
 
     A BaseException, so that it passes Hydra's callback and error reporting (which catch
     Exception and would print a warning or a traceback instead) and reaches cli.train.main.
+    `error=False`: not a mistake, only nothing to do (a finished run started again).
     """
 
-    def __init__(self, message: str, code: int = ExitCode.CONFIG) -> None:
+    def __init__(self, message: str, code: int = ExitCode.CONFIG, error: bool = True) -> None:
         super().__init__(message)
-        self.message, self.code = message, int(code)
+        self.message, self.code, self.error = message, int(code), error
 
 
 def job_config(cfg: DictConfig) -> Config:
@@ -61,16 +61,70 @@ def check_job(typed: Config, start_dir: Path) -> None:
     build_device(typed.device)  # device=cuda without CUDA is refused here, not mid-run
 
 
-def refuse_used_dir(path: Path, key: str) -> None:
-    """A finished (or any earlier) run's record is never written into again."""
+def refuse_empty_dir(path: Path, key: str) -> None:
     if str(path) in ("", "."):
         raise ConfigError(f"{key} is empty: give the run its own folder, e.g. {key}=outputs/run1")
-    held = [name for name in RECORDS if (path / name).exists()]
-    if held:
+
+
+# Statuses a run ends in for good: started again with the same settings, it is left as it is.
+FINISHED = ("completed", "diverged")
+
+
+def _flat(config: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        elif key != "resume" or prefix:
+            flat[prefix + key] = value
+    return flat
+
+
+def _differences(attempt: Attempt, typed: Config, overrides: list[str]) -> list[str]:
+    """How this job's settings differ from those the earlier attempt recorded (none: the same
+    job started again). Compared as typed values, so lr=1e-3 and lr=0.001 are the same."""
+    recorded = (attempt.history or {}).get("config")
+    if recorded:
+        there, here = _flat(recorded), _flat(asdict(typed))
+        return [
+            f"{k}={there.get(k)} there, {here.get(k)} here"
+            for k in sorted(set(there) | set(here))
+            if there.get(k) != here.get(k)
+        ]
+    if attempt.overrides is not None and attempt.overrides != overrides:
+        return [f"overrides {' '.join(attempt.overrides) or '(none)'} there"]
+    return []
+
+
+def carry_on(run_dir: Path, typed: Config, overrides: list[str], key: str) -> Attempt:
+    """What an earlier attempt left in `run_dir`, when this job may carry on from it.
+
+    A job started again in its own directory (a requeue, a retry, the same command run again)
+    carries on: from its last checkpoint, from scratch if it never finished an epoch, or not at
+    all if it already finished. Refused: a folder holding anything else, and a run there that
+    was started with other settings (its record is never written into).
+    """
+    attempt = earlier_attempt(run_dir)
+    if attempt.kind == "foreign":
         raise ConfigError(
-            f"{path} already holds a run ({held[0]}); it is not overwritten: choose another "
-            f"{key}, or continue that run with resume={path}"
+            f"{run_dir} is not empty and holds no vae-train run: nothing there is overwritten; "
+            f"choose another {key}"
         )
+    if attempt.kind == "run":
+        differences = _differences(attempt, typed, overrides)
+        if differences:
+            raise ConfigError(
+                f"{run_dir} already holds a run started with other settings "
+                f"({'; '.join(differences[:3])}); it is not overwritten: choose another {key}, "
+                f"or continue that run as it was with resume={run_dir}"
+            )
+    return attempt
+
+
+def finished_line(run_dir: Path, history: dict) -> str:
+    status = history.get("status")
+    epochs = len(history.get("epoch") or [])
+    return f"{run_dir} already holds this run, {status} after {epochs} epochs: nothing to do"
 
 
 def check_writable(path: Path, key: str) -> None:
@@ -91,7 +145,8 @@ def check_writable(path: Path, key: str) -> None:
 
 
 def check_run(cfg: DictConfig) -> None:
-    """A single run (RunMode.RUN), before Hydra makes its directory."""
+    """A single run (RunMode.RUN), before Hydra writes anything in its directory. The run's
+    directory is claimed here, for the run's whole life (cli.job releases it)."""
     run_dir = Path(str(cfg.hydra.run.dir))
     if cfg.hydra.sweeper.get("params"):
         choice = cfg.hydra.runtime.choices.get("experiment")
@@ -100,23 +155,36 @@ def check_run(cfg: DictConfig) -> None:
             f"{what} is a sweep preset: run it with -m (vae-train -m {what}); "
             "without -m only its first job's settings would run"
         )
-    if cfg.resume is not None:
-        from vae_runner.training.resume import load_for_resume
+    try:
+        if cfg.resume is not None:
+            from vae_runner.training.resume import load_for_resume
 
-        target = Path(str(cfg.resume)).expanduser()
-        if run_dir.expanduser().resolve() != target.resolve():
-            raise ConfigError(
-                f"resume={cfg.resume} continues that run in its own directory: drop hydra.run.dir"
-            )
-        load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
-        return
-    refuse_used_dir(run_dir, "hydra.run.dir")
-    check_writable(run_dir, "hydra.run.dir")
-    check_new_job(cfg)
+            target = Path(str(cfg.resume)).expanduser()
+            if run_dir.expanduser().resolve() != target.resolve():
+                raise ConfigError(
+                    f"resume={cfg.resume} continues that run in its own directory: "
+                    "drop hydra.run.dir"
+                )
+            if target.is_dir():
+                claim(target, "resume", hold=True)
+            load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+            return
+        refuse_empty_dir(run_dir, "hydra.run.dir")
+        check_writable(run_dir, "hydra.run.dir")
+        typed = check_new_job(cfg)
+        claim(run_dir, "hydra.run.dir", hold=True)
+        attempt = carry_on(run_dir, typed, list(cfg.hydra.overrides.task), "hydra.run.dir")
+        if attempt.history and attempt.history.get("status") in FINISHED:
+            line = finished_line(run_dir, attempt.history)
+            raise Refused(line, code=exit_code(attempt.history), error=False)
+    except BaseException:
+        release_held()
+        raise
 
 
 def check_multirun(cfg: DictConfig) -> None:
-    """A sweep as a whole (RunMode.MULTIRUN), before its directory exists."""
+    """A sweep as a whole (RunMode.MULTIRUN), before its jobs are checked and launched. The
+    sweep directory is claimed: one sweep at a time writes into it."""
     sweep_dir = Path(str(cfg.hydra.sweep.dir))
     if str(sweep_dir) in ("", "."):
         raise ConfigError("hydra.sweep.dir is empty: give the sweep its own folder")
@@ -128,6 +196,7 @@ def check_multirun(cfg: DictConfig) -> None:
             "the sweep on the cluster's login node, or try it here with "
             "hydra/launcher=submitit_local"
         )
+    claim(sweep_dir, "hydra.sweep.dir", hold=True)
 
 
 def check_sweep_overrides(overrides: list[Override]) -> None:
@@ -150,10 +219,9 @@ def check_sweep_job(compose: Callable[[], DictConfig], job: list[str] | None, nu
         cfg = compose()
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = number  # as the launcher sets it, so hydra.sweep.subdir resolves
-        refuse_used_dir(
-            Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir), "hydra.sweep.dir"
-        )
-        check_new_job(cfg)
+        job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        typed = check_new_job(cfg)
+        carry_on(job_dir, typed, list(cfg.hydra.overrides.task), "hydra.sweep.dir")
     except Exception as err:
         line = explain(err)
         if line is None:

@@ -3,6 +3,11 @@
 A job never raises and never calls sys.exit: an exception would make Hydra skip its end-of-sweep
 callbacks, and sys.exit would abort the other jobs of a sweep. It returns its exit code (for a
 single run) and its objective (for a search sweeper); a sweep job's outcome is its history.json.
+
+A job holds its directory's claim (vae_runner.rundir) from start to end. Started again in its
+own directory (a requeue, a retry, the same sweep run again), it carries on from the earlier
+attempt: from checkpoints/last.pt, from scratch when no epoch finished, or not at all when the
+run already finished.
 """
 
 from __future__ import annotations
@@ -15,49 +20,89 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_runner.cli.checks import check_job, job_config
+from vae_runner.cli.checks import FINISHED, carry_on, check_job, finished_line, job_config
+from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import explain
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.files import WriteError, write_json_atomic
-from vae_runner.report.console import print_error
+from vae_runner.report.console import log, print_error
+from vae_runner.rundir import Busy, claim, remove_temporary_files, take_held
+from vae_runner.training import signals
 from vae_runner.training.history import HISTORY_FILE, failure_record
 
-# A job of this process was stopped by a signal: later jobs of its sweep do not start.
-_stopped = {"by_signal": False}
+NOTHING = float("inf")  # the objective of a job that has no best test loss
 
 
 def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
     """Run one job; returns (exit code, best test loss or inf). Never raises."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    start_dir = Path(hydra_cfg.runtime.cwd)
     single = hydra_cfg.mode == RunMode.RUN
-    if _stopped["by_signal"]:  # Ctrl-C in an earlier job of this sweep: start nothing more
-        return int(ExitCode.INTERRUPTED), float("inf")
-    typed = None
+    stop_file = None if single else Path(str(hydra_cfg.sweep.dir)).absolute() / signals.STOP_FILE
+    stopped = signals.requested() or signals.read_stop_file(stop_file)
+    if stopped:  # the sweep was asked to stop before this job began
+        _leave_not_started(run_dir)
+        return signals.exit_status(stopped), NOTHING
+    lock = take_held(run_dir)  # a single run's checks claimed its directory already
+    if lock is None:
+        try:
+            lock = claim(run_dir, "hydra.sweep.dir")
+        except Busy as err:  # that directory is another process's: nothing is written there
+            print_error(str(err))
+            return int(ExitCode.CONFIG), NOTHING
     try:
-        checkpoint = None
+        return _run_claimed(cfg, hydra_cfg, run_dir, single, stop_file)
+    finally:
+        lock.release(remove_empty_dir=True)  # a single run that left nothing: no folder
+
+
+def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tuple[int, float]:
+    start_dir = Path(hydra_cfg.runtime.cwd)
+    typed, fresh = None, True
+    try:
+        checkpoint, how = None, "resume"
         if cfg.resume is not None:
             from vae_runner.training.resume import load_for_resume  # imports torch
 
             typed, checkpoint = load_for_resume(run_dir, list(hydra_cfg.overrides.task), cfg)
-        elif single:
-            typed = job_config(cfg)  # checked by on_run_start already
+            fresh = False
         else:
-            # A sweep's jobs were checked by the `checked` sweeper, but not by another sweeper
-            # (Optuna's): check here, where the job's own record says why it was refused.
             typed = job_config(cfg)
-            check_job(typed, start_dir)
+            if not single:
+                # A sweep's jobs were checked by the `checked` sweeper, but not by another
+                # sweeper (Optuna's): check here, where the job's own record says why.
+                check_job(typed, start_dir)
+            overrides = list(hydra_cfg.overrides.task)
+            try:
+                attempt = carry_on(run_dir, typed, overrides, _dir_key(single))
+            except ConfigError as err:  # another run's record: never written into
+                print_error(str(err))
+                return int(ExitCode.CONFIG), NOTHING
+            # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
+            fresh = attempt.history is None and not attempt.has_checkpoint
+            if attempt.history and attempt.history.get("status") in FINISHED:
+                log.info(finished_line(run_dir, attempt.history))
+                return _outcome(attempt.history)
+            remove_temporary_files(run_dir)  # what kills left of interrupted writes
+            if attempt.has_checkpoint:
+                checkpoint, how = _earlier_checkpoint(run_dir), "restart"
         from vae_runner.training.runner import run  # imports torch: only once a job really runs
 
-        history = run(typed, run_dir, checkpoint=checkpoint, start_dir=start_dir)
+        history = run(
+            typed,
+            run_dir,
+            checkpoint=checkpoint,
+            start_dir=start_dir,
+            stop_file=stop_file,
+            how=how,
+        )
     except KeyboardInterrupt:  # Ctrl-C before training started (imports, data loading)
         print_error("interrupted before the first epoch; nothing to resume")
-        _stopped["by_signal"] = True
-        _discard_or_record(run_dir, single, typed, "interrupted before the first epoch", "error")
-        return int(ExitCode.INTERRUPTED), float("inf")
+        if fresh:
+            _discard_or_record(run_dir, single, typed, "interrupted before the first epoch")
+        return int(ExitCode.INTERRUPTED), NOTHING
     except WriteError as err:  # a full disk, a folder that became read-only
         print_error(f"{err.strerror}; the run directory keeps every finished epoch")
-        return int(ExitCode.FAILED), float("inf")
+        return int(ExitCode.FAILED), NOTHING
     except Exception as err:
         line = explain(err)
         if line is None:  # a bug or an environment fault: keep the traceback
@@ -65,30 +110,53 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
         message = line or f"{type(err).__name__}: {err} (run directory: {run_dir})"
         print_error(message)
         kind = "config" if line is not None else "error"
-        _discard_or_record(run_dir, single, typed, message, kind)
-        return int(ExitCode.CONFIG if line is not None else ExitCode.FAILED), float("inf")
-    code = exit_code(history)
-    if code in (ExitCode.INTERRUPTED, ExitCode.TERMINATED):
-        _stopped["by_signal"] = True
-    completed = history["status"] == "completed" and history["best_test_loss"] is not None
-    return int(code), history["best_test_loss"] if completed else float("inf")
+        if fresh:
+            _discard_or_record(run_dir, single, typed, message, kind)
+        return int(ExitCode.CONFIG if line is not None else ExitCode.FAILED), NOTHING
+    return _outcome(history)
+
+
+def _dir_key(single: bool) -> str:
+    return "hydra.run.dir" if single else "hydra.sweep.dir"
+
+
+def _outcome(history: dict) -> tuple[int, float]:
+    completed = history.get("status") == "completed" and history.get("best_test_loss") is not None
+    return int(exit_code(history)), history["best_test_loss"] if completed else NOTHING
+
+
+def _earlier_checkpoint(run_dir: Path) -> dict:
+    from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, load_checkpoint
+
+    return load_checkpoint(run_dir / CHECKPOINT_DIR / LAST)
 
 
 def _has_history(run_dir: Path) -> bool:
     return (run_dir / HISTORY_FILE).exists()
 
 
-def _discard_or_record(run_dir: Path, single: bool, typed, message: str, kind: str) -> None:
-    """A job that failed before it wrote its own record: a single run leaves nothing behind
+def _remove_hydra_record(run_dir: Path) -> None:
+    """What Hydra wrote for a job that never trained: .hydra/, its log files, the empty folder."""
+    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
+    for log_file in run_dir.glob("*.log"):
+        log_file.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only when nothing else is there
+
+
+def _leave_not_started(run_dir: Path) -> None:
+    """A sweep job skipped after a stop: the summary lists it as not started."""
+    if not _has_history(run_dir) and not (run_dir / "checkpoints").exists():
+        _remove_hydra_record(run_dir)
+
+
+def _discard_or_record(run_dir: Path, single: bool, typed, message: str, kind="error") -> None:
+    """A new job that failed before it wrote its own record: a single run leaves nothing behind
     (only what Hydra wrote for it is removed); a sweep's job records why, for the summary."""
     if _has_history(run_dir):
         return  # the runner's own record says what happened
     if single:
-        shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-        for log in run_dir.glob("*.log"):
-            log.unlink(missing_ok=True)
-        if run_dir.is_dir() and not any(run_dir.iterdir()):
-            run_dir.rmdir()
+        _remove_hydra_record(run_dir)
         return
     from dataclasses import asdict
 

@@ -23,7 +23,8 @@ from vae_runner.cli.checks import Refused
 from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.exit_codes import ExitCode
-from vae_runner.report.console import print_error
+from vae_runner.report.console import log, print_error
+from vae_runner.rundir import release_held
 from vae_runner.sweep.finish import finish_multirun, sweep_started
 
 # The single run's exit code, set by the job (run_job); a sweep's comes from its records.
@@ -69,9 +70,13 @@ def main() -> None:
         # its exit status still come from the jobs' records.
         hydra_failed = True
     except Refused as refused:
+        release_held()  # the folders its checks claimed, when they stayed empty
         if refused.code == ExitCode.FAILED and refused.__cause__ is not None:
             traceback.print_exception(refused.__cause__)
-        print_error(refused.message)
+        if refused.error:
+            print_error(refused.message)
+        else:
+            log.info(refused.message)
         sys.exit(refused.code)  # before any job or directory: no sweep summary either
     except BrokenPipeError:
         raise  # entry() quiets it
@@ -89,12 +94,16 @@ def main() -> None:
 
 
 def entry() -> None:
-    """The console script: main(), quiet when its output pipe closes (`vae-train --help | head`)."""
+    """The console script: main(), quiet when its output pipe closes (`vae-train --help | head`),
+    and one line for a Ctrl-C before any run began (while Python and Hydra start)."""
     try:
         main()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(ExitCode.FAILED)
+    except KeyboardInterrupt:
+        print_error("interrupted while starting; nothing was run")
+        sys.exit(ExitCode.INTERRUPTED)
 
 
 if __name__ == "__main__":

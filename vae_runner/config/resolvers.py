@@ -2,12 +2,14 @@
 
 `resume=DIR` continues a run in DIR itself. conf/config.yaml chooses `hydra.run.dir` and
 `hydra.output_subdir` through these resolvers, so Hydra itself runs the job in DIR and leaves
-DIR/.hydra (the original run's record) alone; nothing rewrites the command line.
+DIR/.hydra (the original run's record) alone; nothing rewrites the command line. A job started
+again in its own directory keeps that directory's .hydra/ the same way.
 """
 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -19,9 +21,17 @@ def run_dir(resume: str | None, new_run_dir: str) -> str:
     return os.path.expanduser(str(resume)) if resume is not None else new_run_dir
 
 
-def output_subdir(resume: str | None) -> str | None:
-    """`hydra.output_subdir`: none on resume, so the run's original .hydra/ is kept as it was."""
-    return None if resume is not None else ".hydra"
+def output_subdir(resume: str | None, *, _root_) -> str | None:
+    """`hydra.output_subdir`: none on resume, or when the job's directory already holds the
+    .hydra/ of an earlier attempt (a requeue, a retry): a run's record is kept as it was."""
+    if resume is not None:
+        return None
+    runtime = _root_.hydra.runtime
+    # output_dir is set by Hydra just before it writes .hydra/ (unset while composing)
+    set_ = not OmegaConf.is_missing(runtime, "output_dir")
+    if set_ and (Path(str(runtime.output_dir)) / ".hydra").is_dir():
+        return None
+    return ".hydra"
 
 
 def register() -> None:

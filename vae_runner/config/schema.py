@@ -146,6 +146,11 @@ class ReductionConfig:
 
 
 # --------------------------------------------------------------------------- annealing
+# A bound far above any useful value (a latent dimension rarely carries 20 nats), and far below
+# what overflows float32 once summed over a batch's dimensions.
+MAX_FREE_BITS = 1000.0
+
+
 @dataclass
 class AnnealingConfig:
     name: str = MISSING
@@ -155,9 +160,9 @@ class AnnealingConfig:
 
     def __post_init__(self) -> None:
         _require(
-            math.isfinite(self.free_bits) and self.free_bits >= 0,
-            f"annealing.free_bits must be >= 0 nats per dimension (got {self.free_bits}); "
-            "0 turns free bits off, 0.1 to 1 is usual",
+            math.isfinite(self.free_bits) and 0 <= self.free_bits <= MAX_FREE_BITS,
+            f"annealing.free_bits must be in [0, {MAX_FREE_BITS:g}] nats per dimension (got "
+            f"{self.free_bits}); 0 turns free bits off, 0.1 to 1 is usual",
         )
 
 
@@ -263,6 +268,13 @@ class DigitsDataConfig(DataConfig):
         _require(
             0.0 < self.test_fraction < 1.0,
             f"data.test_fraction must be in (0, 1) (got {self.test_fraction})",
+        )
+        n_test = round(DIGITS_IMAGES * self.test_fraction)
+        _require(
+            1 <= n_test < DIGITS_IMAGES,
+            f"data.test_fraction={self.test_fraction} leaves {n_test} test images and "
+            f"{DIGITS_IMAGES - n_test} training images of {DIGITS_IMAGES}: use a value in "
+            f"[{1 / DIGITS_IMAGES:.4f}, {1 - 1 / DIGITS_IMAGES:.4f}], 0.2 is usual",
         )
 
     def train_size(self) -> int:
@@ -442,6 +454,10 @@ class Config:
             f"beta must be a finite number >= 0 (got {self.beta}); a plain VAE uses beta=1.0",
         )
         _require(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
+        _require(
+            0 <= self.seed < 2**63,
+            f"seed must be in [0, 2**63) (got {self.seed}): torch's generators take 64 bits",
+        )
         _require(
             self.batch_size >= 1,
             f"batch_size must be >= 1 (got {self.batch_size}); the default is 128",

@@ -161,7 +161,7 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
     log.info(f"Run directory: {Path(run_dir).resolve()}")
 
 
-_STATUS_COLOUR = {"completed": "green", "diverged": "red", "failed": "red"}
+_STATUS_COLOUR = {"completed": "green", "diverged": "red", "failed": "red", "killed": "red"}
 
 
 def print_sweep_summary(

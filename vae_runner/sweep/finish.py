@@ -18,8 +18,10 @@ from pathlib import Path
 
 from vae_runner.exit_codes import ExitCode, exit_code, sweep_exit_code
 from vae_runner.report.console import make_console, print_error
+from vae_runner.rundir import release_held
 from vae_runner.sweep.rundirs import collect_jobs
 from vae_runner.sweep.summary import summarize
+from vae_runner.training import signals
 
 
 @dataclass
@@ -31,6 +33,18 @@ class SweepState:
 
 
 state = SweepState()
+
+
+def _stop_file() -> Path | None:
+    return state.sweep_dir / signals.STOP_FILE if state.sweep_dir is not None else None
+
+
+def start_stop_handling() -> None:
+    """A stop request left by an earlier, killed run of this sweep must not stop this one; a
+    signal to this process now stops every job (training.signals.install_sweep_stop)."""
+    stop_file = _stop_file()
+    stop_file.unlink(missing_ok=True)
+    signals.install_sweep_stop(stop_file)
 
 
 def sweep_started() -> bool:
@@ -55,6 +69,10 @@ def finish_multirun(hydra_failed: bool) -> int | None:
     if state.sweep_dir is None:
         return None
     write_sweep_summary()
+    _stop_file().unlink(missing_ok=True)
+    release_held()  # the sweep directory's claim
+    if signals.requested() is not None:  # stopped by a signal: as a shell reports it
+        return signals.exit_status(signals.requested())
     jobs = collect_jobs([state.sweep_dir]) if state.sweep_dir.is_dir() else []
     if not jobs:
         return int(ExitCode.FAILED if hydra_failed else ExitCode.COMPLETED)

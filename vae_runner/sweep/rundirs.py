@@ -17,9 +17,11 @@ from typing import Any
 
 import yaml
 
+from vae_runner.rundir import is_live
 from vae_runner.training.history import HISTORY_FILE
 
 NOT_STARTED = "not started"
+KILLED = "killed"
 
 
 @dataclass
@@ -38,9 +40,11 @@ class Job:
         if self.history is None:
             return "failed"  # it stopped before training: a bad value, an import error, a crash
         status = self.history.get("status") or "failed"
-        # After the sweep every job has returned: a record still saying `running` is one whose
-        # process died before it could write its final status.
-        return "failed" if sweep_over and status == "running" else status
+        # A record still saying `running` whose directory no process holds: its process died
+        # before it could write its final status (SIGKILL, out of memory, a lost node).
+        if status == "running" and (sweep_over or not is_live(self.run_dir)):
+            return KILLED
+        return status
 
     def record(self, sweep_over: bool = False) -> dict[str, Any]:
         """The job's history as exit_codes.exit_code reads it, with the status as judged here."""

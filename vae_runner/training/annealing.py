@@ -39,7 +39,12 @@ def cyclical(epoch: int, beta: float, epochs: int, cycles: int, ratio: float) ->
 
 def sigmoid(epoch: int, beta: float, midpoint: float, steepness: float) -> float:
     """Bowman et al. 2016: a logistic ramp centred on `midpoint` (the weight there is beta / 2)."""
-    return beta / (1.0 + math.exp(-steepness * (epoch - midpoint)))
+    # Written so that exp() never overflows: a far-off midpoint (or a steep one) gives a weight
+    # of 0 or beta, never an OverflowError mid-run.
+    t = steepness * (epoch - midpoint)
+    if t >= 0:
+        return beta / (1.0 + math.exp(-t))
+    return beta * math.exp(t) / (1.0 + math.exp(t))
 
 
 def kl_weight(annealing: AnnealingConfig, epoch: int, beta: float, epochs: int) -> float:

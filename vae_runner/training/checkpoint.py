@@ -11,6 +11,7 @@ reads them and a crafted file can never run code.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,49 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"no checkpoint at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated, corrupt, or holding objects that would run code
+    except pickle.UnpicklingError:  # torch's weights_only refusal: objects that could run code
+        raise CheckpointError(
+            f"{path} is refused: it holds Python objects besides tensors and plain containers, "
+            "which could run code when loaded (vae-train writes none)"
+        ) from None
+    except Exception as err:  # truncated or corrupt
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(
-            f"{path} is not a usable checkpoint (truncated, corrupt or unsafe: {reason[:200]})"
+            f"{path} is not a usable checkpoint (truncated or corrupt: {reason[:200]})"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a vae-runner checkpoint of format {FORMAT_VERSION}")
+    problem = _malformed(payload)
+    if problem:
+        raise CheckpointError(f"{path} is not a usable checkpoint: {problem}")
     return payload
+
+
+# What a resume reads, and the type each must have (scheduler may be None).
+FIELDS: dict[str, type | tuple[type, ...]] = {
+    "epoch": int,
+    "model": dict,
+    "optimizer": dict,
+    "scheduler": (dict, type(None)),
+    "rng": dict,
+    "history": dict,
+    "config": dict,
+}
+
+
+def _malformed(payload: dict[str, Any]) -> str | None:
+    """What is missing or wrongly typed in a checkpoint that loaded safely, or None."""
+    for key, kind in FIELDS.items():
+        if key not in payload:
+            return f"it has no `{key}`"
+        value = payload[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"its `{key}` is a {type(value).__name__}"
+    if payload["epoch"] < 1:
+        return f"its `epoch` is {payload['epoch']}"
+    if not all(isinstance(t, torch.Tensor) for t in payload["model"].values()):
+        return "its `model` holds values that are not tensors"
+    for key in ("torch", "shuffle"):
+        if not isinstance(payload["rng"].get(key), torch.Tensor):
+            return f"its `rng` has no `{key}` state"
+    return None

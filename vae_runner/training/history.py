@@ -70,6 +70,13 @@ def append_epoch(history: dict[str, Any], values: dict[str, float]) -> None:
         history["best_test_loss"] = test_loss
 
 
+def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, Any]:
+    """A copy of `history` with one more epoch (the original is left as it was)."""
+    updated = {**history, **{key: list(history[key]) for key in EPOCH_KEYS}}
+    append_epoch(updated, values)
+    return updated
+
+
 def save_history(run_dir: Path, history: dict[str, Any]) -> None:
     write_json_atomic(Path(run_dir) / HISTORY_FILE, history)
 

@@ -56,12 +56,13 @@ CHUNK_VALUES = 1 << 20
 
 
 def importance_weighted_nll(
-    model, images, samples: int, seed: int = 0, to_float=None
+    model, images, samples: int, seed: int = 0, to_float=None, check=None
 ) -> LikelihoodEstimate:
     """Estimate -log p(x) over `images` ([N, ...] floats in [0, 1]) with K = `samples`.
 
     `to_float`, if given, turns a chunk of stored images (ImageData.to_float) into those floats,
-    so the whole test set is never held as floats at once.
+    so the whole test set is never held as floats at once. `check`, if given, is called before
+    each chunk (a run's stop request: the estimate can take minutes).
 
     Vectorised over images and samples, in chunks of about 2^20 decoded values (4 MiB tensors:
     large enough for full-speed matrix products, small enough that the estimate does not raise
@@ -76,6 +77,8 @@ def importance_weighted_nll(
     # float64 sums kept on the device and read once: no host sync per chunk
     sums = torch.zeros(2, dtype=torch.float64, device=images.device)
     for start in range(0, len(images), chunk):
+        if check is not None:
+            check()
         x = images[start : start + chunk]
         log_w = log_weights(model, x if to_float is None else to_float(x), samples, generator)
         sums[0] -= (torch.logsumexp(log_w, dim=0) - math.log(samples)).double().sum()

@@ -7,6 +7,7 @@ that was started, so it is refused.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -34,7 +35,8 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
             raise ConfigError(f"resume={run_dir}: this directory holds no vae-train run")
         raise ConfigError(
             f"resume={run_dir}: the run has no {CHECKPOINT_DIR}/{LAST} (it stopped before its "
-            "first epoch finished); start it again instead"
+            f"first epoch finished): start it again with its own command and "
+            f"hydra.run.dir={run_dir}, which begins it afresh there"
         )
     given = keys(overrides)
     refused = [
@@ -61,9 +63,21 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     saved["resume"] = str(run_dir)
     cfg = to_typed(saved)
     done = checkpoint["epoch"]
+    if cfg.epochs == done and not _has_final(run_dir):
+        return cfg, checkpoint  # every epoch is checkpointed, the final evaluation is not done
     if cfg.epochs <= done:
         raise ConfigError(
             f"resume={run_dir}: the run already finished {done} of epochs={cfg.epochs}; "
             f"pass epochs=<more than {done}> to extend it"
         )
     return cfg, checkpoint
+
+
+def _has_final(run_dir: Path) -> bool:
+    """Whether the run's record holds its final evaluation (a stop or a kill during it leaves
+    every epoch checkpointed but no `final`: resume then only finishes the run)."""
+    try:
+        history = json.loads((run_dir / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(history, dict) and history.get("final") is not None

@@ -7,8 +7,11 @@ programs can call it directly. The hot path (one pass over the training and test
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
+import socket
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -18,6 +21,7 @@ from typing import Any
 import torch
 
 from vae_runner import __version__
+from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import Config
 from vae_runner.files import writing
 from vae_runner.report.console import (
@@ -33,10 +37,15 @@ from vae_runner.report.images import save_grids
 from vae_runner.report.loggers import build_logger
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import step_scheduler
-from vae_runner.training.checkpoint import capture_rng, restore_rng, save_checkpoint
+from vae_runner.training.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    restore_rng,
+    save_checkpoint,
+)
 from vae_runner.training.diagnostics import collapse_warning
 from vae_runner.training.epoch import TrainSums, evaluate, train_epoch
-from vae_runner.training.history import append_epoch, new_history, save_history
+from vae_runner.training.history import new_history, save_history, with_epoch
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 from vae_runner.training.trainer import Trainer, build_trainer
@@ -61,6 +70,12 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _process() -> dict[str, Any]:
+    """Which process writes the record now (vae-summary tells a live run from a killed one by
+    the directory's lock; these say where to look)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
 def _fresh_history(t: Trainer) -> dict[str, Any]:
     cfg, data = t.cfg, t.data
     history = new_history(
@@ -77,6 +92,7 @@ def _fresh_history(t: Trainer) -> dict[str, Any]:
             active_units_burda_threshold=BURDA_THRESHOLD,
             started_at=_now(),
             finished_at=None,
+            process=_process(),
             versions=_versions(),
         ),
     )
@@ -86,18 +102,28 @@ def _fresh_history(t: Trainer) -> dict[str, Any]:
     return history
 
 
-def _restore(t: Trainer, checkpoint: dict[str, Any]) -> dict[str, Any]:
-    """Put the trainer back where `checkpoint` left it; returns the history so far."""
-    t.model.load_state_dict(checkpoint["model"])
-    t.optimizer.load_state_dict(checkpoint["optimizer"])
-    if t.scheduler is not None and checkpoint["scheduler"] is not None:
-        t.scheduler.load_state_dict(checkpoint["scheduler"])
-    restore_rng(checkpoint["rng"], t.device, t.shuffle)
+def _restore(t: Trainer, checkpoint: dict[str, Any], how: str) -> dict[str, Any]:
+    """Put the trainer back where `checkpoint` left it; returns the history so far. `how`:
+    resume (resume=DIR) or restart (the same job started again in its directory)."""
+    try:
+        t.model.load_state_dict(checkpoint["model"])
+        t.optimizer.load_state_dict(checkpoint["optimizer"])
+        if t.scheduler is not None and checkpoint["scheduler"] is not None:
+            t.scheduler.load_state_dict(checkpoint["scheduler"])
+        restore_rng(checkpoint["rng"], t.device, t.shuffle)
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:  # shapes, states, fields
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"the checkpoint does not fit this run's model and optimizer: {first[:200]}"
+        ) from None
     history = checkpoint["history"]
     history["status"] = "running"
     history["finished_at"] = None
     history["config"] = asdict(t.cfg)  # as resumed: epochs= and device= may have changed
-    history.setdefault("resumed", []).append({"after_epoch": checkpoint["epoch"], "at": _now()})
+    history["process"] = _process()
+    history.pop("error", None)
+    resumed = {"after_epoch": checkpoint["epoch"], "at": _now(), "how": how}
+    history.setdefault("resumed", []).append(resumed)
     return history
 
 
@@ -163,8 +189,9 @@ def release_training_state(t: Trainer) -> None:
         p.grad = None
 
 
-def _final_evaluation(t: Trainer, history: dict, run_dir: Path, console, logger) -> None:
-    """The end of a completed run: the likelihood estimate and the image grids."""
+def _final_evaluation(t: Trainer, history: dict, run_dir: Path, logger, stop) -> None:
+    """The end of a completed run: the likelihood estimate and the image grids. A stop request
+    is honoured here too (between batches of the estimate): the run stays resumable."""
     last = len(history["epoch"]) - 1
     final: dict[str, Any] = {
         "epoch": history["epoch"][last],
@@ -180,7 +207,7 @@ def _final_evaluation(t: Trainer, history: dict, run_dir: Path, console, logger)
     if t.cfg.eval.iw_samples:
         log.info(f"Estimating the test NLL with {t.cfg.eval.iw_samples} importance samples")
         estimate = importance_weighted_nll(
-            t.model, t.data.test, t.cfg.eval.iw_samples, to_float=t.data.to_float
+            t.model, t.data.test, t.cfg.eval.iw_samples, to_float=t.data.to_float, check=stop.check
         )
         final.update(
             test_nll_iw=estimate.nll,
@@ -188,8 +215,9 @@ def _final_evaluation(t: Trainer, history: dict, run_dir: Path, console, logger)
             elbo_samples=estimate.samples,
             iw_seconds=estimate.seconds,
         )
-    history["final"] = final
+    stop.check()
     grids = save_grids(t.model, t.data, run_dir)
+    history["final"] = final
     logger.images(grids, history["epoch"][last])
 
 
@@ -216,11 +244,11 @@ def _train_epochs(
             history["divergence"] = diverged
             print_divergence(console, diverged, lr)
             return
-        previous_best = history["best_test_loss"]
-        append_epoch(history, record)
+        # The epoch joins the history only once last.pt holds it: a failed write leaves the
+        # record at the previous epoch, and a second signal waits for both files.
+        updated = with_epoch(history, record)
         print_epoch(console, cfg.epochs, record)
         step_scheduler(t.scheduler, record["test_loss"])
-        # Checkpoint first, history second: history.json never runs ahead of last.pt.
         checkpoint = dict(
             epoch=epoch,
             model=t.model.state_dict(),
@@ -228,45 +256,61 @@ def _train_epochs(
             scheduler=t.scheduler.state_dict() if t.scheduler is not None else None,
             rng=capture_rng(t.device, t.shuffle),  # after the test pass, which samples z too
             kl_weight=kl_w,
-            history=history,
+            history=updated,
             config=asdict(cfg),
         )
-        is_best = previous_best is None or history["best_test_loss"] < previous_best
-        save_checkpoint(run_dir, checkpoint, is_best=is_best)
-        save_history(run_dir, history)
+        is_best = updated["best_epoch"] == epoch
+        with stop.critical():
+            # Checkpoint first, history second: history.json never runs ahead of last.pt.
+            save_checkpoint(run_dir, checkpoint, is_best=is_best)
+            save_history(run_dir, updated)
+            history.update(updated)
         _after_epoch(t, history, record, run_dir, console, logger)
 
 
-def _train(
-    cfg: Config, run_dir: Path, console, checkpoint: dict[str, Any] | None, start_dir: Path | None
-) -> dict:
-    """Build, train and evaluate; the history ends with its status set."""
+def _train(cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how) -> dict:
+    """Build, train and evaluate; the history ends with its status set. Once the history
+    exists, any failure is recorded in it (`failed`, with the error's line) before it rises."""
     t = build_trainer(cfg, console, start_dir)
     if checkpoint is None:
         history, start = _fresh_history(t), 1
     else:
-        history, start = _restore(t, checkpoint), checkpoint["epoch"] + 1
+        history, start = _restore(t, checkpoint, how), checkpoint["epoch"] + 1
         log.info(f"Resuming {run_dir} after epoch {checkpoint['epoch']}")
     for message in t.config_warnings:  # once each, also over resumes
         if not any(w["message"] == message for w in history["warnings"]):
             history["warnings"].append({"epoch": start - 1, "kind": "config", "message": message})
-    save_history(run_dir, history)
-
-    logger = build_logger(cfg.logger, run_dir)
+    with stop.critical():
+        save_history(run_dir, history)
     try:
-        with graceful_stop() as stop:
-            try:
-                _train_epochs(t, history, start, run_dir, console, stop, logger)
-            except (Interrupted, StopNow) as signalled:
-                history["status"] = "interrupted"
-                history["interrupted_by"] = str(signalled)
-            release_training_state(t)
+        logger = build_logger(cfg.logger, run_dir)
+        try:
+            _train_epochs(t, history, start, run_dir, console, stop, logger)
             if history["status"] == "running":
-                _final_evaluation(t, history, run_dir, console, logger)
+                release_training_state(t)
+                _final_evaluation(t, history, run_dir, logger, stop)
                 history["status"] = "completed"
-    finally:
-        logger.close()
+        except (Interrupted, StopNow) as signalled:
+            history["status"] = "interrupted"
+            history["interrupted_by"] = str(signalled)
+        finally:
+            logger.close()
+    except Exception as err:
+        # A value only the run could find wrong (a missing extra for logger=tensorboard) is
+        # `config`, as its exit code 2 says; anything else is an `error` (exit 1).
+        kind = "config" if isinstance(err, ConfigError) else "error"
+        history["status"] = "failed"
+        history["error"] = {"kind": kind, "message": one_line(err)}
+        with contextlib.suppress(OSError), stop.critical():
+            save_history(run_dir, history)  # a full disk may refuse this too: then it rises
+        raise
     return history
+
+
+def one_line(err: BaseException) -> str:
+    """An error as one line for the record (the terminal keeps the traceback)."""
+    text = " ".join(str(err).split())[:300] or type(err).__name__
+    return text if isinstance(err, ConfigError) else f"{type(err).__name__}: {text}"
 
 
 def run(
@@ -275,24 +319,34 @@ def run(
     console=None,
     checkpoint: dict[str, Any] | None = None,
     start_dir: Path | None = None,
+    stop_file: Path | None = None,
+    how: str = "resume",
 ) -> dict[str, Any]:
-    """Train a VAE as `cfg` says (or resume `checkpoint`), writing into `run_dir`. Relative data
-    paths are read from `start_dir` (default: the working directory).
+    """Train a VAE as `cfg` says (or continue from `checkpoint`), writing into `run_dir`.
+    Relative data paths are read from `start_dir` (default: the working directory); a sweep's
+    job also stops when `stop_file` appears (training.signals).
 
-    Returns the history; its `status` is completed, diverged or interrupted.
+    Returns the history; its `status` is completed, diverged or interrupted. A failure once
+    the history exists is recorded there as `failed` before the exception rises.
     """
     console = console or make_console()
     run_dir = Path(run_dir)
     with writing(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
-    history = _train(cfg, run_dir, console, checkpoint, start_dir)
-    history["finished_at"] = _now()
-    save_history(run_dir, history)
-    if history["epoch"]:
-        from vae_runner.report.plots import (
-            plot_run,  # matplotlib: only once there is something to draw
-        )
+    # The handlers stay for the whole run, its last writes and plots included: a second
+    # Ctrl-C there is a stop like any other, never a KeyboardInterrupt.
+    with graceful_stop(stop_file) as stop:
+        history = _train(cfg, run_dir, console, checkpoint, start_dir, stop, how)
+        history["finished_at"] = _now()
+        with stop.critical():
+            save_history(run_dir, history)
+        try:
+            if history["epoch"]:
+                from vae_runner.report.plots import plot_run  # matplotlib: only when needed
 
-        plot_run(run_dir, history)
-    print_summary(console, history, run_dir)
+                plot_run(run_dir, history)
+        except StopNow:
+            log.info("stopped before the plots were drawn: vae-plot RUN_DIR draws them")
+        print_summary(console, history, run_dir)
+    stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return history

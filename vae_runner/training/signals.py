@@ -1,22 +1,50 @@
-"""Graceful stop on SIGINT (Ctrl-C) and SIGTERM (SLURM, CI): finish nothing half-way.
+"""Graceful stop on SIGINT (Ctrl-C), SIGTERM (SLURM, CI) and SIGUSR2 (submitit, before a time
+limit): finish nothing half-way.
 
-The first signal only sets a flag that the training loop reads at each batch boundary; the run
-then keeps its last finished epoch (already checkpointed), records `interrupted` and exits with
-128 + the signal number. A second signal stops at once.
+The first signal only sets a flag that the run reads at each batch boundary (also during the
+final evaluation); the run then keeps its last finished epoch (already checkpointed), records
+`interrupted` and exits with 128 + the signal number. A second signal stops at once, except
+inside a critical section (an epoch's checkpoint and history being written): there it waits for
+the section's end, so that history.json never runs ahead of last.pt.
+
+A sweep's jobs may run in other processes (joblib, submitit): the sweep's own process writes
+its stop request into a file of the sweep directory (`STOP_FILE`), which every job polls.
+
+A handler that was installed before (submitit's SIGUSR2 handler, which requeues the job) is
+called once the run has recorded its stop: `StopRequest.chain()`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
-HANDLED = (signal.SIGINT, signal.SIGTERM)
+HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
+STOP_FILE = ".vae-train.stop"
+POLL_SECONDS = 0.5  # how often a job looks for its sweep's stop file
+
+# The first stop signal this process received (any run, or the sweep): later jobs do not start.
+_process: dict[str, int | None] = {"signum": None}
+
+
+def requested() -> int | None:
+    """The signal that asked this process to stop, if one did."""
+    return _process["signum"]
+
+
+def _note(signum: int) -> None:
+    if _process["signum"] is None:
+        _process["signum"] = signum
 
 
 class Interrupted(Exception):
-    """Raised by the training loop at a batch boundary after a stop was requested."""
+    """Raised by the run at a batch boundary after a stop was requested."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -31,39 +59,122 @@ class StopNow(BaseException):
         self.signum = signum
 
 
+def read_stop_file(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        name = path.read_text().strip()
+    except OSError:
+        return None
+    return getattr(signal, name, signal.SIGTERM)
+
+
 class StopRequest:
-    def __init__(self) -> None:
+    def __init__(self, stop_file: Path | None = None) -> None:
         self.signum: int | None = None
+        self.urgent = False  # a second signal arrived inside a critical section
+        self._depth = 0
+        self._stop_file = stop_file
+        self._next_poll = 0.0
+        self._chained: dict[int, Callable] = {}
 
     def check(self) -> None:
+        """At a batch boundary: raise Interrupted once a stop was requested."""
+        if self.signum is None and self._stop_file is not None:
+            now = time.monotonic()
+            if now >= self._next_poll:
+                self._next_poll = now + POLL_SECONDS
+                from_sweep = read_stop_file(self._stop_file)
+                if from_sweep is not None:
+                    self.signum = from_sweep
+                    _note(from_sweep)
         if self.signum is not None:
             raise Interrupted(self.signum)
 
+    @contextmanager
+    def critical(self) -> Iterator[None]:
+        """Writes that must finish together: a second signal waits for the end of them."""
+        self._depth += 1
+        try:
+            yield
+        finally:
+            self._depth -= 1
+        if self._depth == 0 and self.urgent:
+            raise StopNow(self.signum or signal.SIGINT)
+
+    def chain(self) -> None:
+        """Hand the stop to the handler that was there before ours (submitit's requeue)."""
+        handler = self._chained.get(self.signum) if self.signum is not None else None
+        if handler is not None:
+            handler(self.signum, None)
+
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
-            raise StopNow(signum)
-        self.signum = signum
         name = signal.Signals(signum).name
-        print(
-            f"\n{name}: stopping after the current batch; the last finished epoch is kept "
-            "(send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
+        if self.signum is None:
+            self.signum = signum
+            _note(signum)
+            print(
+                f"\n{name}: stopping after the current batch; the last finished epoch is kept "
+                "(send it again to stop at once)",
+                file=sys.stderr,
+                flush=True,
+            )
+        elif self._depth:
+            self.urgent = True
+            print(f"\n{name}: stopping once this epoch's checkpoint is written", file=sys.stderr)
+        else:
+            raise StopNow(signum)
 
 
 @contextmanager
-def graceful_stop():
+def graceful_stop(stop_file: Path | None = None) -> Iterator[StopRequest]:
     """Install the handlers for the duration of a run (only the main thread can)."""
-    request = StopRequest()
+    request = StopRequest(stop_file)
+    if requested() is not None:
+        request.signum = requested()  # a stop arrived before the run began
     if threading.current_thread() is not threading.main_thread():
         yield request
         return
     previous = {s: signal.getsignal(s) for s in HANDLED}
     for s in HANDLED:
         signal.signal(s, request._handle)
+    # A handler that was there before (submitit's for SIGUSR2, a sweep's) runs after the stop
+    # is recorded; Python's default SIGINT handler would only raise KeyboardInterrupt.
+    request._chained = {
+        s: h for s, h in previous.items() if callable(h) and h is not signal.default_int_handler
+    }
     try:
         yield request
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def exit_status(signum: int) -> int:
+    """As shells report a process ended by `signum`."""
+    return 128 + int(signum)
+
+
+def install_sweep_stop(stop_file: Path) -> None:
+    """In a sweep's own process: the first SIGINT or SIGTERM asks every job to stop at its next
+    batch (in this process, or through `stop_file` in others); jobs not started do not start."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handle(signum, frame) -> None:
+        first = requested() is None
+        _note(signum)
+        name = signal.Signals(signum).name
+        # If it cannot be written, jobs in this process still stop; others run on.
+        with contextlib.suppress(OSError):
+            stop_file.write_text(signal.Signals(requested()).name + "\n")
+        if first:
+            print(
+                f"\n{name}: stopping the sweep: running jobs stop after their current batch "
+                "and keep their last finished epoch; jobs not started will not start",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, handle)

@@ -1,0 +1,296 @@
+"""Nothing lost, in-process: directory claims, earlier attempts, deferred signals, failures
+recorded where they happen, a run finished after a stop in its final evaluation."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from rich.console import Console
+
+from vae_runner.cli.checks import carry_on
+from vae_runner.config.errors import ConfigError
+from vae_runner.exit_codes import exit_code
+from vae_runner.files import WriteError
+from vae_runner.rundir import LOCK_FILE, Busy, claim, earlier_attempt, is_live
+from vae_runner.training import runner as runner_module
+from vae_runner.training import signals
+from vae_runner.training.checkpoint import load_checkpoint
+from vae_runner.training.history import EPOCH_KEYS, new_history, with_epoch
+from vae_runner.training.resume import load_for_resume
+from vae_runner.training.runner import run
+
+from helpers import compose_config, typed_config
+
+CHEAP = ("epochs=2", "eval.iw_samples=0", "plot_every=0")
+
+
+@pytest.fixture(autouse=True)
+def no_stop_request_left_over():
+    """A stop this test's handlers noted must not stop the next test's runs (one process)."""
+    yield
+    signals._process["signum"] = None
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO())
+
+
+def history_of(run_dir):
+    return json.loads((run_dir / "history.json").read_text())
+
+
+# --------------------------------------------------------------------------- claims
+def test_a_second_claim_on_a_held_directory_is_refused_naming_the_holder(tmp_path):
+    run_dir = tmp_path / "run"
+    first = claim(run_dir)
+    assert is_live(run_dir)
+    with pytest.raises(
+        Busy, match=rf"{run_dir} is in use by another vae-train \(pid {os.getpid()}"
+    ):
+        claim(run_dir)
+    first.release()
+    assert not (run_dir / LOCK_FILE).exists() and not is_live(run_dir)
+    claim(run_dir).release()  # free again
+
+
+def test_a_claim_held_by_another_process_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from vae_runner.rundir import claim; "
+            f"claim({str(run_dir)!r}); print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(Busy, match=f"pid {holder.pid}"):
+            claim(run_dir)
+        assert is_live(run_dir)
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel dropped the killed holder's lock: its lock file claims nothing.
+    assert (run_dir / LOCK_FILE).exists() and not is_live(run_dir)
+    claim(run_dir).release()
+
+
+def test_earlier_attempts_are_told_apart(tmp_path):
+    assert earlier_attempt(tmp_path / "absent").kind == "new"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / LOCK_FILE).write_text("")
+    assert earlier_attempt(tmp_path / "empty").kind == "new"
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "thesis.tex").write_text("mine")
+    assert earlier_attempt(tmp_path / "other").kind == "foreign"
+    (tmp_path / "run" / ".hydra").mkdir(parents=True)
+    (tmp_path / "run" / ".hydra" / "overrides.yaml").write_text("- lr=0.01\n")
+    attempt = earlier_attempt(tmp_path / "run")
+    assert attempt.kind == "run" and attempt.overrides == ["lr=0.01"]
+    assert not attempt.has_checkpoint
+
+
+def test_carry_on_accepts_the_same_settings_and_refuses_others(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    typed = typed_config("lr=1e-3")
+    from dataclasses import asdict
+
+    history = new_history(asdict(typed), meta={})
+    (run_dir / "history.json").write_text(json.dumps(history))
+    # the same values, written differently: the same job
+    assert carry_on(run_dir, typed_config("lr=0.001"), ["lr=0.001"], "hydra.run.dir").kind == "run"
+    with pytest.raises(ConfigError) as refused:
+        carry_on(run_dir, typed_config("lr=1e-2"), ["lr=1e-2"], "hydra.run.dir")
+    assert "already holds a run started with other settings (lr=0.001 there, 0.01 here)" in str(
+        refused.value
+    )
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty and holds no vae-train run"):
+        carry_on(tmp_path / "other", typed, [], "hydra.sweep.dir")
+
+
+def test_the_output_subdir_keeps_an_earlier_attempts_hydra_record(tmp_path):
+    cfg = compose_config(hydra=True)
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+    assert cfg.hydra.output_subdir == ".hydra"
+    (tmp_path / ".hydra").mkdir()
+    assert cfg.hydra.output_subdir is None
+
+
+# --------------------------------------------------------------------------- signals
+def test_a_second_signal_waits_for_the_end_of_a_critical_section():
+    request = signals.StopRequest()
+    request._handle(signal.SIGTERM, None)
+    with pytest.raises(signals.StopNow), request.critical():
+        request._handle(signal.SIGTERM, None)  # deferred: no raise here
+        written = True
+    assert written
+    with pytest.raises(signals.StopNow):
+        request._handle(signal.SIGTERM, None)  # outside one: at once
+
+
+def test_a_sweeps_stop_file_stops_a_job_at_its_next_check(tmp_path):
+    stop_file = tmp_path / signals.STOP_FILE
+    request = signals.StopRequest(stop_file)
+    request.check()
+    stop_file.write_text("SIGTERM\n")
+    request._next_poll = 0.0
+    with pytest.raises(signals.Interrupted, match="SIGTERM"):
+        request.check()
+
+
+def test_interrupted_exit_codes_follow_the_signal():
+    assert exit_code({"status": "interrupted", "interrupted_by": "SIGINT"}) == 130
+    assert exit_code({"status": "interrupted", "interrupted_by": "SIGTERM"}) == 143
+    assert exit_code({"status": "interrupted", "interrupted_by": "SIGUSR2"}) == 140
+
+
+def test_with_epoch_leaves_the_history_it_was_given_alone():
+    history = new_history({}, meta={})
+    record = {key: 1.0 for key in EPOCH_KEYS}
+    updated = with_epoch(history, record)
+    assert updated["epoch"] == [1.0] and history["epoch"] == []
+    assert updated["best_test_loss"] == 1.0 and history["best_test_loss"] is None
+
+
+# --------------------------------------------------------------------------- failures recorded
+def test_a_failure_after_the_history_exists_is_recorded_as_failed(tmp_path, monkeypatch):
+    def no_logger(cfg, run_dir):
+        raise ImportError("logger=tensorboard needs tensorboard: pip install 'vae-runner[x]'")
+
+    monkeypatch.setattr(runner_module, "build_logger", no_logger)
+    with pytest.raises(ImportError):
+        run(typed_config(*CHEAP), tmp_path / "run", console=quiet())
+    history = history_of(tmp_path / "run")
+    assert history["status"] == "failed"
+    assert history["error"]["message"].startswith("ImportError: logger=tensorboard needs")
+    assert exit_code(history) == 1
+
+
+def test_a_failed_checkpoint_write_leaves_the_history_at_the_last_checkpointed_epoch(
+    tmp_path, monkeypatch
+):
+    real = runner_module.save_checkpoint
+    calls = []
+
+    def full_disk_on_epoch_2(run_dir, payload, is_best):
+        calls.append(payload["epoch"])
+        if payload["epoch"] == 2:
+            raise WriteError(28, f"cannot write {run_dir}/checkpoints/last.pt: No space left")
+        return real(run_dir, payload, is_best)
+
+    monkeypatch.setattr(runner_module, "save_checkpoint", full_disk_on_epoch_2)
+    run_dir = tmp_path / "run"
+    with pytest.raises(WriteError):
+        run(typed_config("epochs=3", "eval.iw_samples=0", "plot_every=0"), run_dir, quiet())
+    history = history_of(run_dir)
+    assert calls == [1, 2]
+    assert history["status"] == "failed" and history["epoch"] == [1]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+
+
+def test_a_stop_in_the_final_evaluation_can_be_finished_by_resume(tmp_path, monkeypatch):
+    def stopped(*args, check=None, **kwargs):
+        raise signals.Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(runner_module, "importance_weighted_nll", stopped)
+    run_dir = tmp_path / "run"
+    cfg = typed_config("epochs=2", "eval.iw_samples=10", "plot_every=0")
+    run(cfg, run_dir, console=quiet())
+    history = history_of(run_dir)
+    assert history["status"] == "interrupted" and history["interrupted_by"] == "SIGTERM"
+    assert history["epoch"] == [1, 2] and history["final"] is None
+    assert exit_code(history) == 143
+
+    monkeypatch.undo()
+    again, checkpoint = load_for_resume(run_dir, [f"resume={run_dir}"], compose_config())
+    finished = run(again, run_dir, console=quiet(), checkpoint=checkpoint)
+    assert finished["status"] == "completed" and finished["epoch"] == [1, 2]
+    assert finished["final"]["test_nll_iw"] is not None
+    assert finished["resumed"][-1]["after_epoch"] == 2
+    # and now it is finished for good
+    with pytest.raises(ConfigError, match="already finished 2 of epochs=2"):
+        load_for_resume(run_dir, [f"resume={run_dir}"], compose_config())
+
+
+def test_a_missing_tensorboard_is_recorded_and_its_hint_printed_whole(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    with pytest.raises(ConfigError) as missing:
+        run(typed_config(*CHEAP, "logger=tensorboard"), tmp_path / "run", console=quiet())
+    history = history_of(tmp_path / "run")
+    assert history["status"] == "failed" and history["error"]["kind"] == "config"
+    assert "pip install 'vae-runner[tensorboard]'" in history["error"]["message"]
+    assert exit_code(history) == 2
+    from vae_runner.report.console import print_error
+
+    print_error(str(missing.value))  # rich markup would swallow [tensorboard]
+    assert "pip install 'vae-runner[tensorboard]'" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def saved_checkpoint(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ckpt") / "run"
+    run(typed_config("epochs=1", "eval.iw_samples=0", "plot_every=0"), run_dir, console=quiet())
+    return load_checkpoint(run_dir / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize(
+    "spoil, said",
+    [
+        (lambda c: c.pop("config"), "it has no `config`"),
+        (lambda c: c.pop("rng"), "it has no `rng`"),
+        (lambda c: c.update(epoch="3"), "its `epoch` is a str"),
+        (lambda c: c["rng"].pop("shuffle"), "its `rng` has no `shuffle` state"),
+        (lambda c: c.update(model={"fc1.weight": [1, 2]}), "`model` holds values that are not"),
+    ],
+)
+def test_a_checkpoint_lacking_fields_is_one_line_naming_the_file(
+    tmp_path, saved_checkpoint, spoil, said
+):
+    import copy
+
+    import torch
+
+    spoilt = copy.deepcopy(saved_checkpoint)
+    spoil(spoilt)
+    path = tmp_path / "last.pt"
+    torch.save(spoilt, path)
+    from vae_runner.training.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError) as refused:
+        load_checkpoint(path)
+    assert str(refused.value) == f"{path} is not a usable checkpoint: {said}" or said in str(
+        refused.value
+    )
+    assert str(path) in str(refused.value)
+
+
+def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_refused(tmp_path, saved_checkpoint):
+    import copy
+
+    import torch
+
+    from vae_runner.training.checkpoint import CheckpointError
+
+    spoilt = copy.deepcopy(saved_checkpoint)
+    name = next(iter(spoilt["model"]))
+    spoilt["model"][name] = torch.zeros(3, 3)
+    cfg = typed_config("epochs=2", "eval.iw_samples=0", "plot_every=0")
+    with pytest.raises(CheckpointError, match="does not fit this run's model and optimizer"):
+        run(cfg, tmp_path / "run", console=quiet(), checkpoint=spoilt)
