@@ -294,3 +294,12 @@ def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_refused(tmp_path, sa
     cfg = typed_config("epochs=2", "eval.iw_samples=0", "plot_every=0")
     with pytest.raises(CheckpointError, match="does not fit this run's model and optimizer"):
         run(cfg, tmp_path / "run", console=quiet(), checkpoint=spoilt)
+
+
+def test_a_held_claim_is_found_under_the_path_hydra_normalises(tmp_path):
+    from vae_runner.rundir import take_held
+
+    (tmp_path / "a").mkdir()
+    held = claim(tmp_path / "a" / ".." / "run", hold=True)  # hydra.run.dir=../run
+    assert take_held(tmp_path / "run") is held  # Hydra's runtime.output_dir folds the `..`
+    held.release()

@@ -85,8 +85,13 @@ def read_owner(run_dir: Path) -> dict[str, Any] | None:
 _held: dict[Path, Claim] = {}
 
 
+def _key(run_dir: Path) -> Path:
+    """Normalised as Hydra's runtime.output_dir is (os.path.abspath folds `..`)."""
+    return Path(os.path.abspath(run_dir))
+
+
 def take_held(run_dir: Path) -> Claim | None:
-    return _held.pop(Path(run_dir).absolute(), None)
+    return _held.pop(_key(run_dir), None)
 
 
 def release_held() -> None:
@@ -98,7 +103,7 @@ def release_held() -> None:
 def claim(run_dir: Path, key: str = "hydra.run.dir", hold: bool = False) -> Claim:
     """Lock `run_dir` (made if absent) for this process, or raise Busy naming the holder.
     `hold`: keep the claim in this module until take_held() or release_held()."""
-    run_dir = Path(run_dir).absolute()  # released from there, whatever the job's cwd becomes
+    run_dir = _key(run_dir)  # released from there, whatever the job's cwd becomes
     created = not run_dir.exists()
     with writing(run_dir):
         run_dir.mkdir(parents=True, exist_ok=True)
