@@ -187,6 +187,10 @@ def test_scheduler_options_build_the_right_torch_classes():
         (["seed=-1"], "seed must be in [0, 2**63)"),
         (["data.test_fraction=0.0001"], "data.test_fraction=0.0001 leaves 0 test images"),
         (["data.test_fraction=0.9999"], "leaves 1797 test images and 0 training images"),
+        # keys removed or added the wrong way
+        (["~lr"], "lr has no value (removed with ~lr?): every run needs one; give it as lr="),
+        (["~model.latent_dim"], "model.latent_dim has no value (removed with ~model.latent_dim?)"),
+        (["+lr=1e-2"], "An item is already at 'lr'. Either remove + prefix: 'lr=1e-2'"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_key(overrides, line):

@@ -198,6 +198,60 @@ def test_a_wrong_magic_number_is_named(tmp_path):
     assert "magic number 0x00000803, expected 0x00000801" in str(info.value)
 
 
+def _mismatched(folder: Path, case: str, gz: bool) -> tuple[Path, str]:
+    """Four IDX files whose headers are valid but do not make one data set: one or two of
+    them are taken from another tiny data set. Returns the file to blame and the words."""
+    write_idx(folder, gz=gz)  # 20 training and 10 test images of 28x28
+    other, suffix = folder.with_name("other"), ".gz" if gz else ""
+    if case == "sizes":
+        write_idx(other, side=16, gz=gz)
+        taken = ["t10k-images-idx3-ubyte"]
+        words = f"holds 16x16 images but train-images-idx3-ubyte{suffix} holds 28x28"
+    elif case == "labels":
+        write_idx(other, n_test=7, gz=gz)
+        taken = ["t10k-labels-idx1-ubyte"]
+        words = f"holds 7 labels for the 10 images of t10k-images-idx3-ubyte{suffix}"
+    else:  # "empty": a test set with no image (and no label)
+        write_idx(other, n_test=0, gz=gz)
+        taken = ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
+        words = "holds 0 images: each split needs at least one"
+    for name in taken:
+        (folder / f"{name}{suffix}").write_bytes((other / f"{name}{suffix}").read_bytes())
+    return folder / f"{taken[0]}{suffix}", words
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["plain", "gz"])
+@pytest.mark.parametrize("case", ["sizes", "labels", "empty"])
+def test_files_that_do_not_make_one_data_set_are_refused_naming_the_file(tmp_path, case, gz):
+    from vae_runner.data.images import check_available
+
+    victim, words = _mismatched(tmp_path / "d", case, gz)
+    cfg = typed_config("data=mnist", f"data.root={tmp_path / 'd'}").data
+    for attempt in (lambda: check_available(cfg, tmp_path), lambda: load_data(cfg)):
+        with pytest.raises(DataError) as info:
+            attempt()
+        assert str(info.value).startswith(f"{victim} {words}")
+
+
+@pytest.mark.e2e
+def test_mismatched_idx_files_end_in_exit_2_before_any_run_directory(tmp_path):
+    victim, words = _mismatched(tmp_path / "d", "sizes", gz=False)
+    done = run_cli(
+        "data=mnist",
+        f"data.root={tmp_path / 'd'}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+        env={"VAE_RUNNER_CACHE": str(tmp_path / "cache")},
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"Error: {victim} {words}: train and test "
+        "images must be the same size; replace the "
+        "mismatched file"
+    ]
+    assert not (tmp_path / "run").exists()
+
+
 # ------------------------------------------------------------------------- binarisation
 def test_static_binarisation_thresholds_once(tmp_path):
     data = load_data(*_data_and_likelihood("likelihood.binarize=static"))

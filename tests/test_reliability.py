@@ -303,3 +303,44 @@ def test_a_held_claim_is_found_under_the_path_hydra_normalises(tmp_path):
     held = claim(tmp_path / "a" / ".." / "run", hold=True)  # hydra.run.dir=../run
     assert take_held(tmp_path / "run") is held  # Hydra's runtime.output_dir folds the `..`
     held.release()
+
+
+# --------------------------------------------------------------------------- out of memory
+def test_an_allocation_that_fails_is_said_in_one_line():
+    import torch
+
+    from vae_runner.faults import out_of_memory_line
+
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate "
+        "memory: you tried to allocate 25600000000 bytes. Error code 12 (Cannot allocate memory)"
+    )
+    assert out_of_memory_line(cpu) == (
+        "out of memory (23.8 GiB in one piece): choose smaller model sizes (model.hidden_dim, "
+        "model.latent_dim, model.channels) or a smaller batch_size"
+    )
+    cuda = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 ...")
+    assert out_of_memory_line(cuda).startswith("out of memory (2.00 GiB in one piece): ")
+    assert out_of_memory_line(MemoryError()).startswith("out of memory: choose smaller")
+    assert out_of_memory_line(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
+
+
+def test_an_unallocatable_model_in_a_single_run_is_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    run_dir = tmp_path / "run"
+    huge = "model.hidden_dim=100000000000"  # 64 x 1e11 floats: no machine allocates it
+    argv = ["vae-train", "data=digits", "epochs=1", huge, f"hydra.run.dir={run_dir}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    from vae_runner.cli.train import main
+
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("Error")] == [
+        "Error: out of memory (23841.9 GiB in one piece): choose smaller model sizes "
+        "(model.hidden_dim, model.latent_dim, model.channels) or a smaller batch_size"
+    ]
+    assert not run_dir.exists()

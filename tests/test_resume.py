@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 
@@ -131,6 +132,25 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path, finished_run, ov
     assert result.returncode == 2
     assert f"drop {refused} (only epochs= and device= may be given on resume)" in result.stderr
     assert (run_dir / "history.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "override, line",
+    [
+        ("~epochs", "~epochs: resume continues the run with the config it was started with, so"),
+        ("epochs=abc", "epochs: Value 'abc' of type 'str' could not be converted to Integer"),
+        ("device=tpu", "device=tpu is not an option of device: choose one of auto, cpu"),
+        ("+lr=1e-2", "Could not append to config. An item is already at 'lr'"),
+        ("~lr", "~lr: resume continues the run"),
+    ],
+)
+def test_bad_values_after_resume_are_one_line(tmp_path, finished_run, override, line):
+    before = sorted((p, p.stat().st_mtime_ns) for p in finished_run.rglob("*"))
+    result = run_cli(f"resume={finished_run}", override, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert line in result.stderr and "Traceback" not in result.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in finished_run.rglob("*")) == before
 
 
 def test_divergence_keeps_the_history_and_exits_3(tmp_path):
@@ -363,10 +383,17 @@ def test_sigterm_to_a_basic_sweep_stops_it_with_143_and_lists_what_never_started
     assert not (sweep / ".vae-train.stop").exists()
 
 
-def test_sigterm_to_a_joblib_sweep_stops_its_workers_and_writes_the_summary(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+PARALLEL = {
+    "joblib": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+    "submitit_local": ("hydra/launcher=submitit_local",),  # every job of a batch at once
+}
+
+
+@pytest.mark.parametrize("launcher", PARALLEL)
+def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_writes_the_summary(tmp_path, launcher):
+    pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
     sweep = tmp_path / "sweep"
-    args = ("-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "lr=1e-3,1e-2", *RUN)
+    args = ("-m", *PARALLEL[launcher], "lr=1e-3,1e-2", *RUN)
     process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=tmp_path / "log")
     wait_for_epochs(sweep / "0", 1, process)
     wait_for_epochs(sweep / "1", 1, process)
@@ -377,3 +404,28 @@ def test_sigterm_to_a_joblib_sweep_stops_its_workers_and_writes_the_summary(tmp_
     for job in ("0", "1"):
         stopped = history(sweep / job)
         assert stopped["interrupted_by"] == "SIGTERM" and len(stopped["epoch"]) < 5
+
+
+def test_a_preempted_submitit_job_is_requeued_and_carries_on_bit_for_bit(tmp_path):
+    """submitit's contract: SIGUSR2 before a time limit or on preemption; its handler (which
+    ours calls once the run has stopped) requeues the job, which starts again in its own
+    directory and carries on from last.pt. submitit_local requeues as SLURM would."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    args = ("-m", "hydra/launcher=submitit_local", "lr=1e-3", *RUN)
+    reference = tmp_path / "reference"  # the same launcher (1 thread per job), never stopped
+    done = run_cli(*args, f"hydra.sweep.dir={reference}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+
+    sweep = tmp_path / "sweep"
+    process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=tmp_path / "log")
+    wait_for_epochs(sweep / "0", 1, process)
+    job_pid = history(sweep / "0")["process"]["pid"]  # the job's own process, not the sweep's
+    assert job_pid != process.pid
+    os.kill(job_pid, signal.SIGUSR2)
+    assert process.wait() == 0, (tmp_path / "log").read_text()
+    job_log = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*_log.*"))
+    assert "SIGUSR2: stopping after the current batch" in job_log
+    assert "this job is preempted" in job_log  # submitit's handler ran after ours
+    resumed = history(sweep / "0")["resumed"]
+    assert len(resumed) == 1 and resumed[0]["how"] == "restart"
+    assert_same_run(sweep / "0", reference / "0")

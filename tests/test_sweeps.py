@@ -347,7 +347,7 @@ def test_diverged_and_failed_jobs_are_listed_and_the_sweep_exits_non_zero(tmp_pa
     }
     assert summary["winner"]["label"] == "lr=0.001 model.hidden_dim=400"
     assert summary["exit_code"] == 3
-    assert "can't allocate memory" in result.stderr
+    assert "out of memory (" in result.stderr and "Traceback" not in result.stderr
     table = result.stdout[result.stdout.index("sweep summary") :]
     assert "4 jobs: 1 completed, 2 failed, 1 diverged" in table
 
@@ -434,6 +434,31 @@ def test_an_optuna_search_records_its_best_parameters(tmp_path):
     for name, value in results["best_params"].items():
         assert float(chosen[name]) == pytest.approx(float(value))
     assert "Optuna best parameters:" in result.stdout
+
+
+@e2e
+def test_an_optuna_search_whose_every_trial_diverged_names_no_best(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "hydra/sweeper=optuna",
+        "hydra.sweeper.n_trials=2",
+        "lr=interval(1e6,1e7)",
+        "optimizer=sgd",
+        "grad_clip=0",
+        "epochs=2",
+        "data=digits",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 3, result.stderr
+    said = result.stdout + result.stderr
+    assert "Best parameters" not in said and "Best value" not in said
+    assert "No best parameters: every trial failed or diverged" in said  # Hydra's log line
+    assert "Optuna found no best parameters: every trial failed or diverged" in result.stdout
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["winner"] is None and summary["optuna"]["best_params"] is None
+    assert summary["optuna"]["no_best"] == "every trial failed or diverged"
 
 
 @e2e

@@ -7,6 +7,7 @@ environment fault and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -49,15 +50,58 @@ def replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     with writing(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "wb") as f:
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())
+                os.fchmod(f.fileno(), FILE_MODE)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def is_temporary(name: str) -> bool:
+    """A temporary file of these writers (`.NAME.*.tmp`, `.NAME.tmp.png`), left by a kill."""
+    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
+
+
+def write_through_temporary(path: Path, write: Callable[[Path], None]) -> None:
+    """For writers that take a file name (PIL's, matplotlib's): `write` fills a temporary
+    name beside `path`, which then replaces it; a failed write leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")  # the suffix tells the format
+    with writing(path):
+        try:
+            write(tmp)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+# A disk (or quota) with no room left: a new file cannot be made, but the blocks a file holds
+# can still be rewritten.
+NO_ROOM = (errno.ENOSPC, errno.EDQUOT)
+
+
+def rewrite_in_place(path: Path, text: str) -> bool:
+    """The last resort when a disk is full: write `text` over `path` in the blocks it already
+    holds, padded with spaces to the old length (trailing spaces are valid JSON), in one write,
+    so the file is never shorter than a whole document. False when it would need more room."""
+    data = text.encode()
+    with writing(path):
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            info = os.fstat(fd)
+            if len(data) > info.st_blocks * 512:
+                return False
+            data = data.ljust(info.st_size, b" ")
+            os.pwrite(fd, data, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    return True
 
 
 def finite_or_none(value: Any) -> Any:
@@ -71,9 +115,19 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
+def write_json_atomic(path: Path, payload: Any, in_place_if_full: bool = False) -> None:
+    """`in_place_if_full`: on a full disk, rewrite an existing file in its own blocks
+    (rewrite_in_place) rather than fail, for a record that must say how the run ended."""
     text = json.dumps(finite_or_none(payload), indent=2, allow_nan=False) + "\n"
-    replace_atomically(path, lambda f: f.write(text.encode()))
+    try:
+        replace_atomically(path, lambda f: f.write(text.encode()))
+    except WriteError as err:
+        if not (in_place_if_full and err.errno in NO_ROOM and Path(path).is_file()):
+            raise
+        # Without the indentation, the record is a fraction of the size it had: it fits.
+        compact = json.dumps(finite_or_none(payload), separators=(",", ":"), allow_nan=False)
+        if not rewrite_in_place(Path(path), compact + "\n"):
+            raise
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -19,6 +19,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +29,7 @@ from typing import Any
 import yaml
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.files import writing
+from vae_runner.files import WriteError, is_temporary, writing
 from vae_runner.training.history import HISTORY_FILE
 
 LOCK_FILE = ".vae-train.lock"
@@ -126,10 +127,14 @@ def claim(run_dir: Path, key: str = "hydra.run.dir", hold: bool = False) -> Clai
         if same_file:
             break
         os.close(fd)  # the holder released (and unlinked) it while we waited: lock the new one
-    with writing(path):
-        os.ftruncate(fd, 0)
-        os.write(fd, (_owner_line() + "\n").encode())
     taken = Claim(run_dir, fd, created)
+    try:
+        with writing(path):
+            os.ftruncate(fd, 0)
+            os.write(fd, (_owner_line() + "\n").encode())
+    except WriteError:  # a full disk: give the folder back as it was
+        taken.release(remove_empty_dir=True)
+        raise
     if hold:
         _held[run_dir] = taken
     return taken
@@ -168,7 +173,7 @@ def earlier_attempt(run_dir: Path) -> Attempt:
     names = {
         p.name
         for p in run_dir.iterdir()
-        if p.name != LOCK_FILE and not p.name.endswith((".tmp", ".log"))
+        if p.name != LOCK_FILE and not is_temporary(p.name) and not p.name.endswith(".log")
     }
     if not names:
         return Attempt("new")
@@ -186,10 +191,51 @@ def earlier_attempt(run_dir: Path) -> Attempt:
     return Attempt("run", history, overrides, has_checkpoint)
 
 
-def remove_temporary_files(run_dir: Path) -> None:
-    """The `.NAME.*.tmp` files of writes a kill interrupted (files.replace_atomically): never
-    anyone's data, and each may be a whole checkpoint."""
-    for folder in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / "images"):
-        for tmp in folder.glob(".*.tmp"):
+def remove_hydra_record(run_dir: Path) -> None:
+    """What Hydra wrote for a job that never trained: .hydra/, its log files, the empty folder."""
+    shutil.rmtree(run_dir / HYDRA_RECORD, ignore_errors=True)
+    for log_file in run_dir.glob("*.log"):
+        log_file.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()  # only when nothing else is there
+
+
+def undo_unstarted(sweep_dir: Path | None) -> list[Path]:
+    """After Hydra failed to write a new run's `.hydra/` record (a full disk from the start):
+    remove the records of the held run, or of the sweep's jobs, that never trained (no
+    history, no checkpoint), so no empty config.yaml passes for a run; give back the claims.
+    Returns those folders. Hydra writes `.hydra/` only into a folder without one
+    (config.resolvers.output_subdir), so no earlier attempt's record is among them."""
+    candidates = list(_held)
+    if sweep_dir is not None and Path(sweep_dir).is_dir():
+        candidates += [record.parent for record in Path(sweep_dir).rglob(HYDRA_RECORD)]
+    undone = []
+    for run_dir in candidates:
+        if (run_dir / HYDRA_RECORD).is_dir() and not (
+            (run_dir / HISTORY_FILE).exists() or (run_dir / "checkpoints").exists()
+        ):
+            claim_ = _held.pop(run_dir, None)
+            if claim_ is not None:  # the lock goes first, so the empty folder can go too
+                claim_.release()
+            remove_hydra_record(run_dir)
+            undone.append(run_dir)
+    release_held()
+    if sweep_dir is not None and Path(sweep_dir).is_dir():
+        left = list(Path(sweep_dir).iterdir())
+        if all(p.name == "multirun.yaml" for p in left):  # a sweep that launched nothing
+            for p in left:
+                p.unlink()
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                Path(sweep_dir).rmdir()
+            undone.append(Path(sweep_dir))
+    return undone
+
+
+def remove_temporary_files(run_dir: Path) -> None:
+    """The temporary files of writes a kill interrupted (files.is_temporary): never anyone's
+    data, and each may be a whole checkpoint."""
+    for folder in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / "images"):
+        for tmp in folder.glob(".*.tmp*"):
+            if is_temporary(tmp.name):
+                with contextlib.suppress(OSError):
+                    tmp.unlink()

@@ -37,6 +37,9 @@ class RunnerCallbacks(Callback):
 
             optuna.logging.disable_default_handler()
             optuna.logging.enable_propagation()
+            from vae_runner.sweep import optuna_log
+
+            optuna_log.install(finish.state.sweep_dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         from hydra.types import RunMode
@@ -56,11 +59,14 @@ class RunnerCallbacks(Callback):
 def _refusing(check, config: DictConfig) -> None:
     """Run a check; its ConfigError becomes Refused, which Hydra's callback runner lets through."""
     from vae_runner.config.explain import explain
+    from vae_runner.files import WriteError
 
     try:
         check(config)
     except Refused:
         raise
+    except WriteError as err:  # its folder cannot be written (a full disk): a fault, one line
+        raise Refused(f"{err.strerror}; nothing was run", code=1) from None
     except Exception as err:
         line = explain(err)
         if line is None:

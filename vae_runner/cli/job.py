@@ -13,7 +13,6 @@ run already finished.
 from __future__ import annotations
 
 import contextlib
-import shutil
 import traceback
 from pathlib import Path
 
@@ -24,9 +23,16 @@ from vae_runner.cli.checks import FINISHED, carry_on, check_job, finished_line, 
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import explain
 from vae_runner.exit_codes import ExitCode, exit_code
+from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError, write_json_atomic
 from vae_runner.report.console import log, print_error
-from vae_runner.rundir import Busy, claim, remove_temporary_files, take_held
+from vae_runner.rundir import (
+    Busy,
+    claim,
+    remove_hydra_record,
+    remove_temporary_files,
+    take_held,
+)
 from vae_runner.training import signals
 from vae_runner.training.history import HISTORY_FILE, failure_record
 
@@ -49,6 +55,10 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
         except Busy as err:  # that directory is another process's: nothing is written there
             print_error(str(err))
             return int(ExitCode.CONFIG), NOTHING
+        except WriteError as err:  # a full disk: the summary lists the job as not started
+            print_error(f"{err.strerror}; this job was not run")
+            remove_hydra_record(run_dir)
+            return int(ExitCode.FAILED), NOTHING
     try:
         return _run_claimed(cfg, hydra_cfg, run_dir, single, stop_file)
     finally:
@@ -105,9 +115,10 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
         return int(ExitCode.FAILED), NOTHING
     except Exception as err:
         line = explain(err)
-        if line is None:  # a bug or an environment fault: keep the traceback
+        fault = out_of_memory_line(err)
+        if line is None and fault is None:  # a bug or an environment fault: keep the traceback
             traceback.print_exc()
-        message = line or f"{type(err).__name__}: {err} (run directory: {run_dir})"
+        message = line or fault or f"{type(err).__name__}: {err} (run directory: {run_dir})"
         print_error(message)
         kind = "config" if line is not None else "error"
         if fresh:
@@ -135,19 +146,10 @@ def _has_history(run_dir: Path) -> bool:
     return (run_dir / HISTORY_FILE).exists()
 
 
-def _remove_hydra_record(run_dir: Path) -> None:
-    """What Hydra wrote for a job that never trained: .hydra/, its log files, the empty folder."""
-    shutil.rmtree(run_dir / ".hydra", ignore_errors=True)
-    for log_file in run_dir.glob("*.log"):
-        log_file.unlink(missing_ok=True)
-    with contextlib.suppress(OSError):
-        run_dir.rmdir()  # only when nothing else is there
-
-
 def _leave_not_started(run_dir: Path) -> None:
     """A sweep job skipped after a stop: the summary lists it as not started."""
     if not _has_history(run_dir) and not (run_dir / "checkpoints").exists():
-        _remove_hydra_record(run_dir)
+        remove_hydra_record(run_dir)
 
 
 def _discard_or_record(run_dir: Path, single: bool, typed, message: str, kind="error") -> None:
@@ -156,7 +158,7 @@ def _discard_or_record(run_dir: Path, single: bool, typed, message: str, kind="e
     if _has_history(run_dir):
         return  # the runner's own record says what happened
     if single:
-        _remove_hydra_record(run_dir)
+        remove_hydra_record(run_dir)
         return
     from dataclasses import asdict
 

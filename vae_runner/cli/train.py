@@ -23,9 +23,10 @@ from vae_runner.cli.checks import Refused
 from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.exit_codes import ExitCode
+from vae_runner.files import WriteError
 from vae_runner.report.console import log, print_error
-from vae_runner.rundir import release_held
-from vae_runner.sweep.finish import finish_multirun, sweep_started
+from vae_runner.rundir import release_held, undo_unstarted
+from vae_runner.sweep import finish
 
 # The single run's exit code, set by the job (run_job); a sweep's comes from its records.
 _single_run: dict[str, int] = {}
@@ -62,7 +63,7 @@ def main() -> None:
     try:
         _hydra_main()
     except SystemExit as exit_:
-        if not sweep_started():
+        if not finish.sweep_started():
             if exit_.code == ExitCode.CONFIG:  # argparse refused a flag (--lr 1e-3): its usage
                 print_error("settings are key=value arguments without dashes: lr=1e-3 epochs=20")
             raise
@@ -82,15 +83,30 @@ def main() -> None:
         raise  # entry() quiets it
     except Exception as err:
         hydra_failed = True
-        line = explain(err)
-        if wants_traceback or line is None:
-            traceback.print_exc()
-        print_error(line or f"{type(err).__name__}: {err}")
-        code = ExitCode.CONFIG if line is not None else ExitCode.FAILED
-    sweep_code = finish_multirun(hydra_failed)
+        line = explain(err)  # Hydra's MissingConfigException is an OSError too
+        if line is None and isinstance(err, OSError):
+            code = _unwritable_record(err)  # Hydra could not write a run's .hydra/: a full disk
+        else:
+            if wants_traceback or line is None:
+                traceback.print_exc()
+            print_error(line or f"{type(err).__name__}: {err}")
+            code = ExitCode.CONFIG if line is not None else ExitCode.FAILED
+    sweep_code = finish.finish_multirun(hydra_failed)
     if sweep_code is not None and code in (None, ExitCode.FAILED):
         code = sweep_code
     sys.exit(code if code is not None else _single_run.get("code", ExitCode.COMPLETED))
+
+
+def _unwritable_record(err: OSError) -> int:
+    """One line for a run record Hydra could not write; what it began of it is removed."""
+    undone = undo_unstarted(finish.state.sweep_dir)
+    if isinstance(err, WriteError):  # ours: its message names the file already
+        reason = err.strerror
+    else:
+        where = err.filename or (f"the run record in {undone[0]}" if undone else "a run record")
+        reason = f"cannot write {where}: {err.strerror or err}"
+    print_error(f"{reason}; nothing was run")
+    return ExitCode.FAILED
 
 
 def entry() -> None:

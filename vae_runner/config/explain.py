@@ -11,8 +11,17 @@ import dataclasses
 import difflib
 import typing
 
-from hydra.errors import MissingConfigException, OverrideParseException
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+from hydra.errors import (
+    ConfigCompositionException,
+    MissingConfigException,
+    OverrideParseException,
+)
+from omegaconf.errors import (
+    ConfigAttributeError,
+    ConfigKeyError,
+    MissingMandatoryValue,
+    OmegaConfBaseException,
+)
 
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import GROUP_SCHEMAS, Config
@@ -37,6 +46,8 @@ def explain(err: BaseException) -> str | None:
     cause = err if isinstance(err, OmegaConfBaseException) else err.__cause__
     if isinstance(cause, OmegaConfBaseException):
         return _omegaconf(cause)
+    if isinstance(err, ConfigCompositionException):  # e.g. +lr=1e-2 when lr is there already
+        return " ".join(str(err).split())  # Hydra's words name the override and the fix
     return None
 
 
@@ -71,6 +82,11 @@ def _omegaconf(err: OmegaConfBaseException) -> str:
     key = err.full_key or str(err.key or "")
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
         return f"{key} is not a key {_owner(err)}"
+    if isinstance(err, MissingMandatoryValue) and key:
+        return (
+            f"{key} has no value (removed with ~{key}?): every run needs one; give it as "
+            f"{key}=<value>, or leave ~{key} out to keep the default"
+        )
     first = (err.msg or type(err).__name__).strip().splitlines()[0]
     return f"{key}: {first}" if key else first
 

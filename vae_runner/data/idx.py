@@ -128,6 +128,45 @@ def check_idx(header: bytes, size: int, base: str, source: Path) -> int:
     return dims[0]
 
 
+def read_dims(source: Path, base: str) -> tuple[int, ...]:
+    """The dimensions an IDX file's header declares (plain or gzipped), its magic checked."""
+    magic, ndim = IDX_FILES[base]
+    try:
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rb") as f:
+            header = f.read(4 + 4 * ndim)
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise DataError(f"{source} cannot be read ({err}); replace it") from None
+    if len(header) < 4 + 4 * ndim:
+        raise DataError(f"{source} is truncated: {len(header)} bytes, shorter than an IDX header")
+    (got,) = struct.unpack(">I", header[:4])
+    if got != magic:
+        check_idx(header, len(header), base, source)  # says which magic number it has
+    return struct.unpack(f">{ndim}I", header[4:])
+
+
+def check_consistent(files: dict[str, Path]) -> None:
+    """The four files make one data set: each split has images, one label per image, and the
+    test images are the training images' size. Headers only: it is quick before every run."""
+    dims = {base: read_dims(path, base) for base, path in files.items()}
+    train, test = "train-images-idx3-ubyte", "t10k-images-idx3-ubyte"
+    for images, labels in ((train, "train-labels-idx1-ubyte"), (test, "t10k-labels-idx1-ubyte")):
+        n = dims[images][0]
+        if n == 0:
+            raise DataError(f"{files[images]} holds 0 images: each split needs at least one")
+        if dims[labels][0] != n:
+            raise DataError(
+                f"{files[labels]} holds {dims[labels][0]} labels for the {n} images of "
+                f"{files[images].name}: one label per image; replace the mismatched file"
+            )
+    if dims[train][1:] != dims[test][1:]:
+        raise DataError(
+            f"{files[test]} holds {'x'.join(map(str, dims[test][1:]))} images but "
+            f"{files[train].name} holds {'x'.join(map(str, dims[train][1:]))}: train and test "
+            "images must be the same size; replace the mismatched file"
+        )
+
+
 def _read_checked(source: Path, base: str) -> bytes:
     """The uncompressed bytes of one IDX file, checked."""
     try:

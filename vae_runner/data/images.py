@@ -98,7 +98,10 @@ def check_available(cfg: DataConfig, start_dir: Path) -> None:
     content is checked when they are loaded)."""
     if isinstance(cfg, MNISTDataConfig):
         places = idx.places_to_look(cfg.name, cfg.root, start_dir)
-        if not cfg.download and idx.find_source(places) is None:
+        files = idx.find_source(places)
+        if files is not None:
+            idx.check_consistent(files)
+        elif not cfg.download:
             raise idx.DataError(idx.not_found_message(cfg.name, places, None))
 
 
@@ -108,6 +111,8 @@ def load_idx_data(cfg: MNISTDataConfig, start_dir: Path) -> ImageData:
     files = idx.find_source(places)
     root = idx.torchvision_root(files, cfg.name) if files else _download(cfg, places, start_dir)
     raw = root / idx.TORCHVISION_CLASS[cfg.name] / "raw"
+    # Named as the user's files when they are the source (a download is torchvision's).
+    idx.check_consistent(files or {base: raw / base for base in idx.IDX_FILES})
 
     def read(base: str) -> torch.Tensor:
         return torch.from_numpy(idx.read_idx(raw / base, base))

@@ -206,7 +206,9 @@ def print_sweep_summary(
     else:
         console.print("[bold red]No winner:[/] no job completed", soft_wrap=True)
     optuna = summary.get("optuna")
-    if optuna and "best_params" in optuna:
+    if optuna and optuna.get("no_best"):
+        console.print(f"Optuna found no best parameters: {optuna['no_best']}", soft_wrap=True)
+    elif optuna and optuna.get("best_params"):
         console.print(
             f"Optuna best parameters: {optuna['best_params']}", markup=False, soft_wrap=True
         )

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vae_runner.files import writing
+from vae_runner.files import write_through_temporary, writing
 
 MIN_SIDE = 56  # smaller images (8x8 digits, 28x28 MNIST) are enlarged to be seen
 
@@ -58,9 +58,8 @@ def save_grids(model, data, folder: Path, suffix: str = "") -> dict[str, torch.T
         folder.mkdir(parents=True, exist_ok=True)
     grids = {"reconstructions": reconstruction_grid(model, data), "samples": sample_grid(model)}
     for name, grid in grids.items():
-        path = folder / f"{name}{suffix}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        with writing(path):  # through a temporary name: never a half-written PNG
-            save_image(grid, tmp, format="png")
-            tmp.replace(path)
+        # Through a temporary name, removed if the write fails: never a half-written PNG.
+        write_through_temporary(
+            folder / f"{name}{suffix}.png", lambda tmp, g=grid: save_image(g, tmp, format="png")
+        )
     return grids

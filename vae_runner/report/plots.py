@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vae_runner.files import writing
+from vae_runner.files import write_through_temporary
 
 # (history key, panel title): the test loss that ranks the jobs, and beside it the training loss
 # and the KL term, which show whether a run trained or collapsed.
@@ -82,10 +82,7 @@ def plot_curves(
 
 def _save(fig, path: Path, **options) -> None:
     """Write the PNG through a temporary name, so a half-written picture never replaces one."""
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    with writing(path):
-        fig.savefig(tmp, **options)
-        tmp.replace(path)
+    write_through_temporary(path, lambda tmp: fig.savefig(tmp, format="png", **options))
 
 
 def _colours(n: int) -> list:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vae_runner.exit_codes import ExitCode, exit_code, sweep_exit_code
+from vae_runner.files import WriteError
 from vae_runner.report.console import make_console, print_error
 from vae_runner.rundir import release_held
 from vae_runner.sweep.rundirs import collect_jobs
@@ -58,6 +59,8 @@ def write_sweep_summary() -> None:
     state.summary_attempted = True
     try:
         summarize([state.sweep_dir], state.sweep_dir, sweep_over=True, console=make_console())
+    except WriteError as err:  # a full disk: the jobs' own records are intact
+        print_error(f"the sweep summary could not be written: {err.strerror}")
     except Exception as err:  # the jobs' own records are intact: say so and carry on
         traceback.print_exc()
         print_error(f"the sweep summary could not be written: {type(err).__name__}: {err}")

@@ -207,6 +207,8 @@ def summarize(
     summary = build_summary(jobs, sources, sweep_over=sweep_over)
     optuna = read_optuna_results(sources[0]) if len(sources) == 1 else None
     if optuna is not None:
+        if summary["winner"] is None:  # Optuna's best of trials that all failed or diverged
+            optuna = {**optuna, "best_params": None, "no_best": "every trial failed or diverged"}
         summary["optuna"] = optuna
     write_summary(summary, jobs, out_dir)
     where = "Sweep directory" if len(sources) == 1 and Path(out_dir) == Path(sources[0]) else None

@@ -10,6 +10,7 @@ reads them and a crafted file can never run code.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.files import replace_atomically
+from vae_runner.files import replace_atomically, writing
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
@@ -47,18 +48,24 @@ def restore_rng(state: dict[str, Any], device: torch.device, shuffle: torch.Gene
 def save_checkpoint(run_dir: Path, payload: dict[str, Any], is_best: bool) -> Path:
     """Write last.pt (and best.pt when `is_best`); each file is always complete."""
     folder = Path(run_dir) / CHECKPOINT_DIR
-    folder.mkdir(exist_ok=True)
+    with writing(folder):
+        folder.mkdir(exist_ok=True)
     last = folder / LAST
-    replace_atomically(last, lambda f: torch.save({"format": FORMAT_VERSION, **payload}, f))
+    # Serialised in memory first: torch's zip writer turns a full disk into "unexpected pos"
+    # (a RuntimeError), while a plain write of the bytes raises the OSError that says so.
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT_VERSION, **payload}, buffer)
+    replace_atomically(last, lambda f: f.write(buffer.getbuffer()))
     if is_best:
         # A second name for the same bytes, swapped in atomically: no second write.
         tmp = folder / f".{BEST}.link"
-        tmp.unlink(missing_ok=True)
-        try:
-            os.link(last, tmp)
-        except OSError:  # a file system without hard links
-            replace_atomically(tmp, lambda f: f.write(last.read_bytes()))
-        os.replace(tmp, folder / BEST)
+        with writing(folder / BEST):
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(last, tmp)
+            except OSError:  # a file system without hard links
+                replace_atomically(tmp, lambda f: f.write(last.read_bytes()))
+            os.replace(tmp, folder / BEST)
     return last
 
 

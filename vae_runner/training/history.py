@@ -77,8 +77,9 @@ def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, A
     return updated
 
 
-def save_history(run_dir: Path, history: dict[str, Any]) -> None:
-    write_json_atomic(Path(run_dir) / HISTORY_FILE, history)
+def save_history(run_dir: Path, history: dict[str, Any], in_place_if_full: bool = False) -> None:
+    """`in_place_if_full`: for how a run ended, which a full disk must not leave `running`."""
+    write_json_atomic(Path(run_dir) / HISTORY_FILE, history, in_place_if_full)
 
 
 def load_history(run_dir: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.overrides import keys
+from vae_runner.config.overrides import keys, parse
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
@@ -37,6 +37,12 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
             f"resume={run_dir}: the run has no {CHECKPOINT_DIR}/{LAST} (it stopped before its "
             f"first epoch finished): start it again with its own command and "
             f"hydra.run.dir={run_dir}, which begins it afresh there"
+        )
+    removed = [o.input_line for o in parse(overrides) if o.is_delete()]
+    if removed:
+        raise ConfigError(
+            f"{removed[0]}: resume continues the run with the config it was started with, so "
+            "nothing can be removed; drop it (only epochs= and device= may be given on resume)"
         )
     given = keys(overrides)
     refused = [

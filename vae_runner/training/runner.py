@@ -23,7 +23,8 @@ import torch
 from vae_runner import __version__
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import Config
-from vae_runner.files import writing
+from vae_runner.faults import out_of_memory_line
+from vae_runner.files import WriteError, writing
 from vae_runner.report.console import (
     BatchProgress,
     log,
@@ -302,13 +303,17 @@ def _train(cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how
         history["status"] = "failed"
         history["error"] = {"kind": kind, "message": one_line(err)}
         with contextlib.suppress(OSError), stop.critical():
-            save_history(run_dir, history)  # a full disk may refuse this too: then it rises
+            save_history(run_dir, history, in_place_if_full=True)
         raise
     return history
 
 
 def one_line(err: BaseException) -> str:
     """An error as one line for the record (the terminal keeps the traceback)."""
+    if isinstance(err, WriteError):  # its message names the file and the reason
+        return " ".join(str(err.strerror).split())[:300]
+    if out_of_memory_line(err):
+        return out_of_memory_line(err)
     text = " ".join(str(err).split())[:300] or type(err).__name__
     return text if isinstance(err, ConfigError) else f"{type(err).__name__}: {text}"
 

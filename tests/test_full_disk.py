@@ -1,0 +1,167 @@
+"""A full disk, wherever it strikes: one line naming the file, a record that says `failed`,
+and nothing half-written. In-process, a full disk is /dev/full behind every new file the run
+writes; the end-to-end test fills a real (tmpfs) file system."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from vae_runner import files
+from vae_runner.files import WriteError, is_temporary, rewrite_in_place, write_json_atomic
+from vae_runner.training import runner as runner_module
+from vae_runner.training.checkpoint import load_checkpoint
+from vae_runner.training.runner import run
+
+from helpers import run_cli, typed_config
+
+SHORT = ("data=digits", "eval.iw_samples=0", "plot_every=0")
+
+
+def quiet() -> Console:
+    return Console(file=open(os.devnull, "w"), width=120)
+
+
+class FullDisk:
+    """Once `fill()` is called, every new file of vae_runner.files lands on /dev/full (ENOSPC
+    on its first flush), as on a disk with no free block; existing files can still be
+    rewritten in their own blocks, as on a real full disk."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch = monkeypatch
+
+    def fill(self) -> None:
+        def mkstemp(dir=None, prefix="", suffix=""):
+            return os.open("/dev/full", os.O_WRONLY), str(Path(dir) / f"{prefix}full{suffix}")
+
+        self.monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+
+
+@pytest.fixture
+def full_disk(monkeypatch) -> FullDisk:
+    return FullDisk(monkeypatch)
+
+
+def history_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "history.json").read_text())
+
+
+def leftovers(run_dir: Path) -> list[str]:
+    return [str(p) for p in run_dir.rglob("*") if is_temporary(p.name) or p.stat().st_size == 0]
+
+
+def test_a_full_disk_at_a_checkpoint_names_the_file_and_records_failed(
+    tmp_path, monkeypatch, full_disk
+):
+    real = runner_module.save_checkpoint
+
+    def disk_fills_before_epoch_2(run_dir, payload, is_best):
+        if payload["epoch"] == 2:
+            full_disk.fill()
+        return real(run_dir, payload, is_best)
+
+    monkeypatch.setattr(runner_module, "save_checkpoint", disk_fills_before_epoch_2)
+    run_dir = tmp_path / "run"
+    with pytest.raises(WriteError) as failed:
+        run(typed_config(*SHORT, "epochs=3"), run_dir, quiet())
+    # torch's own writer says "unexpected pos ..."; the OSError of the bytes names the disk
+    assert failed.value.strerror == (
+        f"cannot write {run_dir}/checkpoints/last.pt: No space left on device"
+    )
+    history = history_of(run_dir)  # rewritten in its own blocks: the disk had no new ones
+    assert history["status"] == "failed" and history["epoch"] == [1]
+    assert history["error"]["message"] == failed.value.strerror
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 1
+    assert leftovers(run_dir) == []
+
+
+def test_a_full_disk_during_the_final_images_leaves_no_empty_png(tmp_path, monkeypatch, full_disk):
+    import torchvision.utils
+
+    def save_image_on_a_full_disk(grid, fp, format=None):
+        Path(fp).write_bytes(b"")  # PIL has opened the file when the disk refuses its bytes
+        full_disk.fill()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torchvision.utils, "save_image", save_image_on_a_full_disk)
+    run_dir = tmp_path / "run"
+    with pytest.raises(WriteError, match="reconstructions.png: No space left on device"):
+        run(typed_config(*SHORT, "epochs=2"), run_dir, quiet())
+    history = history_of(run_dir)
+    assert history["status"] == "failed" and history["epoch"] == [1, 2]
+    assert "reconstructions.png" in history["error"]["message"]
+    assert not (run_dir / "reconstructions.png").exists()
+    assert leftovers(run_dir) == []
+
+
+def test_rewriting_in_place_takes_no_new_block(tmp_path):
+    path = tmp_path / "history.json"
+    write_json_atomic(path, {"status": "running", "epoch": list(range(100))})
+    assert rewrite_in_place(path, '{"status":"failed"}\n')
+    assert json.loads(path.read_text()) == {"status": "failed"}  # padded with spaces
+    blocks = os.stat(path).st_blocks * 512
+    assert not rewrite_in_place(path, "[" + "1," * blocks + "1]")  # would need more room
+    assert json.loads(path.read_text()) == {"status": "failed"}
+
+
+def test_a_full_disk_from_the_start_is_one_line_and_leaves_no_record(tmp_path, monkeypatch):
+    """Hydra writes .hydra/config.yaml before any job: on a full disk it is left empty."""
+    import hydra.core.utils
+
+    def save_config_on_a_full_disk(cfg, filename, output_dir):
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        (Path(output_dir) / filename).write_text("")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(hydra.core.utils, "_save_config", save_config_on_a_full_disk)
+    run_dir = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["vae-train", *SHORT, "epochs=1", f"hydra.run.dir={run_dir}"])
+    from vae_runner.cli.train import main
+
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 1
+    assert not run_dir.exists()  # no empty config.yaml to pass for a run, no lock
+
+
+# --------------------------------------------------------------------------- a real full disk
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+    )
+    return mounted.returncode == 0
+
+
+@pytest.mark.e2e
+def test_a_real_full_disk_from_the_start_and_mid_run(tmp_path):
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, "1400k"):
+        pytest.skip("needs permission to mount a tmpfs (root)")
+    try:
+        (disk / "fill").write_bytes(b"\0" * (1400 * 1024 - 4096))  # one block left
+        start = run_cli(*SHORT, "epochs=1", f"hydra.run.dir={disk}/a", cwd=tmp_path)
+        assert start.returncode == 1, start.stderr
+        assert start.stderr.strip().splitlines() == [
+            f"Error: cannot write the run record in {disk}/a: No space left on device; "
+            "nothing was run"
+        ]
+        assert not (disk / "a").exists()
+
+        (disk / "fill").unlink()  # room for .hydra and the first checkpoint, not the second
+        mid = run_cli(*SHORT, "epochs=2", f"hydra.run.dir={disk}/b", cwd=tmp_path)
+        assert mid.returncode == 1, mid.stderr
+        assert "Traceback" not in mid.stderr
+        assert f"cannot write {disk}/b/checkpoints/last.pt: No space left on device" in mid.stderr
+        history = history_of(disk / "b")
+        assert history["status"] == "failed" and history["epoch"] == [1]
+        assert leftovers(disk / "b") == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
