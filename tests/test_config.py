@@ -223,3 +223,22 @@ def test_a_saved_config_rebuilds_exactly_for_resume(group, option):
 
     cfg = typed_config(f"{group}={option}")
     assert to_typed(asdict(cfg)) == cfg
+
+
+@pytest.mark.parametrize(
+    "args, hint",
+    [
+        (
+            ["data=digits", "-m", "lr=1e-3,1e-4"],
+            "-m comes between settings: put Hydra's flags first",
+        ),
+        (["epochs=2", "--multirun", "lr=1"], "--multirun comes between settings"),
+        (["--lr", "1e-3"], "settings are key=value arguments without dashes"),
+        (["epochs=2", "--lr", "1e-3"], "settings are key=value arguments without dashes"),
+        (["epochs=2", "-m"], "settings are key=value arguments without dashes"),  # -m last works
+    ],
+)
+def test_a_refused_command_line_gets_the_likely_fix(args, hint):
+    from vae_runner.cli.train import _usage_hint
+
+    assert _usage_hint(args).startswith(hint)

@@ -344,3 +344,92 @@ def test_an_unallocatable_model_in_a_single_run_is_one_line_and_leaves_nothing(
         "(model.hidden_dim, model.latent_dim, model.channels) or a smaller batch_size"
     ]
     assert not run_dir.exists()
+
+
+def test_temporary_files_of_interrupted_writes_are_removed_and_nothing_else(tmp_path):
+    from vae_runner.rundir import remove_temporary_files
+
+    (tmp_path / "checkpoints").mkdir()
+    left = [
+        tmp_path / "checkpoints" / ".last.pt.k2j3h4.tmp",  # replace_atomically's
+        tmp_path / ".history.json.x8y9.tmp",
+        tmp_path / ".curves.png.tmp.png",  # write_through_temporary's
+    ]
+    kept = [tmp_path / "checkpoints" / "last.pt", tmp_path / "history.json", tmp_path / "x.tmp"]
+    for path in left + kept:
+        path.write_bytes(b"data")
+    only_temporary = tmp_path / "killed-while-writing"
+    only_temporary.mkdir()
+    (only_temporary / ".history.json.a1b2.tmp").write_bytes(b"{")
+    assert earlier_attempt(only_temporary).kind == "new"  # not someone else's folder
+    remove_temporary_files(tmp_path)
+    assert [p.exists() for p in left] == [False] * 3
+    assert [p.exists() for p in kept] == [True] * 3
+
+
+def test_a_second_signal_while_the_model_is_built_is_one_line_and_leaves_nothing(
+    tmp_path, monkeypatch, capsys
+):
+    """Two SIGTERMs before the run's record exists (the second stops at once)."""
+
+    def stopped_at_once(*args, **kwargs):
+        raise signals.StopNow(signal.SIGTERM)
+
+    monkeypatch.setattr(runner_module, "build_trainer", stopped_at_once)
+    run_dir = tmp_path / "run"
+    argv = ["vae-train", "data=digits", *CHEAP, f"hydra.run.dir={run_dir}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    from vae_runner.cli.train import main
+
+    with pytest.raises(SystemExit) as ended:
+        main()
+    assert ended.value.code == 143
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "Error: interrupted before the first epoch; nothing to resume"
+    ]
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "damage, words",
+    [
+        (lambda good: b"", "truncated or corrupt: not a file torch.save wrote"),
+        (
+            lambda good: b"\x13" + os.urandom(4999),
+            "truncated or corrupt: not a file torch.save wrote",
+        ),
+        (lambda good: good[: len(good) // 2], "not a usable checkpoint (truncated or corrupt"),
+    ],
+    ids=["empty", "random bytes", "half"],
+)
+def test_damaged_checkpoint_bytes_are_called_damage_not_a_refused_object(
+    tmp_path, saved_checkpoint, damage, words
+):
+    import torch
+
+    good = tmp_path / "good.pt"
+    torch.save(saved_checkpoint, good)
+    bad = tmp_path / "last.pt"
+    bad.write_bytes(damage(good.read_bytes()))
+    with pytest.raises(ConfigError) as refused:
+        load_checkpoint(bad)
+    assert str(refused.value).startswith(f"{bad} ") and words in str(refused.value)
+    assert "could run code" not in str(refused.value)
+
+
+def test_a_legacy_pickle_that_would_run_code_is_refused(tmp_path):
+    import torch
+
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "last.pt"
+    torch.save({"format": 1, "model": Exploit()}, path, _use_new_zipfile_serialization=False)
+    with pytest.raises(ConfigError, match="is refused: it holds Python objects"):
+        load_checkpoint(path)
+    assert not marker.exists()

@@ -13,6 +13,7 @@ run already finished.
 from __future__ import annotations
 
 import contextlib
+import signal
 import traceback
 from pathlib import Path
 
@@ -105,11 +106,18 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
             stop_file=stop_file,
             how=how,
         )
-    except KeyboardInterrupt:  # Ctrl-C before training started (imports, data loading)
+    except (KeyboardInterrupt, signals.StopNow) as stopped:
+        # Ctrl-C before the run's handlers (imports), or a second signal before its record
+        # existed (building the model); after that the run records its own stop.
+        code = signals.exit_status(getattr(stopped, "signum", signal.SIGINT))
+        if fresh and _has_history(run_dir):  # this attempt's own record says how it ended
+            return code, NOTHING
+        if not fresh:  # an earlier attempt's record and checkpoint are as they were
+            print_error(f"interrupted before training went on; {run_dir} is as it was")
+            return code, NOTHING
         print_error("interrupted before the first epoch; nothing to resume")
-        if fresh:
-            _discard_or_record(run_dir, single, typed, "interrupted before the first epoch")
-        return int(ExitCode.INTERRUPTED), NOTHING
+        _discard_or_record(run_dir, single, typed, "interrupted before the first epoch")
+        return code, NOTHING
     except WriteError as err:  # a full disk, a folder that became read-only
         print_error(f"{err.strerror}; the run directory keeps every finished epoch")
         return int(ExitCode.FAILED), NOTHING

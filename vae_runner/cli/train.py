@@ -64,8 +64,8 @@ def main() -> None:
         _hydra_main()
     except SystemExit as exit_:
         if not finish.sweep_started():
-            if exit_.code == ExitCode.CONFIG:  # argparse refused a flag (--lr 1e-3): its usage
-                print_error("settings are key=value arguments without dashes: lr=1e-3 epochs=20")
+            if exit_.code == ExitCode.CONFIG:  # argparse refused the command line: its usage
+                print_error(_usage_hint(sys.argv[1:]))
             raise
         # Something inside the sweep (a user's callback, a plugin) ended it: its summary and
         # its exit status still come from the jobs' records.
@@ -95,6 +95,25 @@ def main() -> None:
     if sweep_code is not None and code in (None, ExitCode.FAILED):
         code = sweep_code
     sys.exit(code if code is not None else _single_run.get("code", ExitCode.COMPLETED))
+
+
+# Hydra's own flags (`vae-train --help` lists them): argparse takes them anywhere, but the
+# settings only in one run, so settings on both sides of one are refused.
+HYDRA_FLAGS = {"-m", "--multirun", "-c", "--cfg", "-cd", "--config-dir", "-cp", "--config-path"}
+HYDRA_FLAGS |= {"-cn", "--config-name", "-p", "--package", "-r", "--run", "--resolve", "--info"}
+
+
+def _usage_hint(args: list[str]) -> str:
+    """After argparse refused the command line (it has printed why): the likely fix. Read
+    only to choose these words; Hydra alone parses the command line."""
+    settings = [i for i, a in enumerate(args) if "=" in a and not a.startswith("-")]
+    for i, arg in enumerate(args):
+        if arg in HYDRA_FLAGS and settings and settings[0] < i < settings[-1]:
+            return (
+                f"{arg} comes between settings: put Hydra's flags first, then the settings "
+                f"(vae-train {arg} ... lr=1e-3 epochs=20)"
+            )
+    return "settings are key=value arguments without dashes: lr=1e-3 epochs=20"
 
 
 def _unwritable_record(err: OSError) -> int:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    # torch.save writes a zip archive (older torch: a pickle, which starts with 0x80): bytes
+    # that are neither are damage, not a refused object.
+    with open(path, "rb") as f:
+        start = f.read(1)
+    if not zipfile.is_zipfile(path) and start != b"\x80":
+        raise CheckpointError(
+            f"{path} is not a usable checkpoint (truncated or corrupt: not a file torch.save "
+            "wrote)"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's weights_only refusal: objects that could run code

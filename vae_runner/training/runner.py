@@ -281,9 +281,9 @@ def _train(cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how
     for message in t.config_warnings:  # once each, also over resumes
         if not any(w["message"] == message for w in history["warnings"]):
             history["warnings"].append({"epoch": start - 1, "kind": "config", "message": message})
-    with stop.critical():
-        save_history(run_dir, history)
     try:
+        with stop.critical():  # a second signal here is raised once the record is written
+            save_history(run_dir, history)
         logger = build_logger(cfg.logger, run_dir)
         try:
             _train_epochs(t, history, start, run_dir, console, stop, logger)
@@ -291,11 +291,11 @@ def _train(cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how
                 release_training_state(t)
                 _final_evaluation(t, history, run_dir, logger, stop)
                 history["status"] = "completed"
-        except (Interrupted, StopNow) as signalled:
-            history["status"] = "interrupted"
-            history["interrupted_by"] = str(signalled)
         finally:
             logger.close()
+    except (Interrupted, StopNow) as signalled:
+        history["status"] = "interrupted"
+        history["interrupted_by"] = str(signalled)
     except Exception as err:
         # A value only the run could find wrong (a missing extra for logger=tensorboard) is
         # `config`, as its exit code 2 says; anything else is an `error` (exit 1).
@@ -343,15 +343,15 @@ def run(
     with graceful_stop(stop_file) as stop:
         history = _train(cfg, run_dir, console, checkpoint, start_dir, stop, how)
         history["finished_at"] = _now()
-        with stop.critical():
-            save_history(run_dir, history)
         try:
+            with stop.critical():  # a second signal waits for the record, then skips the rest
+                save_history(run_dir, history)
             if history["epoch"]:
                 from vae_runner.report.plots import plot_run  # matplotlib: only when needed
 
                 plot_run(run_dir, history)
+            print_summary(console, history, run_dir)
         except StopNow:
             log.info("stopped before the plots were drawn: vae-plot RUN_DIR draws them")
-        print_summary(console, history, run_dir)
     stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return history
