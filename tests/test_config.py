@@ -105,7 +105,7 @@ def test_every_option_composes_and_builds(group, option, tmp_path):
 def test_optimizer_options_build_the_right_torch_classes():
     params = [torch.nn.Parameter(torch.zeros(2))]
     adamw = build_optimizer(typed_config("optimizer=adamw").optimizer, params, 1e-4)
-    assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 1e-5
+    assert type(adamw) is torch.optim.AdamW and adamw.defaults["weight_decay"] == 1e-2
     sgd = typed_config("optimizer=sgd", "optimizer.nesterov=true").optimizer
     sgd_opt = build_optimizer(sgd, params, 0.1)
     assert type(sgd_opt) is torch.optim.SGD

@@ -20,7 +20,7 @@ from vae_runner.cli.callbacks import job_threads
 from vae_runner.config.resolvers import register
 from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.sweep.rundirs import collect_jobs
-from vae_runner.sweep.summary import COLUMNS, build_summary, write_summary
+from vae_runner.sweep.summary import COLUMNS, CSV_COLUMNS, build_summary, write_summary
 
 from helpers import help_text, run_cli
 
@@ -50,22 +50,30 @@ def check_summary(sweep: Path, n_jobs: int) -> dict:
 
     with open(sweep / "sweep_summary.csv", newline="") as f:
         reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == COLUMNS
+        assert tuple(reader.fieldnames) == CSV_COLUMNS
         csv_rows = list(reader)
-    assert len(csv_rows) == n_jobs
-    for row, csv_row in zip(rows, csv_rows, strict=True):
+    settings = summary["settings"]
+    assert [r["row"] for r in csv_rows] == ["setting"] * len(settings) + ["job"] * n_jobs
+    for setting, csv_row in zip(settings, csv_rows, strict=False):
+        assert csv_row["label"] == setting["label"] and int(csv_row["rank"]) == setting["rank"]
+        mean = setting["measures"]["best_test_loss"]["mean"]
+        assert _same(csv_row["best_test_loss_mean"], mean)
+    for row, csv_row in zip(rows, csv_rows[len(settings) :], strict=True):
         assert set(row) == set(COLUMNS)
         for key in COLUMNS:
             assert _same(csv_row[key], row[key]), (key, csv_row[key], row[key])
 
-    # completed jobs first, each group by best test loss; the first completed one wins
+    # completed jobs first, each group by best test loss; the winner is the best job of the
+    # setting the verdict names, and there is none when it names none
     completed = [r for r in rows if r["status"] == "completed"]
     assert rows[: len(completed)] == completed
     best = [r["best_test_loss"] for r in completed]
     assert best == sorted(best) and all(math.isfinite(b) for b in best)
-    assert [r["winner"] for r in rows] == [bool(completed) and i == 0 for i in range(n_jobs)]
-    if completed:
-        assert summary["winner"]["job"] == rows[0]["job"]
+    named = summary["verdict"]["winner"]
+    expected = [r for r in completed if r["setting"] == named][:1] if named else []
+    assert [r for r in rows if r["winner"]] == expected
+    if expected:
+        assert summary["winner"]["job"] == expected[0]["job"]
     statuses = [{"status": r["status"], "config": {}} for r in rows]
     assert summary["exit_code"] == sweep_exit_code([exit_code(s) for s in statuses])
 
@@ -76,11 +84,23 @@ def check_summary(sweep: Path, n_jobs: int) -> dict:
     with Image.open(sweep / "curves.png") as image:
         assert image.format == "PNG" and image.size[0] > 1000 and image.size[1] > 300
         drawn = image.text["Description"].splitlines()
+    assert drawn == summary["plot"]["lines"]
+    if summary["seeds_per_setting"] > 1:  # one curve per setting, its seeds' mean
+        drawable = [s for s in settings if any(rows_of(summary, s, epochs=True))]
+        assert len(drawn) == len(drawable)
+        for line, setting in zip(drawn, drawable, strict=True):
+            assert setting["label"] in line and line.startswith("★") == setting["winner"]
+        return summary
     with_history = [r for r in rows if r["epochs_run"] > 0]
-    assert drawn == summary["plot"]["lines"] and len(drawn) == len(with_history)
+    assert len(drawn) == len(with_history)
     for line, row in zip(drawn, with_history, strict=True):
         assert row["label"] in line and line.startswith("★") == row["winner"]
     return summary
+
+
+def rows_of(summary: dict, setting: dict, epochs: bool = False) -> list[dict]:
+    rows = [r for r in summary["jobs"] if r["job"] in setting["jobs"]]
+    return [r for r in rows if r["epochs_run"] > 0] if epochs else rows
 
 
 def by_label(summary: dict) -> dict[str, dict]:
@@ -237,11 +257,13 @@ def test_experiments_are_global_packages_that_configure_their_sweep(experiment):
     register()
     with initialize_config_module("vae_runner.conf", version_base="1.3"):
         cfg = compose("config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        adamw = compose("config", overrides=[f"experiment={experiment}", "optimizer=adamw"])
     params = cfg.hydra.sweeper.params
     if experiment == "lr_sweep":
-        assert params == {"lr": "1e-2,1e-3,1e-4,1e-5"}
+        assert params == {"lr": "1e-2,1e-3,1e-4,1e-5"} and cfg.seeds == 3
     elif experiment == "optimizer_comparison":
-        assert params == {"optimizer": "adam,adamw,sgd"}
+        assert params == {"optimizer": "adam,adamw,sgd"} and cfg.seeds == 3
+        assert adamw.lr * adamw.optimizer.weight_decay > 2**-25  # a decay that acts in float32
     else:
         assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
         assert cfg.hydra.sweeper.direction == "minimize" and "lr" in params

@@ -27,9 +27,38 @@ class CheckedSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="checked", node=CheckedSweeperConf)
 
 
-def planned_jobs(arguments: List[str]) -> List[List[str]]:
-    """Every job's overrides, in job order, as the basic sweeper expands `arguments`."""
-    overrides = OverridesParser.create().parse_overrides(arguments)
+class SeedsConflict(ValueError):
+    """`seeds=N` beside a `seed=` override: which seeds to run is unclear."""
+
+
+def expand_seeds(arguments: List[str], default: Optional[int]) -> List[str]:
+    """`seeds=N` (from the command line, else `default`: the config's, e.g. an experiment's)
+    becomes the sweep dimension `seed=range(N)`, so each job records its own `seed=k` and
+    nothing else. A `seed=` of the command line wins over a preset's `seeds`; beside a
+    `seeds=` of the command line it is refused."""
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    given = [o for o in parsed if o.get_key_element() == "seeds"]
+    kept = [a for a, o in zip(arguments, parsed, strict=True) if o.get_key_element() != "seeds"]
+    count = default
+    if given:
+        value = given[-1].value()
+        count = None if value is None else int(value)
+    seed_given = [o.input_line for o in parsed if o.get_key_element() == "seed"]
+    if seed_given and given and count is not None:
+        raise SeedsConflict(
+            f"seeds={count} runs seed=0..{count - 1} and {seed_given[0]} names seeds too: "
+            "give one of them"
+        )
+    if count is None or count <= 1 or seed_given:
+        return kept
+    return kept + [f"seed=range({count})"]
+
+
+def planned_jobs(arguments: List[str], seeds: Optional[int] = None) -> List[List[str]]:
+    """Every job's overrides, in job order, as the checked sweeper expands `arguments` (with
+    the config's `seeds`)."""
+    expanded = expand_seeds(arguments, seeds)
+    overrides = OverridesParser.create().parse_overrides(expanded)
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
@@ -38,7 +67,14 @@ class CheckedSweeper(BasicSweeper):
         from vae_runner.cli.checks import check_sweep_job, check_sweep_overrides
 
         assert self.config is not None and self.hydra_context is not None
-        every = self._parse_config() + list(arguments)
+        preset = self._parse_config()  # hydra.sweeper.params, which super().sweep adds itself
+        try:
+            every = expand_seeds(preset + list(arguments), self.config.get("seeds"))
+        except (SeedsConflict, ValueError) as err:
+            from vae_runner.cli.checks import Refused
+
+            raise Refused(str(err)) from None
+        arguments = every[len(preset) :]  # the preset's params come first, unchanged
         check_sweep_overrides(OverridesParser.create().parse_overrides(every))
         jobs = planned_jobs(every)
         loader = self.hydra_context.config_loader

@@ -155,6 +155,11 @@ def check_run(cfg: DictConfig) -> None:
             f"{what} is a sweep preset: run it with -m (vae-train -m {what}); "
             "without -m only its first job's settings would run"
         )
+    if (cfg.get("seeds") or 1) > 1:
+        raise ConfigError(
+            f"seeds={cfg.seeds} runs every setting with seed=0..{cfg.seeds - 1}: that is a sweep, "
+            f"run it with -m (vae-train -m seeds={cfg.seeds} ...)"
+        )
     try:
         if cfg.resume is not None:
             from vae_runner.training.resume import load_for_resume
@@ -195,6 +200,12 @@ def check_multirun(cfg: DictConfig) -> None:
             "hydra/launcher=slurm submits with SLURM's sbatch, which is not on PATH here: run "
             "the sweep on the cluster's login node, or try it here with "
             "hydra/launcher=submitit_local"
+        )
+    sweeper = str(cfg.hydra.sweeper.get("_target_", ""))
+    if (cfg.get("seeds") or 1) > 1 and not sweeper.endswith("CheckedSweeper"):
+        raise ConfigError(
+            f"seeds={cfg.seeds} is read by vae-train's default sweeper only; with "
+            f"{sweeper.rsplit('.', 1)[-1]} each trial has one seed: drop seeds (or set seed=...)"
         )
     claim(sweep_dir, "hydra.sweep.dir", hold=True)
 

@@ -437,6 +437,8 @@ class Config:
     epochs: int = MISSING
     batch_size: int = MISSING
     seed: int = MISSING
+    # a sweep's seeds per setting (seed=0..seeds-1), read by the checked sweeper; null: one
+    seeds: Optional[int] = None
     grad_clip: Optional[float] = MISSING
     # KL per latent dimension (nats, test-set mean) above which a dimension counts as active
     active_threshold: float = MISSING
@@ -454,6 +456,10 @@ class Config:
             f"beta must be a finite number >= 0 (got {self.beta}); a plain VAE uses beta=1.0",
         )
         _require(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
+        _require(
+            self.seeds is None or 1 <= self.seeds <= 1000,
+            f"seeds must be a count from 1 to 1000 (got {self.seeds}), e.g. seeds=3",
+        )
         _require(
             0 <= self.seed < 2**63,
             f"seed must be in [0, 2**63) (got {self.seed}): torch's generators take 64 bits",

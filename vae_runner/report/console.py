@@ -164,6 +164,54 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
 _STATUS_COLOUR = {"completed": "green", "diverged": "red", "failed": "red", "killed": "red"}
 
 
+def _mean_sd(spread: dict[str, Any], fmt: str = ".4g") -> str:
+    if spread["mean"] is None:
+        return "-"
+    if spread["sd"] is None:
+        return format(spread["mean"], fmt)
+    return f"{spread['mean']:{fmt}} ± {spread['sd']:.2g}"
+
+
+def print_settings_table(console: Console, settings: list[dict[str, Any]]) -> None:
+    """One row per setting: its seeds' mean ± sd and 95% interval, ranked by the mean."""
+    from rich.text import Text
+
+    table = Table(
+        title="settings: mean ± sd over seeds, ranked by mean best test loss "
+        "(★ winner, = tied with the best)",
+        title_justify="left",
+    )
+    table.add_column("#", justify="right", no_wrap=True)
+    table.add_column("setting", overflow="fold")
+    table.add_column("seeds", no_wrap=True)
+    for name in ("best test loss", "95% interval", "final test loss", "IW NLL", "active", "p"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for s in settings:
+        m = s["measures"]
+        best = m["best_test_loss"]
+        interval = (
+            "-" if best["ci95"] is None else f"{best['ci95'][0]:.4g} to {best['ci95'][1]:.4g}"
+        )
+        others = {k: v for k, v in s["counts"].items() if k != "completed"}
+        seeds = f"{s['n_completed']} of {s['n_jobs']}" + "".join(
+            f", {n} {status}" for status, n in others.items()
+        )
+        mark = "★ " if s["winner"] else "= " if s["tied_with_best"] else ""
+        table.add_row(
+            f"{mark}{s['rank']}",
+            Text(s["label"]),
+            seeds,
+            _mean_sd(best),
+            interval,
+            _mean_sd(m["final_test_loss"]),
+            _mean_sd(m["final_test_nll_iw"]),
+            _mean_sd(m["final_active_units"], ".3g"),
+            "-" if s["p_vs_best"] is None else f"{s['p_vs_best']:.2g}",
+            style="bold" if s["winner"] else None,
+        )
+    console.print(table)
+
+
 def print_sweep_summary(
     console: Console, summary: dict[str, Any], out_dir: Path, where: str = "Sweep directory"
 ) -> None:
@@ -196,15 +244,23 @@ def print_sweep_summary(
     wide.print(table)
     counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items())
     console.print(f"{len(rows)} jobs: {counts}", soft_wrap=True)
+    said = summary.get("verdict") or {}
+    seeds = summary.get("seeds_per_setting", 1)
+    if seeds > 1:
+        print_settings_table(wide, summary["settings"])
     winner = summary["winner"]
-    if winner:
+    if winner and seeds <= 1:
         console.print(
             f"[bold green]Winner:[/] {escape(winner['label'])} (job {escape(winner['job'])}): "
             f"best test loss {winner['best_test_loss']:.6g} at epoch {winner['best_epoch']}",
             soft_wrap=True,
         )
-    else:
+    elif not winner and said.get("kind") in (None, "none"):
         console.print("[bold red]No winner:[/] no job completed", soft_wrap=True)
+    if said.get("kind") not in (None, "none"):
+        colour = "bold green" if said["kind"] == "winner" else "bold yellow"
+        heading = "Winner" if said["kind"] == "winner" else "Verdict"
+        console.print(f"[{colour}]{heading}:[/] {escape(said['sentence'])}", soft_wrap=True)
     optuna = summary.get("optuna")
     if optuna and optuna.get("no_best"):
         console.print(f"Optuna found no best parameters: {optuna['no_best']}", soft_wrap=True)

@@ -30,16 +30,30 @@ def _values(history: dict[str, Any], key: str) -> list[float]:
     return [math.nan if v is None else float(v) for v in history.get(key) or []]
 
 
+def _mean_and_band(histories: list[dict[str, Any]], key: str) -> tuple[list, list, list, list]:
+    """Per epoch: the mean over the seeds that recorded it, and their min and max."""
+    by_epoch: dict[int, list[float]] = {}
+    for history in histories:
+        for epoch, value in zip(history.get("epoch") or [], _values(history, key), strict=False):
+            if math.isfinite(value):
+                by_epoch.setdefault(int(epoch), []).append(value)
+    epochs = sorted(by_epoch)
+    means = [math.fsum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
+    return epochs, means, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
+
+
 def plot_curves(
-    runs: Sequence[tuple[str, dict[str, Any]]],
+    runs: Sequence[tuple[str, dict[str, Any] | list[dict[str, Any]]]],
     path: Path,
     *,
     title: str | None = None,
 ) -> list[str]:
     """Write a PNG of every run's curves, one line per run in each panel, labelled.
 
-    A label starting with ★ is drawn thicker (the winner). Returns the labels of the lines drawn
-    in the test-loss panel, in order.
+    A run given as a list of histories (the seeds of one setting) is drawn as their mean per
+    epoch with a shaded band from the lowest to the highest seed. A label starting with ★ is
+    drawn thicker (the winner); one starting with = is tied with it. Returns the labels of the
+    lines drawn in the test-loss panel, in order.
     """
     from matplotlib.figure import Figure  # Figure + savefig uses Agg; pyplot is never imported
     from matplotlib.ticker import MaxNLocator
@@ -47,23 +61,31 @@ def plot_curves(
     fig = Figure(figsize=(5.0 * len(PANELS) + 3.0, 4.5), layout="constrained")
     axes = fig.subplots(1, len(PANELS))
     colours = _colours(len(runs))
+    banded = False
     for ax, (key, panel_title) in zip(axes, PANELS, strict=True):
         finite: list[float] = []
-        for index, ((label, history), colour) in enumerate(zip(runs, colours, strict=True)):
-            y = _values(history, key)
-            x = history.get("epoch") or list(range(1, len(y) + 1))
+        for index, ((label, runs_of), colour) in enumerate(zip(runs, colours, strict=True)):
+            seeds = runs_of if isinstance(runs_of, list) else [runs_of]
+            x, y, low, high = _mean_and_band(seeds, key)
+            if len(seeds) == 1:  # one run: every epoch as recorded, a gap where not finite
+                y = _values(seeds[0], key)
+                x = (seeds[0].get("epoch") or list(range(1, len(y) + 1)))[: len(y)]
             winner = label.startswith("★")
             ax.plot(
-                x[: len(y)],
+                x,
                 y,
                 label=label,
                 color=colour,
                 linewidth=2.6 if winner else 1.4,
-                # runs with the same curve (AdamW's tiny decay) stay visible on top of each other
+                # runs with the same curve (identical settings) stay visible on top of each other
                 linestyle="-" if winner else LINE_STYLES[index % len(LINE_STYLES)],
                 marker="o" if len(y) < 15 else None,
                 markersize=3,
             )
+            if len(seeds) > 1:
+                ax.fill_between(x, low, high, color=colour, alpha=0.18, linewidth=0)
+                banded = True
+                finite += low + high
             finite += [v for v in y if math.isfinite(v)]
         if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
             ax.set_yscale("log")  # a diverging run would flatten every other curve
@@ -74,6 +96,10 @@ def plot_curves(
     drawn = [line.get_label() for line in axes[0].get_lines()]
     if drawn:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
+    if banded:
+        title = (title + "\n" if title else "") + (
+            "lines: mean over seeds; bands: lowest to highest seed (★ winner, = tied with it)"
+        )
     if title:
         fig.suptitle(title)
     _save(fig, Path(path), dpi=90, metadata={"Description": "\n".join(drawn)})

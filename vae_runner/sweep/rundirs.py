@@ -105,7 +105,8 @@ def planned_overrides(sweep_dir: Path) -> list[list[str]] | None:
         if not str(hydra.sweeper._target_).endswith(("BasicSweeper", "CheckedSweeper")):
             return None
         params = [f"{k}={v}" for k, v in (hydra.sweeper.params or {}).items()]
-        return planned_jobs(params + [str(o) for o in hydra.overrides.task])
+        seeds = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").get("seeds")
+        return planned_jobs(params + [str(o) for o in hydra.overrides.task], seeds)
     except Exception:  # a glob over a config group, an old file: list what ran, as found
         return None
 

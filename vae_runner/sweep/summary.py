@@ -22,13 +22,21 @@ from vae_runner.config.overrides import by_key
 from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.files import write_json_atomic, write_text_atomic
 from vae_runner.sweep.rundirs import Job, collect_jobs
+from vae_runner.sweep.settings import (
+    MEASURES,
+    SEED_KEY,
+    group,
+    setting_key,
+    setting_record,
+    verdict,
+)
 
 SUMMARY_JSON = "sweep_summary.json"
 SUMMARY_CSV = "sweep_summary.csv"
 CURVES_PNG = "curves.png"
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper
-SUMMARY_SCHEMA_VERSION = 1
-WINNER_KEYS = ("job", "label", "best_test_loss", "best_epoch", "run_dir")
+SUMMARY_SCHEMA_VERSION = 2  # 2: settings (seeds grouped), the verdict, the CSV's `row` column
+WINNER_KEYS = ("job", "label", "setting", "best_test_loss", "best_epoch", "run_dir")
 
 # One row per job, in this column order in the CSV. Ranked by best test loss, completed jobs first.
 COLUMNS = (
@@ -36,10 +44,13 @@ COLUMNS = (
     "winner",
     "job",
     "label",
+    "setting",
+    "seed",
     "status",
     "best_test_loss",
     "best_epoch",
     "final_test_loss",
+    "final_test_nll_iw",
     "final_active_units",
     "epochs_run",
     "epochs",
@@ -48,6 +59,13 @@ COLUMNS = (
     "run_dir",
     "error",
 )
+# The CSV holds one row per setting, then one per job; `row` says which. A setting's columns:
+# the counts of its jobs and, per measure, the mean, sd and 95% interval over its seeds.
+SETTING_COLUMNS = tuple(
+    ["n_jobs", "n_completed", "tied_with_best", "p_vs_best"]
+    + [f"{m}_{part}" for m in MEASURES for part in ("mean", "sd", "ci95_low", "ci95_high")]
+)
+CSV_COLUMNS = ("row", *COLUMNS, *SETTING_COLUMNS)
 
 
 # --------------------------------------------------------------------------- rows
@@ -81,18 +99,23 @@ def _last(history: dict[str, Any], key: str) -> Any:
     return values[-1] if values else None
 
 
-def job_row(job: Job, label: str, sweep_over: bool) -> dict[str, Any]:
+def job_row(job: Job, label: str, sweep_over: bool, setting: str = "") -> dict[str, Any]:
     h = job.history or {}
+    seed = _overrides_by_key(job).get(SEED_KEY)
+    seed = (h.get("config") or {}).get("seed") if seed is None else seed.partition("=")[2]
     seconds = [s for s in h.get("epoch_seconds") or [] if s is not None]
     return dict(
         rank=None,
         winner=False,
         job=job.name,
         label=label,
+        setting=setting,
+        seed=int(seed) if str(seed).lstrip("-").isdigit() else seed,
         status=job.status(sweep_over),
         best_test_loss=h.get("best_test_loss"),
         best_epoch=h.get("best_epoch"),
         final_test_loss=_last(h, "test_loss"),
+        final_test_nll_iw=(h.get("final") or {}).get("test_nll_iw"),
         final_active_units=_last(h, "active_units"),
         epochs_run=len(h.get("epoch") or []),
         epochs=(h.get("config") or {}).get("epochs"),
@@ -122,23 +145,86 @@ def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return ranked
 
 
+def setting_labels(jobs: list[Job]) -> tuple[list[tuple], list[str]]:
+    """Each job's setting (its overrides but the seed) and the setting's label: the overrides
+    whose values differ between settings."""
+    parsed = [_overrides_by_key(job) for job in jobs]
+    keys = [setting_key(o) for o in parsed]
+    distinct = list(dict.fromkeys(keys))
+    varying = {k for key in distinct for k, _ in key if len({dict(d).get(k) for d in distinct}) > 1}
+    by_key = dict(zip(keys, parsed, strict=True))
+    names = {}
+    for key in distinct:
+        text = " ".join(by_key[key][k] for k, _ in key if k in varying)
+        names[key] = text or ("defaults" if varying else " ".join(by_key[key][k] for k, _ in key))
+    return keys, [names[k] or "defaults" for k in keys]
+
+
+def _fingerprint(rows: list[dict], jobs_by_name: dict[str, Job]) -> tuple | None:
+    """A setting's seeds and every per-epoch loss they recorded: equal for two settings that
+    trained identically (AdamW whose weight decay rounds to nothing is Adam, bit for bit)."""
+    from vae_runner.training.history import EPOCH_KEYS
+
+    histories = []
+    for row in sorted(rows, key=lambda r: str(r["seed"])):
+        h = jobs_by_name[row["job"]].history
+        if not h or not h.get("epoch"):
+            return None
+        series = tuple(tuple(map(str, h.get(k) or [])) for k in EPOCH_KEYS if k != "epoch_seconds")
+        histories.append((str(row["seed"]), series))
+    return tuple(histories)
+
+
+def build_settings(rows: list[dict], keys: list[tuple], jobs: list[Job]) -> tuple[list, dict]:
+    """The settings (seeds grouped, each measure's spread) and the verdict on them."""
+    jobs_by_name = {job.name: job for job in jobs}
+    groups = group(rows, keys)
+    prints = [_fingerprint(g["rows"], jobs_by_name) for g in groups]
+    settings = []
+    for g, mine in zip(groups, prints, strict=True):
+        label = g["rows"][0]["setting"]
+        twins = [
+            other["rows"][0]["setting"]
+            for other, theirs in zip(groups, prints, strict=True)
+            if other is not g and mine is not None and theirs == mine
+        ]
+        settings.append(setting_record(label, g["rows"], twins))
+    return settings, verdict(settings, split="test")
+
+
 def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False) -> dict:
     """The summary record (what sweep_summary.json holds), without writing anything."""
-    rows = rank_rows(
-        [job_row(j, lab, sweep_over) for j, lab in zip(jobs, labels(jobs), strict=True)]
-    )
+    keys, names = setting_labels(jobs)
+    rows = [
+        job_row(j, lab, sweep_over, setting)
+        for j, lab, setting in zip(jobs, labels(jobs), names, strict=True)
+    ]
+    settings, said = build_settings(rows, keys, jobs)
+    rows = rank_rows(rows)
+    # The best job is the winner only when its setting is the verdict's winner.
+    for row in rows:
+        row["winner"] = row["winner"] and said["winner"] == row["setting"]
+    if said["winner"] is not None and not any(r["winner"] for r in rows):
+        best_of = [r for r in rows if r["setting"] == said["winner"] and r["status"] == "completed"]
+        if best_of:
+            best_of[0]["winner"] = True
     winner = next((row for row in rows if row["winner"]), None)
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["status"]] = counts.get(row["status"], 0) + 1
+    seeds = max((s["n_jobs"] for s in settings), default=0)
     return dict(
         schema_version=SUMMARY_SCHEMA_VERSION,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         sources=[str(Path(s).resolve()) for s in sources],
         ranked_by="best_test_loss (lowest first; completed jobs before the others)",
+        ranked_on="test",
         exit_code=sweep_exit_code([exit_code(job.record(sweep_over)) for job in jobs]),
         counts=counts,
         winner=None if winner is None else {k: winner[k] for k in WINNER_KEYS},
+        seeds_per_setting=seeds,
+        verdict=said,
+        settings=settings,
         jobs=rows,
     )
 
@@ -155,12 +241,44 @@ def csv_value(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def csv_text(rows: list[dict[str, Any]]) -> str:
+def _setting_csv_row(setting: dict[str, Any]) -> dict[str, Any]:
+    row: dict[str, Any] = {key: None for key in CSV_COLUMNS}
+    counts = ", ".join(f"{n} {status}" for status, n in setting["counts"].items())
+    row.update(
+        row="setting",
+        rank=setting["rank"],
+        winner=setting["winner"],
+        label=setting["label"],
+        setting=setting["label"],
+        status=counts,
+        n_jobs=setting["n_jobs"],
+        n_completed=setting["n_completed"],
+        tied_with_best=setting["tied_with_best"],
+        p_vs_best=setting["p_vs_best"],
+    )
+    for measure, spread in setting["measures"].items():
+        low, high = spread["ci95"] or (None, None)
+        row.update(
+            {
+                f"{measure}_mean": spread["mean"],
+                f"{measure}_sd": spread["sd"],
+                f"{measure}_ci95_low": low,
+                f"{measure}_ci95_high": high,
+            }
+        )
+    return row
+
+
+def csv_text(rows: list[dict[str, Any]], settings: list[dict[str, Any]] = ()) -> str:
+    """One row per setting (`row` = setting), then one per job (`row` = job)."""
     out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
+    for setting in settings:
+        writer.writerow({k: csv_value(v) for k, v in _setting_csv_row(setting).items()})
     for row in rows:
-        writer.writerow({key: csv_value(row[key]) for key in COLUMNS})
+        cells = {key: csv_value(row.get(key)) for key in CSV_COLUMNS}
+        writer.writerow({**cells, "row": "job"})
     return out.getvalue()
 
 
@@ -169,6 +287,15 @@ def curve_label(row: dict[str, Any]) -> str:
     if row["winner"]:
         return f"★ {row['label']}"
     return row["label"] if row["status"] == "completed" else f"{row['label']} [{row['status']}]"
+
+
+def setting_curve_label(setting: dict[str, Any]) -> str:
+    """A setting's legend entry: ★ the winner, = tied with the best; its seed count."""
+    mark = "★ " if setting["winner"] else "= " if setting["tied_with_best"] else ""
+    n = f"n={setting['n_completed']}" + (
+        f" of {setting['n_jobs']}" if setting["n_completed"] != setting["n_jobs"] else ""
+    )
+    return f"{mark}{setting['label']} ({n})"
 
 
 def read_optuna_results(sweep_dir: Path) -> dict | None:
@@ -186,11 +313,19 @@ def write_summary(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     by_name = {job.name: job for job in jobs}
-    curves = [(curve_label(row), by_name[row["job"]].history) for row in summary["jobs"]]
-    drawable = [(label, h) for label, h in curves if h and h.get("epoch")]  # >= 1 finished epoch
+    if summary["seeds_per_setting"] > 1:  # one curve per setting: its seeds' mean and band
+        drawable = []
+        for setting in summary["settings"]:
+            seeds = [by_name[j].history for j in setting["jobs"]]
+            seeds = [h for h in seeds if h and h.get("epoch")]
+            if seeds:
+                drawable.append((setting_curve_label(setting), seeds))
+    else:
+        curves = [(curve_label(row), by_name[row["job"]].history) for row in summary["jobs"]]
+        drawable = [(label, h) for label, h in curves if h and h.get("epoch")]  # >= 1 epoch
     lines = plot_curves(drawable, out_dir / CURVES_PNG)
     summary["plot"] = {"file": CURVES_PNG, "lines": lines}
-    write_text_atomic(out_dir / SUMMARY_CSV, csv_text(summary["jobs"]))
+    write_text_atomic(out_dir / SUMMARY_CSV, csv_text(summary["jobs"], summary["settings"]))
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     return summary
 

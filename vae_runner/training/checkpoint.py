@@ -81,8 +81,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         start = f.read(1)
     if not zipfile.is_zipfile(path) and start != b"\x80":
         raise CheckpointError(
-            f"{path} is not a usable checkpoint (truncated or corrupt: not a file torch.save "
-            "wrote)"
+            f"{path} is not a usable checkpoint (truncated or corrupt: not a file torch.save wrote)"
         )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)

@@ -46,7 +46,19 @@ def _config_warnings(cfg: Config) -> list[str]:
             f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
             "rises (it starts every cycle at 0); use fewer cycles or more epochs"
         )
+    decay = getattr(cfg.optimizer, "weight_decay", 0.0)
+    if cfg.optimizer.name == "adamw" and 0 < cfg.lr * decay <= FLOAT32_HALF_ULP:
+        found.append(
+            f"optimizer.weight_decay={decay:g} at lr={cfg.lr:g}: AdamW scales each weight by "
+            f"1 - lr * weight_decay = 1 - {cfg.lr * decay:.1g} per step, which rounds to 1 in "
+            "float32, so it trains bit for bit like Adam; use weight_decay >= "
+            f"{FLOAT32_HALF_ULP / cfg.lr:.0e} for a decay that acts"
+        )
     return found
+
+
+# Up to this, 1 - x rounds to exactly 1.0 in float32 (half the spacing of floats below 1).
+FLOAT32_HALF_ULP = 2.0**-25
 
 
 def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Trainer:
