@@ -140,12 +140,14 @@ def test_free_bits_zero_is_the_plain_loss_and_the_reported_kl_is_untouched(tmp_p
 
 
 # ------------------------------------------------------------- collapse warning
-def _history(test_kl, active, burda):
+def _history(test_kl, active, burda, config=None):
     return {
         "epoch": list(range(1, len(test_kl) + 1)),
         "test_kl": test_kl,
         "active_units": active,
         "active_units_burda": burda,
+        "kl_by_dim": [[0.0] * 20 for _ in test_kl],  # 20 latent dimensions
+        "config": config or {},
     }
 
 
@@ -156,8 +158,29 @@ def test_collapse_warning_rules():
     assert "epoch 2" in zero and "no latent dimension is active" in zero
     assert "annealing.free_bits" in zero and "beta=" in zero
     low = collapse_warning(_history([3.0, 0.4, 0.3, 0.2], [2, 1, 1, 1], [2, 1, 1, 1]))
-    assert "stayed below 0.5 nats for 3 epochs" in low
+    assert "stayed below 0.5 nats for 3 epochs with at most 2 of 20 latent dimensions" in low
     assert collapse_warning(_history([0.4, 0.3, 3.0], [1, 1, 2], [1, 1, 2])) is None
+
+
+def test_a_small_kl_with_every_unit_active_is_not_collapse():
+    # the misfire: an lr=1e-4 run at epoch 16, 20 of 20 units active, a total KL below 0.5
+    assert collapse_warning(_history([0.45, 0.42, 0.4], [20, 20, 20], [20, 20, 20])) is None
+
+
+def test_the_warning_leaves_out_remedies_the_run_uses_and_names_its_job():
+    cyclical = {"annealing": {"name": "cyclical", "cycles": 4}, "beta": 1.0}
+    said = collapse_warning(_history([5.0, 0.01], [3, 0], [3, 0], cyclical), job="lr=1e-4 seed=1")
+    assert said.startswith("posterior collapse in job lr=1e-4 seed=1 at epoch 2:")
+    assert "annealing=linear" not in said and "free bits" not in said and "beta=0.5" in said
+    every = {"annealing": {"name": "linear", "free_bits": 0.5}, "beta": 0.5}
+    said = collapse_warning(_history([5.0, 0.01], [3, 0], [3, 0], every))
+    assert "Remedies" not in said and "already uses annealing, free bits and a beta below 1" in said
+
+
+def test_collapse_is_warned_each_time_the_run_falls_into_it():
+    kl, active = [5.0, 0.01, 0.01, 4.0, 0.01], [3, 0, 0, 3, 0]
+    warned = [collapse_warning(_history(kl[:n], active[:n], active[:n])) for n in range(1, 6)]
+    assert [w is not None for w in warned] == [False, True, False, False, True]
 
 
 # ------------------------------------------------------------- files of a run, end to end

@@ -156,3 +156,41 @@ def test_seeds_expands_to_a_seed_dimension():
     assert expand_seeds(["seeds=null"], 3) == []
     with pytest.raises(SeedsConflict, match="seeds=3 runs seed=0..2 and seed=1,2 names seeds"):
         expand_seeds(["seeds=3", "seed=1,2"], None)
+
+
+def test_collapsed_jobs_are_flagged_in_the_rows_and_counted_per_setting(tmp_path):
+    summary = sweep_of(
+        tmp_path,
+        {
+            "beta=30": [("completed", 300.0), ("completed", 301.0)],
+            "beta=1": [("completed", 250.0)] * 2,
+        },
+    )
+    for number in (0, 1):  # beta=30's seeds: no active unit left at their last epoch
+        record = json.loads((tmp_path / str(number) / "history.json").read_text())
+        record.update(active_units=[3, 0], active_units_burda=[3, 0])
+        (tmp_path / str(number) / "history.json").write_text(json.dumps(record))
+    jobs = collect_jobs([tmp_path])
+    summary = build_summary(jobs, [tmp_path], sweep_over=True)
+    assert {r["label"]: r["collapsed"] for r in summary["jobs"]} == {
+        "beta=30 seed=0": True,
+        "beta=30 seed=1": True,
+        "beta=1 seed=0": False,
+        "beta=1 seed=1": False,
+    }
+    assert {s["label"]: s["n_collapsed"] for s in summary["settings"]} == {
+        "beta=1": 0,
+        "beta=30": 2,
+    }
+
+
+def test_an_adamw_decay_that_rounds_to_nothing_is_warned():
+    from vae_runner.training.trainer import _config_warnings
+
+    from helpers import typed_config
+
+    (said,) = _config_warnings(typed_config("optimizer=adamw", "optimizer.weight_decay=1e-5"))
+    assert said.startswith("optimizer.weight_decay=1e-05 at lr=0.001: AdamW scales each weight")
+    assert "trains bit for bit like Adam; use weight_decay >= 3e-05" in said
+    assert _config_warnings(typed_config("optimizer=adamw")) == []  # its own 1e-2 acts
+    assert _config_warnings(typed_config("optimizer=adamw", "optimizer.weight_decay=3e-5")) == []

@@ -105,6 +105,7 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
             start_dir=start_dir,
             stop_file=stop_file,
             how=how,
+            job_label=None if single else " ".join(hydra_cfg.overrides.task) or None,
         )
     except (KeyboardInterrupt, signals.StopNow) as stopped:
         # Ctrl-C before the run's handlers (imports), or a second signal before its record

@@ -196,6 +196,8 @@ def print_settings_table(console: Console, settings: list[dict[str, Any]]) -> No
         seeds = f"{s['n_completed']} of {s['n_jobs']}" + "".join(
             f", {n} {status}" for status, n in others.items()
         )
+        if s.get("n_collapsed"):
+            seeds += f", {s['n_collapsed']} collapsed"
         mark = "★ " if s["winner"] else "= " if s["tied_with_best"] else ""
         table.add_row(
             f"{mark}{s['rank']}",
@@ -232,7 +234,7 @@ def print_sweep_summary(
         table.add_row(
             f"{'★ ' if row['winner'] else ''}{row['rank']}",
             Text(row["label"]),  # overrides may hold [ ]: never markup
-            f"[{colour}]{row['status']}[/]",
+            f"[{colour}]{row['status']}[/]" + (" [red](collapsed)[/]" if row["collapsed"] else ""),
             _fmt(row["best_test_loss"], ".6g"),
             _fmt(row["best_epoch"], "d"),
             _fmt(row["final_test_loss"], ".6g"),

@@ -14,6 +14,7 @@ Imports no torch (scipy's t distribution only).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 ALPHA = 0.05
@@ -60,7 +61,9 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:
         return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    with warnings.catch_warnings():  # one side without spread: scipy warns, the p stands
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def setting_key(overrides: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -89,6 +92,7 @@ def setting_record(label: str, rows: list[dict[str, Any]], identical_to: list[st
         "seeds": [r.get("seed") for r in rows],
         "n_jobs": len(rows),
         "n_completed": len(completed),
+        "n_collapsed": sum(bool(r.get("collapsed")) for r in rows),
         "counts": counts,
         "measures": {m: spread([r.get(m) for r in completed]) for m in MEASURES},
         "best_values": [r[RANK_KEY] for r in completed if _finite(r[RANK_KEY])],

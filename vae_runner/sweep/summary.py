@@ -52,6 +52,7 @@ COLUMNS = (
     "final_test_loss",
     "final_test_nll_iw",
     "final_active_units",
+    "collapsed",
     "epochs_run",
     "epochs",
     "seconds",
@@ -62,7 +63,7 @@ COLUMNS = (
 # The CSV holds one row per setting, then one per job; `row` says which. A setting's columns:
 # the counts of its jobs and, per measure, the mean, sd and 95% interval over its seeds.
 SETTING_COLUMNS = tuple(
-    ["n_jobs", "n_completed", "tied_with_best", "p_vs_best"]
+    ["n_jobs", "n_completed", "n_collapsed", "tied_with_best", "p_vs_best"]
     + [f"{m}_{part}" for m in MEASURES for part in ("mean", "sd", "ci95_low", "ci95_high")]
 )
 CSV_COLUMNS = ("row", *COLUMNS, *SETTING_COLUMNS)
@@ -117,6 +118,7 @@ def job_row(job: Job, label: str, sweep_over: bool, setting: str = "") -> dict[s
         final_test_loss=_last(h, "test_loss"),
         final_test_nll_iw=(h.get("final") or {}).get("test_nll_iw"),
         final_active_units=_last(h, "active_units"),
+        collapsed=_collapsed(h),
         epochs_run=len(h.get("epoch") or []),
         epochs=(h.get("config") or {}).get("epochs"),
         seconds=round(sum(seconds), 3) if job.history else None,
@@ -124,6 +126,16 @@ def job_row(job: Job, label: str, sweep_over: bool, setting: str = "") -> dict[s
         run_dir=str(job.run_dir.resolve()) if job.run_dir else None,
         error=(h.get("error") or {}).get("message"),
     )
+
+
+def _collapsed(history: dict[str, Any]) -> bool:
+    """Whether the job's last epoch shows posterior collapse (training.diagnostics' rule)."""
+    from vae_runner.training.diagnostics import collapsed_at
+
+    try:
+        return bool(history.get("epoch")) and bool(collapsed_at(history, len(history["epoch"]) - 1))
+    except (KeyError, IndexError, TypeError):  # an older or partial record
+        return False
 
 
 def _finite(value: Any) -> bool:
@@ -253,6 +265,7 @@ def _setting_csv_row(setting: dict[str, Any]) -> dict[str, Any]:
         status=counts,
         n_jobs=setting["n_jobs"],
         n_completed=setting["n_completed"],
+        n_collapsed=setting["n_collapsed"],
         tied_with_best=setting["tied_with_best"],
         p_vs_best=setting["p_vs_best"],
     )

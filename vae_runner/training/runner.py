@@ -165,8 +165,7 @@ def _divergence(train: TrainSums, record: dict) -> dict | None:
 def _after_epoch(t: Trainer, history: dict, record: dict, run_dir: Path, console, logger) -> None:
     """Diagnostics and pictures of a finished epoch: none of it changes the training."""
     logger.epoch(record)
-    warned = any(w["kind"] == "posterior_collapse" for w in history["warnings"])
-    warning = None if warned else collapse_warning(history)
+    warning = collapse_warning(history, t.job_label)  # each time the run falls into collapse
     if warning:
         history["warnings"].append(
             {"epoch": record["epoch"], "kind": "posterior_collapse", "message": warning}
@@ -269,10 +268,13 @@ def _train_epochs(
         _after_epoch(t, history, record, run_dir, console, logger)
 
 
-def _train(cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how) -> dict:
+def _train(
+    cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how, job_label=None
+) -> dict:
     """Build, train and evaluate; the history ends with its status set. Once the history
     exists, any failure is recorded in it (`failed`, with the error's line) before it rises."""
     t = build_trainer(cfg, console, start_dir)
+    t.job_label = job_label
     if checkpoint is None:
         history, start = _fresh_history(t), 1
     else:
@@ -326,10 +328,12 @@ def run(
     start_dir: Path | None = None,
     stop_file: Path | None = None,
     how: str = "resume",
+    job_label: str | None = None,
 ) -> dict[str, Any]:
     """Train a VAE as `cfg` says (or continue from `checkpoint`), writing into `run_dir`.
     Relative data paths are read from `start_dir` (default: the working directory); a sweep's
-    job also stops when `stop_file` appears (training.signals).
+    job also stops when `stop_file` appears (training.signals); `job_label` names a sweep's job
+    in its warnings.
 
     Returns the history; its `status` is completed, diverged or interrupted. A failure once
     the history exists is recorded there as `failed` before the exception rises.
@@ -341,7 +345,7 @@ def run(
     # The handlers stay for the whole run, its last writes and plots included: a second
     # Ctrl-C there is a stop like any other, never a KeyboardInterrupt.
     with graceful_stop(stop_file) as stop:
-        history = _train(cfg, run_dir, console, checkpoint, start_dir, stop, how)
+        history = _train(cfg, run_dir, console, checkpoint, start_dir, stop, how, job_label)
         history["finished_at"] = _now()
         try:
             with stop.critical():  # a second signal waits for the record, then skips the rest

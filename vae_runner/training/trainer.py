@@ -29,6 +29,7 @@ class Trainer:
     shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
     train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
     config_warnings: list[str]  # legal but doubtful settings: printed, and kept in the history
+    job_label: str | None = None  # a sweep job's overrides, to name it in its warnings
 
 
 def _config_warnings(cfg: Config) -> list[str]:
