@@ -141,8 +141,10 @@ def _dir_key(single: bool) -> str:
 
 
 def _outcome(history: dict) -> tuple[int, float]:
-    completed = history.get("status") == "completed" and history.get("best_test_loss") is not None
-    return int(exit_code(history)), history["best_test_loss"] if completed else NOTHING
+    # Optuna's objective: the best loss on the split the run chose on (validation if any)
+    best = history.get("best_val_loss", history.get("best_test_loss"))
+    completed = history.get("status") == "completed" and best is not None
+    return int(exit_code(history)), best if completed else NOTHING
 
 
 def _earlier_checkpoint(run_dir: Path) -> dict:

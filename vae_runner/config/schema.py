@@ -248,12 +248,40 @@ MNIST_TRAIN_IMAGES = 60000  # MNIST and Fashion-MNIST alike
 class DataConfig:
     name: str = MISSING
     limit: Optional[int] = MISSING
+    # a share of the training images held out as a validation split (the same images in every
+    # run: a fixed seed), on which the run and the sweep choose; 0 = none (the course's loop)
+    val_fraction: float = MISSING
 
     def __post_init__(self) -> None:
         _require(
             self.limit is None or self.limit >= 1,
             f"data.limit must be >= 1 or null for the whole training set (got {self.limit})",
         )
+        _require(
+            0.0 <= self.val_fraction < 1.0,
+            f"data.val_fraction must be in [0, 1) (got {self.val_fraction}); 0.1 is usual, "
+            "0 = no validation split",
+        )
+        full = self.full_train_size()
+        n_val = self.val_size(full)
+        _require(
+            self.val_fraction == 0 or 1 <= n_val < full,
+            f"data.val_fraction={self.val_fraction} leaves {n_val} validation images and "
+            f"{full - n_val} training images of {full}: use a value in "
+            f"[{1 / full:.4g}, {1 - 1 / full:.4g}], 0.1 is usual",
+        )
+
+    def full_train_size(self) -> int:
+        raise NotImplementedError
+
+    def val_size(self, full: int) -> int:
+        """Validation images taken from `full` training images (images.load_data agrees)."""
+        return round(full * self.val_fraction)
+
+    def train_size(self) -> int:
+        """Training images after the validation split, known before loading."""
+        full = self.full_train_size()
+        return full - self.val_size(full)
 
 
 @dataclass
@@ -264,7 +292,6 @@ class DigitsDataConfig(DataConfig):
     test_fraction: float = MISSING
 
     def __post_init__(self) -> None:
-        super().__post_init__()
         _require(
             0.0 < self.test_fraction < 1.0,
             f"data.test_fraction must be in (0, 1) (got {self.test_fraction})",
@@ -276,8 +303,9 @@ class DigitsDataConfig(DataConfig):
             f"{DIGITS_IMAGES - n_test} training images of {DIGITS_IMAGES}: use a value in "
             f"[{1 / DIGITS_IMAGES:.4f}, {1 - 1 / DIGITS_IMAGES:.4f}], 0.2 is usual",
         )
+        super().__post_init__()  # the validation split, once the test split is known
 
-    def train_size(self) -> int:
+    def full_train_size(self) -> int:
         """Training images, known before loading (data.py splits the same way)."""
         full = DIGITS_IMAGES - round(DIGITS_IMAGES * self.test_fraction)
         return min(full, self.limit) if self.limit else full
@@ -292,7 +320,7 @@ class MNISTDataConfig(DataConfig):
     root: Optional[str] = MISSING
     download: bool = MISSING  # let torchvision download when the files are found nowhere
 
-    def train_size(self) -> int:
+    def full_train_size(self) -> int:
         return min(MNIST_TRAIN_IMAGES, self.limit) if self.limit else MNIST_TRAIN_IMAGES
 
 

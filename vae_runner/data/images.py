@@ -33,6 +33,8 @@ class ImageData:
     train_labels: torch.Tensor  # [N] int64 class labels (for plots; never used in training)
     test_labels: torch.Tensor  # [M]
     resample_train: bool = False  # dynamic binarisation: draw Bernoulli(x) for every batch
+    val: torch.Tensor | None = None  # [V, C, H, W]: the validation split (data.val_fraction)
+    val_labels: torch.Tensor | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -52,7 +54,8 @@ class ImageData:
         return replace(self, **empty)
 
     def to(self, device: torch.device) -> ImageData:
-        return replace(self, train=self.train.to(device), test=self.test.to(device))
+        val = None if self.val is None else self.val.to(device)
+        return replace(self, train=self.train.to(device), test=self.test.to(device), val=val)
 
 
 def read_sklearn_digits() -> tuple[np.ndarray, np.ndarray]:
@@ -159,6 +162,25 @@ def _reason(err: Exception) -> str:
     return (telling or lines or [type(err).__name__])[-1][:200]
 
 
+# The validation split's own seed: the same held-out images in every run of a sweep, whatever
+# each run's `seed`, so the runs are chosen between on one set.
+VAL_SPLIT_SEED = 0
+
+
+def split_validation(data: ImageData, n_val: int) -> ImageData:
+    """Hold `n_val` training images out, drawn with VAL_SPLIT_SEED; both parts keep the
+    images' order."""
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(VAL_SPLIT_SEED))
+    held, kept = order[:n_val].sort().values, order[n_val:].sort().values
+    return replace(
+        data,
+        train=data.train[kept],
+        train_labels=data.train_labels[kept],
+        val=data.train[held],
+        val_labels=data.train_labels[held],
+    )
+
+
 def binarize(data: ImageData, mode: str) -> ImageData:
     """Apply a Bernoulli likelihood's binarisation (see conf/likelihood/bernoulli.yaml).
 
@@ -169,11 +191,16 @@ def binarize(data: ImageData, mode: str) -> ImageData:
     top = int(data.max_level)
     if mode == "static":
         threshold = lambda t: (t.float() >= data.max_level / 2).to(torch.uint8) * top  # noqa: E731
-        return replace(data, train=threshold(data.train), test=threshold(data.test))
+        val = None if data.val is None else threshold(data.val)
+        return replace(data, train=threshold(data.train), test=threshold(data.test), val=val)
     # dynamic: the test set is sampled once with a fixed seed, so every run meets the same one
     fixed = torch.Generator().manual_seed(0)
     test = torch.bernoulli(data.to_float(data.test), generator=fixed).to(torch.uint8) * top
-    return replace(data, test=test, resample_train=True)
+    val = data.val
+    if val is not None:  # likewise, with its own generator: the test sample stays as it was
+        fixed_val = torch.Generator().manual_seed(1)
+        val = torch.bernoulli(data.to_float(val), generator=fixed_val).to(torch.uint8) * top
+    return replace(data, test=test, val=val, resample_train=True)
 
 
 def load_data(
@@ -191,6 +218,8 @@ def load_data(
         data = replace(
             data, train=data.train[: cfg.limit], train_labels=data.train_labels[: cfg.limit]
         )
+    if cfg.val_fraction:
+        data = split_validation(data, cfg.val_size(len(data.train)))
     if isinstance(likelihood, BernoulliLikelihoodConfig):
         data = binarize(data, likelihood.binarize)
     return data

@@ -87,7 +87,9 @@ def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:
     log.info(
         f"Epoch {record['epoch']:{width}d}/{epochs} | "
         f"Train: {record['train_loss']:.2f} (R:{record['train_recon']:.2f} "
-        f"K:{record['train_kl']:.2f}) | Test: {record['test_loss']:.2f} | "
+        f"K:{record['train_kl']:.2f}) | "
+        + (f"Val: {record['val_loss']:.2f} | " if "val_loss" in record else "")
+        + f"Test: {record['test_loss']:.2f} | "
         f"β_eff: {record['kl_weight']:.3f} | lr: {record['lr']:.2e} | "
         f"active: {record['active_units']}"
     )
@@ -126,7 +128,15 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
         ("status", f"[{colour}]{status}[/]"),
         ("epochs run", f"{len(history['epoch'])} of {history['config']['epochs']}"),
         ("best epoch", _fmt(history["best_epoch"], "d")),
-        ("best test loss", _fmt(history["best_test_loss"])),
+        *(
+            [("best val loss (chose the epoch)", _fmt(history["best_val_loss"]))]
+            if "best_val_loss" in history
+            else []
+        ),
+        (
+            "test loss at that epoch" if "best_val_loss" in history else "best test loss",
+            _fmt(history["best_test_loss"]),
+        ),
         ("final test loss", _fmt(last("test_loss"))),
         ("final test recon / KL", f"{_fmt(last('test_recon'))} / {_fmt(last('test_kl'))}"),
         (
@@ -176,19 +186,23 @@ def print_settings_table(console: Console, settings: list[dict[str, Any]]) -> No
     """One row per setting: its seeds' mean ± sd and 95% interval, ranked by the mean."""
     from rich.text import Text
 
+    on_val = any(s["measures"]["best_val_loss"]["n"] for s in settings)
     table = Table(
-        title="settings: mean ± sd over seeds, ranked by mean best test loss "
-        "(★ winner, = tied with the best)",
+        title="settings: mean ± sd over seeds, ranked by mean best "
+        + ("validation loss" if on_val else "test loss")
+        + " (★ winner, = tied with the best)",
         title_justify="left",
     )
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("setting", overflow="fold")
     table.add_column("seeds", no_wrap=True)
-    for name in ("best test loss", "95% interval", "final test loss", "IW NLL", "active", "p"):
+    ranked = "best val loss" if on_val else "best test loss"
+    names = (ranked, "95% interval") + (("best-epoch test loss",) if on_val else ())
+    for name in names + ("final test loss", "IW NLL", "active", "p"):
         table.add_column(name, justify="right", no_wrap=True)
     for s in settings:
         m = s["measures"]
-        best = m["best_test_loss"]
+        best = m["best_val_loss"] if on_val else m["best_test_loss"]
         interval = (
             "-" if best["ci95"] is None else f"{best['ci95'][0]:.4g} to {best['ci95'][1]:.4g}"
         )
@@ -205,6 +219,7 @@ def print_settings_table(console: Console, settings: list[dict[str, Any]]) -> No
             seeds,
             _mean_sd(best),
             interval,
+            *([_mean_sd(m["best_test_loss"])] if on_val else []),
             _mean_sd(m["final_test_loss"]),
             _mean_sd(m["final_test_nll_iw"]),
             _mean_sd(m["final_active_units"], ".3g"),
@@ -222,12 +237,15 @@ def print_sweep_summary(
     from rich.text import Text
 
     rows = summary["jobs"]
-    table = Table(title="sweep summary: ranked by best test loss", title_justify="left")
+    on_val = summary.get("ranked_on") == "val"
+    title = "sweep summary: ranked by best " + ("validation loss" if on_val else "test loss")
+    table = Table(title=title, title_justify="left")
     # On a terminal long labels fold to fit; in a log the table takes the width it needs.
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("job", overflow="fold")
     table.add_column("status", no_wrap=True)
-    for name in ("best test loss", "best epoch", "final test loss", "active units", "seconds"):
+    names = ("best test loss", "best epoch", "final test loss", "active units", "seconds")
+    for name in (("best val loss",) if on_val else ()) + names:
         table.add_column(name, justify="right", no_wrap=True)
     for row in rows:
         colour = _STATUS_COLOUR.get(row["status"], "yellow")
@@ -235,6 +253,7 @@ def print_sweep_summary(
             f"{'★ ' if row['winner'] else ''}{row['rank']}",
             Text(row["label"]),  # overrides may hold [ ]: never markup
             f"[{colour}]{row['status']}[/]" + (" [red](collapsed)[/]" if row["collapsed"] else ""),
+            *([_fmt(row["best_val_loss"], ".6g")] if on_val else []),
             _fmt(row["best_test_loss"], ".6g"),
             _fmt(row["best_epoch"], "d"),
             _fmt(row["final_test_loss"], ".6g"),
@@ -263,6 +282,12 @@ def print_sweep_summary(
         colour = "bold green" if said["kind"] == "winner" else "bold yellow"
         heading = "Winner" if said["kind"] == "winner" else "Verdict"
         console.print(f"[{colour}]{heading}:[/] {escape(said['sentence'])}", soft_wrap=True)
+    if not on_val and len(summary.get("settings") or []) > 1:
+        console.print(
+            "[yellow]Caution:[/] ranked on the test set, the set the results are reported on; "
+            "choose on a validation split with data.val_fraction=0.1",
+            soft_wrap=True,
+        )
     optuna = summary.get("optuna")
     if optuna and optuna.get("no_best"):
         console.print(f"Optuna found no best parameters: {optuna['no_best']}", soft_wrap=True)

@@ -58,11 +58,15 @@ def plot_curves(
     from matplotlib.figure import Figure  # Figure + savefig uses Agg; pyplot is never imported
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(5.0 * len(PANELS) + 3.0, 4.5), layout="constrained")
-    axes = fig.subplots(1, len(PANELS))
+    histories = [h for _, r in runs for h in (r if isinstance(r, list) else [r])]
+    panels = PANELS
+    if any("val_loss" in h for h in histories):  # the loss the runs were chosen on, first
+        panels = (("val_loss", "validation loss (chooses the best epoch)"), *PANELS)
+    fig = Figure(figsize=(5.0 * len(panels) + 3.0, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(panels))
     colours = _colours(len(runs))
     banded = False
-    for ax, (key, panel_title) in zip(axes, PANELS, strict=True):
+    for ax, (key, panel_title) in zip(axes, panels, strict=True):
         finite: list[float] = []
         for index, ((label, runs_of), colour) in enumerate(zip(runs, colours, strict=True)):
             seeds = runs_of if isinstance(runs_of, list) else [runs_of]

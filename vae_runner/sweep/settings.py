@@ -20,11 +20,12 @@ from typing import Any
 ALPHA = 0.05
 TEST = f"Welch's two-sided t-test at {ALPHA}"
 SEED_KEY = "seed"
-RANK_KEY = "best_test_loss"  # the measure that ranks the settings
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 
 # measure (a job row's field) -> its name in the sentences and tables
 MEASURES = {
-    "best_test_loss": "best test loss",
+    "best_val_loss": "best validation loss",  # with data.val_fraction: what ranks the settings
+    "best_test_loss": "best test loss",  # with a validation split: the test loss at that epoch
     "final_test_loss": "final test loss",
     "final_test_nll_iw": "final IW NLL",
     "final_active_units": "active units",
@@ -79,7 +80,14 @@ def group(rows: list[dict[str, Any]], keys: list[tuple]) -> list[dict[str, Any]]
     return list(settings.values())
 
 
-def setting_record(label: str, rows: list[dict[str, Any]], identical_to: list[str]) -> dict:
+def rank_key(split: str) -> str:
+    """The measure that ranks settings and jobs: the best loss on the split they chose on."""
+    return f"best_{split}_loss"
+
+
+def setting_record(
+    label: str, rows: list[dict[str, Any]], identical_to: list[str], split: str = "test"
+) -> dict:
     """A setting's line of the summary: its jobs counted by status, and each measure's spread
     over the seeds that completed (failed or diverged seeds are counted, never averaged)."""
     completed = [r for r in rows if r["status"] == "completed"]
@@ -95,7 +103,7 @@ def setting_record(label: str, rows: list[dict[str, Any]], identical_to: list[st
         "n_collapsed": sum(bool(r.get("collapsed")) for r in rows),
         "counts": counts,
         "measures": {m: spread([r.get(m) for r in completed]) for m in MEASURES},
-        "best_values": [r[RANK_KEY] for r in completed if _finite(r[RANK_KEY])],
+        "best_values": [r[rank_key(split)] for r in completed if _finite(r.get(rank_key(split)))],
         "rank": None,
         "winner": False,
         "tied_with_best": False,
@@ -113,19 +121,22 @@ def verdict(settings: list[dict[str, Any]], split: str) -> dict[str, Any]:
     whether the best one's lead is larger than the noise. Fills rank, winner, tied_with_best
     and p_vs_best in the records; returns the verdict with its sentence."""
 
+    key = rank_key(split)
+
     def order(s):
-        mean = s["measures"][RANK_KEY]["mean"]
+        mean = s["measures"][key]["mean"]
         return (mean is None, mean if mean is not None else 0.0)
 
     settings.sort(key=order)
     for rank, s in enumerate(settings, start=1):
         s["rank"] = rank
-    ranked = [s for s in settings if s["measures"][RANK_KEY]["mean"] is not None]
+    ranked = [s for s in settings if s["measures"][key]["mean"] is not None]
     base = {"test": TEST, "ranked_on": split, "winner": None, "tied": []}
+    on = SPLIT_NAMES[split]  # in the sentences: "best validation loss", "best test loss"
     if not ranked:
         return {**base, "kind": "none", "sentence": "No setting completed: there is no best."}
     best = ranked[0]
-    mean = best["measures"][RANK_KEY]
+    mean = best["measures"][key]
     if len(ranked) == 1:
         best["winner"] = True
         return {
@@ -147,14 +158,14 @@ def verdict(settings: list[dict[str, Any]], split: str) -> dict[str, Any]:
             "sentence": f"{names} trained identically (every per-epoch value equal): they "
             "compare nothing, so no winner is named.",
         }
-    if any(s["measures"][RANK_KEY]["n"] < 2 for s in ranked):
+    if any(s["measures"][key]["n"] < 2 for s in ranked):
         best["winner"] = True
-        runner_up = ranked[1]["measures"][RANK_KEY]["mean"]
+        runner_up = ranked[1]["measures"][key]["mean"]
         return {
             **base,
             "kind": "no spread",
             "winner": best["label"],
-            "sentence": f"{best['label']} has the lowest best {split} loss ({_fmt(mean['mean'])},"
+            "sentence": f"{best['label']} has the lowest best {on} loss ({_fmt(mean['mean'])},"
             f" {_fmt(runner_up - mean['mean'])} nats ahead of {ranked[1]['label']}), but no "
             "spread was measured (one seed per setting): add seeds (seeds=3) to know whether "
             "the lead is larger than the noise.",
@@ -170,18 +181,18 @@ def verdict(settings: list[dict[str, Any]], split: str) -> dict[str, Any]:
             **base,
             "kind": "tied",
             "tied": [s["label"] for s in tied],
-            "sentence": f"{best['label']} and {names} are tied within noise (best {split} loss: "
+            "sentence": f"{best['label']} and {names} are tied within noise (best {on} loss: "
             f"mean {_fmt(mean['mean'])} ± {mean['sd']:.2g}, n={mean['n']}; {ps} ≥ {ALPHA}, "
             f"{TEST}).",
         }
     best["winner"] = True
     second = ranked[1]
-    lead = second["measures"][RANK_KEY]["mean"] - mean["mean"]
+    lead = second["measures"][key]["mean"] - mean["mean"]
     return {
         **base,
         "kind": "winner",
         "winner": best["label"],
-        "sentence": f"{best['label']} is best (mean best {split} loss {_fmt(mean['mean'])} ± "
+        "sentence": f"{best['label']} is best (mean best {on} loss {_fmt(mean['mean'])} ± "
         f"{mean['sd']:.2g}, n={mean['n']}), ahead of {second['label']} by {_fmt(lead)} nats, "
         f"p={second['p_vs_best']:.2g} ({TEST}).",
     }

@@ -26,6 +26,7 @@ from vae_runner.sweep.settings import (
     MEASURES,
     SEED_KEY,
     group,
+    rank_key,
     setting_key,
     setting_record,
     verdict,
@@ -36,9 +37,18 @@ SUMMARY_CSV = "sweep_summary.csv"
 CURVES_PNG = "curves.png"
 OPTUNA_RESULTS = "optimization_results.yaml"  # written by hydra-optuna-sweeper
 SUMMARY_SCHEMA_VERSION = 2  # 2: settings (seeds grouped), the verdict, the CSV's `row` column
-WINNER_KEYS = ("job", "label", "setting", "best_test_loss", "best_epoch", "run_dir")
+WINNER_KEYS = (
+    "job",
+    "label",
+    "setting",
+    "best_val_loss",
+    "best_test_loss",
+    "best_epoch",
+    "run_dir",
+)
 
-# One row per job, in this column order in the CSV. Ranked by best test loss, completed jobs first.
+# One row per job, in this column order in the CSV. Ranked by the best loss on the split chosen
+# on (validation, else test), completed jobs first.
 COLUMNS = (
     "rank",
     "winner",
@@ -47,6 +57,7 @@ COLUMNS = (
     "setting",
     "seed",
     "status",
+    "best_val_loss",
     "best_test_loss",
     "best_epoch",
     "final_test_loss",
@@ -113,6 +124,7 @@ def job_row(job: Job, label: str, sweep_over: bool, setting: str = "") -> dict[s
         setting=setting,
         seed=int(seed) if str(seed).lstrip("-").isdigit() else seed,
         status=job.status(sweep_over),
+        best_val_loss=h.get("best_val_loss"),
         best_test_loss=h.get("best_test_loss"),
         best_epoch=h.get("best_epoch"),
         final_test_loss=_last(h, "test_loss"),
@@ -142,19 +154,29 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def rank_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Lowest best test loss first; completed jobs rank above diverged or failed ones."""
+def rank_rows(rows: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
+    """Lowest best loss (on `split`) first; completed jobs rank above diverged or failed ones."""
+    measure = rank_key(split)
 
     def key(row):
-        best = row["best_test_loss"]
+        best = row.get(measure)
         return (row["status"] != "completed", not _finite(best), best if _finite(best) else 0.0)
 
     ranked = sorted(rows, key=key)  # stable: ties keep the job order
     for rank, row in enumerate(ranked, start=1):
         row["rank"] = rank
-    if ranked and ranked[0]["status"] == "completed" and _finite(ranked[0]["best_test_loss"]):
+    if ranked and ranked[0]["status"] == "completed" and _finite(ranked[0].get(measure)):
         ranked[0]["winner"] = True
     return ranked
+
+
+def ranked_on(rows: list[dict[str, Any]]) -> str:
+    """The split the sweep is ranked on: validation when every completed job chose on one
+    (data.val_fraction), else the test set."""
+    completed = [r for r in rows if r["status"] == "completed"]
+    if completed and all(_finite(r.get("best_val_loss")) for r in completed):
+        return "val"
+    return "test"
 
 
 def setting_labels(jobs: list[Job]) -> tuple[list[tuple], list[str]]:
@@ -187,7 +209,9 @@ def _fingerprint(rows: list[dict], jobs_by_name: dict[str, Job]) -> tuple | None
     return tuple(histories)
 
 
-def build_settings(rows: list[dict], keys: list[tuple], jobs: list[Job]) -> tuple[list, dict]:
+def build_settings(
+    rows: list[dict], keys: list[tuple], jobs: list[Job], split: str = "test"
+) -> tuple[list, dict]:
     """The settings (seeds grouped, each measure's spread) and the verdict on them."""
     jobs_by_name = {job.name: job for job in jobs}
     groups = group(rows, keys)
@@ -200,8 +224,8 @@ def build_settings(rows: list[dict], keys: list[tuple], jobs: list[Job]) -> tupl
             for other, theirs in zip(groups, prints, strict=True)
             if other is not g and mine is not None and theirs == mine
         ]
-        settings.append(setting_record(label, g["rows"], twins))
-    return settings, verdict(settings, split="test")
+        settings.append(setting_record(label, g["rows"], twins, split))
+    return settings, verdict(settings, split)
 
 
 def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False) -> dict:
@@ -211,8 +235,9 @@ def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False
         job_row(j, lab, sweep_over, setting)
         for j, lab, setting in zip(jobs, labels(jobs), names, strict=True)
     ]
-    settings, said = build_settings(rows, keys, jobs)
-    rows = rank_rows(rows)
+    split = ranked_on(rows)
+    settings, said = build_settings(rows, keys, jobs, split)
+    rows = rank_rows(rows, split)
     # The best job is the winner only when its setting is the verdict's winner.
     for row in rows:
         row["winner"] = row["winner"] and said["winner"] == row["setting"]
@@ -229,8 +254,8 @@ def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False
         schema_version=SUMMARY_SCHEMA_VERSION,
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         sources=[str(Path(s).resolve()) for s in sources],
-        ranked_by="best_test_loss (lowest first; completed jobs before the others)",
-        ranked_on="test",
+        ranked_by=f"{rank_key(split)} (lowest first; completed jobs before the others)",
+        ranked_on=split,
         exit_code=sweep_exit_code([exit_code(job.record(sweep_over)) for job in jobs]),
         counts=counts,
         winner=None if winner is None else {k: winner[k] for k in WINNER_KEYS},

@@ -135,11 +135,13 @@ def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, epoc
             assert_never(cfg)
 
 
-def step_scheduler(scheduler, test_loss: float) -> None:
-    """Advance one epoch. ReduceLROnPlateau watches the test loss, the others count epochs."""
+def step_scheduler(scheduler, watched_loss: float) -> None:
+    """Advance one epoch. ReduceLROnPlateau watches the loss the run chooses on (the validation
+    loss with data.val_fraction, else the test loss, as the course's loop); the others count
+    epochs."""
     if scheduler is None:
         return
     if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-        scheduler.step(test_loss)
+        scheduler.step(watched_loss)
     else:
         scheduler.step()

@@ -83,17 +83,19 @@ def train_epoch(
 
 
 @torch.no_grad()
-def evaluate(model, data: ImageData, batch_size: int) -> TestSums:
-    """The test set under the model in eval mode; z is sampled, as in the seed."""
+def evaluate(model, data: ImageData, batch_size: int, split: str = "test") -> TestSums:
+    """The test set (or the validation split) under the model in eval mode; z is sampled, as
+    in the seed."""
     model.eval()
-    device = data.test.device
+    images = data.test if split == "test" else data.val
+    device = images.device
     recon_sum = torch.zeros((), device=device)
     kl_by_dim_sum = torch.zeros(model.latent_dim, device=device)
     # float64 sums of the posterior means: their variance over the test set (active units)
     mu_sum = torch.zeros(model.latent_dim, device=device, dtype=torch.float64)
     mu_sq_sum = torch.zeros_like(mu_sum)
-    for start in range(0, len(data.test), batch_size):
-        x = data.to_float(data.test[start : start + batch_size])
+    for start in range(0, len(images), batch_size):
+        x = data.to_float(images[start : start + batch_size])
         out, mu, logvar = model(x)
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
         recon_sum += terms.recon.sum()
@@ -101,7 +103,7 @@ def evaluate(model, data: ImageData, batch_size: int) -> TestSums:
         mu64 = mu.double()
         mu_sum += mu64.sum(dim=0)
         mu_sq_sum += mu64.pow(2).sum(dim=0)
-    n = len(data.test)
+    n = len(images)
     kl_by_dim = (kl_by_dim_sum / n).tolist()
     active_burda, _ = active_units_burda(mu_sum, mu_sq_sum, n)
     return TestSums(recon_sum.item() / n, sum(kl_by_dim), kl_by_dim, active_burda)

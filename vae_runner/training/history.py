@@ -39,14 +39,32 @@ EPOCH_KEYS = (
 )
 
 
+# With a validation split (data.val_fraction > 0), also these per-epoch series: the run chooses
+# its best epoch (best.pt) and steps the plateau scheduler on val_loss, and reports the test loss.
+VAL_KEYS = ("val_loss", "val_recon", "val_kl")
+
+
+def epoch_keys(history: dict[str, Any]) -> tuple[str, ...]:
+    """The per-epoch series this record holds."""
+    return EPOCH_KEYS + (VAL_KEYS if "val_loss" in history else ())
+
+
+def selected_on(history: dict[str, Any]) -> str:
+    """The split the run chose its best epoch on: "val" or "test" (the course's loop)."""
+    return "val" if "val_loss" in history else "test"
+
+
 def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
     """An empty record for a run that is about to start."""
-    history: dict[str, Any] = {key: [] for key in EPOCH_KEYS}
+    with_val = bool((config.get("data") or {}).get("val_fraction"))
+    history: dict[str, Any] = {key: [] for key in EPOCH_KEYS + (VAL_KEYS if with_val else ())}
     history.update(
         schema_version=SCHEMA_VERSION,
         status="running",
+        selected_on="val" if with_val else "test",
         best_epoch=None,
-        best_test_loss=None,
+        best_test_loss=None,  # with a validation split: the test loss at the best epoch
+        **({"best_val_loss": None} if with_val else {}),
         initial_test_loss=None,
         final=None,
         warnings=[],
@@ -57,22 +75,23 @@ def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def append_epoch(history: dict[str, Any], values: dict[str, float]) -> None:
-    missing = set(EPOCH_KEYS) - set(values)
+    keys = epoch_keys(history)
+    missing = set(keys) - set(values)
     if missing:
         raise KeyError(f"epoch record lacks {sorted(missing)}")
-    for key in EPOCH_KEYS:
+    for key in keys:
         history[key].append(values[key])
-    test_loss = values["test_loss"]
-    if math.isfinite(test_loss) and (
-        history["best_test_loss"] is None or test_loss < history["best_test_loss"]
-    ):
+    split = selected_on(history)
+    loss, best = values[f"{split}_loss"], history.get(f"best_{split}_loss")
+    if math.isfinite(loss) and (best is None or loss < best):
         history["best_epoch"] = values["epoch"]
-        history["best_test_loss"] = test_loss
+        history[f"best_{split}_loss"] = loss
+        history["best_test_loss"] = values["test_loss"]
 
 
 def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, Any]:
     """A copy of `history` with one more epoch (the original is left as it was)."""
-    updated = {**history, **{key: list(history[key]) for key in EPOCH_KEYS}}
+    updated = {**history, **{key: list(history[key]) for key in epoch_keys(history)}}
     append_epoch(updated, values)
     return updated
 

@@ -46,7 +46,7 @@ from vae_runner.training.checkpoint import (
 )
 from vae_runner.training.diagnostics import collapse_warning
 from vae_runner.training.epoch import TrainSums, evaluate, train_epoch
-from vae_runner.training.history import new_history, save_history, with_epoch
+from vae_runner.training.history import new_history, save_history, selected_on, with_epoch
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 from vae_runner.training.trainer import Trainer, build_trainer
@@ -235,7 +235,12 @@ def _train_epochs(
                 t.train_model, t.data, t.optimizer, cfg, kl_w, t.shuffle, progress, stop
             )
         test = evaluate(t.model, t.data, cfg.batch_size)
+        val = None if t.data.val is None else evaluate(t.model, t.data, cfg.batch_size, "val")
         record = _epoch_record(t, epoch, kl_w, lr, train, test, time.perf_counter() - started)
+        if val is not None:  # the split the run chooses on (data.val_fraction)
+            record.update(
+                val_loss=val.recon + cfg.beta * val.kl, val_recon=val.recon, val_kl=val.kl
+            )
         diverged = _divergence(train, record)
         if diverged:
             # Nothing of this epoch is kept, and no NaN reaches ReduceLROnPlateau (it would
@@ -248,7 +253,7 @@ def _train_epochs(
         # record at the previous epoch, and a second signal waits for both files.
         updated = with_epoch(history, record)
         print_epoch(console, cfg.epochs, record)
-        step_scheduler(t.scheduler, record["test_loss"])
+        step_scheduler(t.scheduler, record[f"{selected_on(history)}_loss"])
         checkpoint = dict(
             epoch=epoch,
             model=t.model.state_dict(),
