@@ -67,7 +67,7 @@ def check_summary(sweep: Path, n_jobs: int) -> dict:
     # setting the verdict names, and there is none when it names none
     completed = [r for r in rows if r["status"] == "completed"]
     assert rows[: len(completed)] == completed
-    best = [r["best_test_loss"] for r in completed]
+    best = [r[f"best_{summary['ranked_on']}_loss"] for r in completed]  # the split ranked on
     assert best == sorted(best) and all(math.isfinite(b) for b in best)
     named = summary["verdict"]["winner"]
     expected = [r for r in completed if r["setting"] == named][:1] if named else []
@@ -502,3 +502,26 @@ def test_vae_summary_compares_runs_from_separate_invocations(tmp_path):
 
     missing = run_cli(str(tmp_path / "nowhere"), cwd=tmp_path, program="vae-summary")
     assert missing.returncode == 2 and "not a directory" in missing.stderr
+
+
+@e2e
+def test_a_seeded_sweep_reports_each_settings_spread_and_a_verdict(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "lr=1e-2,1e-3", "seeds=2", "epochs=2", "data.val_fraction=0.1")
+    result = run_cli(*args, "eval.iw_samples=0", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = check_summary(sweep, 4)
+    assert summary["seeds_per_setting"] == 2 and summary["ranked_on"] == "val"
+    assert sorted(r["label"] for r in summary["jobs"]) == [
+        "lr=0.001 seed=0",
+        "lr=0.001 seed=1",
+        "lr=0.01 seed=0",
+        "lr=0.01 seed=1",
+    ]
+    assert [s["n_completed"] for s in summary["settings"]] == [2, 2]
+    said = summary["verdict"]
+    assert said["kind"] in ("winner", "tied") and said["test"] == "Welch's two-sided t-test at 0.05"
+    out = " ".join(result.stdout.split())
+    assert "settings: mean ± sd over seeds, ranked by mean best validation loss" in out
+    assert " ".join(said["sentence"].split()) in out
+    assert "Caution" not in out  # ranked on the validation split
