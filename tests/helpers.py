@@ -39,6 +39,16 @@ def one_line(*overrides: str) -> str | None:
     return None
 
 
+def vae_train_in_process(monkeypatch, *args: str) -> int:
+    """`vae-train <args>` in this process (so a test can patch what it calls); its exit code."""
+    from vae_runner.cli.train import main
+
+    monkeypatch.setattr(sys, "argv", ["vae-train", *args])
+    with pytest.raises(SystemExit) as ended:
+        main()
+    return ended.value.code
+
+
 def help_text(*args: str) -> str:
     """`vae-train --help <args>`, as a user sees it."""
     done = run_cli("--help", *args, cwd=Path.cwd())

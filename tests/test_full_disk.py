@@ -8,7 +8,6 @@ import errno
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from vae_runner.training import runner as runner_module
 from vae_runner.training.checkpoint import load_checkpoint
 from vae_runner.training.runner import run
 
-from helpers import run_cli, typed_config
+from helpers import run_cli, typed_config, vae_train_in_process
 
 SHORT = ("data=digits", "eval.iw_samples=0", "plot_every=0")
 
@@ -122,12 +121,8 @@ def test_a_full_disk_from_the_start_is_one_line_and_leaves_no_record(tmp_path, m
 
     monkeypatch.setattr(hydra.core.utils, "_save_config", save_config_on_a_full_disk)
     run_dir = tmp_path / "run"
-    monkeypatch.setattr(sys, "argv", ["vae-train", *SHORT, "epochs=1", f"hydra.run.dir={run_dir}"])
-    from vae_runner.cli.train import main
-
-    with pytest.raises(SystemExit) as ended:
-        main()
-    assert ended.value.code == 1
+    args = (*SHORT, "epochs=1", f"hydra.run.dir={run_dir}")
+    assert vae_train_in_process(monkeypatch, *args) == 1
     assert not run_dir.exists()  # no empty config.yaml to pass for a run, no lock
 
 

@@ -25,7 +25,7 @@ from vae_runner.training.history import EPOCH_KEYS, new_history, with_epoch
 from vae_runner.training.resume import load_for_resume
 from vae_runner.training.runner import run
 
-from helpers import compose_config, typed_config
+from helpers import compose_config, typed_config, vae_train_in_process
 
 CHEAP = ("epochs=2", "eval.iw_samples=0", "plot_every=0")
 
@@ -330,13 +330,8 @@ def test_an_unallocatable_model_in_a_single_run_is_one_line_and_leaves_nothing(
 ):
     run_dir = tmp_path / "run"
     huge = "model.hidden_dim=100000000000"  # 64 x 1e11 floats: no machine allocates it
-    argv = ["vae-train", "data=digits", "epochs=1", huge, f"hydra.run.dir={run_dir}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    from vae_runner.cli.train import main
-
-    with pytest.raises(SystemExit) as ended:
-        main()
-    assert ended.value.code == 1
+    args = ("data=digits", "epochs=1", huge, f"hydra.run.dir={run_dir}")
+    assert vae_train_in_process(monkeypatch, *args) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert [line for line in err.splitlines() if line.startswith("Error")] == [
@@ -377,13 +372,8 @@ def test_a_second_signal_while_the_model_is_built_is_one_line_and_leaves_nothing
 
     monkeypatch.setattr(runner_module, "build_trainer", stopped_at_once)
     run_dir = tmp_path / "run"
-    argv = ["vae-train", "data=digits", *CHEAP, f"hydra.run.dir={run_dir}"]
-    monkeypatch.setattr(sys, "argv", argv)
-    from vae_runner.cli.train import main
-
-    with pytest.raises(SystemExit) as ended:
-        main()
-    assert ended.value.code == 143
+    args = ("data=digits", *CHEAP, f"hydra.run.dir={run_dir}")
+    assert vae_train_in_process(monkeypatch, *args) == 143
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines() == [
