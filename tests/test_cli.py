@@ -20,7 +20,7 @@ def test_one_run_records_its_overrides(tmp_path):
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load((run_dir / ".hydra" / "config.yaml").read_text())
     assert config["optimizer"]["name"] == "adamw" and config["lr"] == 1e-4
-    assert config["optimizer"]["weight_decay"] == 1e-5
+    assert config["optimizer"]["weight_decay"] == 1e-2  # PyTorch's default: a decay that acts
     history = json.loads((run_dir / "history.json").read_text())
     assert history["status"] == "completed"
     assert history["lr"] == [1e-4, 1e-4]
