@@ -451,7 +451,9 @@ def test_an_optuna_search_records_its_best_parameters(tmp_path):
     summary = check_summary(sweep, 3)
     assert summary["optuna"] == results
     winner = summary["jobs"][0]
-    assert results["best_value"] == winner["best_test_loss"]
+    # the objective and the ranking are the best validation loss (data.val_fraction=0.1)
+    assert summary["ranked_on"] == "val"
+    assert results["best_value"] == winner["best_val_loss"]
     chosen = dict(o.split("=", 1) for o in winner["overrides"])
     for name, value in results["best_params"].items():
         assert float(chosen[name]) == pytest.approx(float(value))
