@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import traceback
+from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -124,7 +125,10 @@ def _unwritable_record(err: OSError) -> int:
     else:
         where = err.filename or (f"the run record in {undone[0]}" if undone else "a run record")
         reason = f"cannot write {where}: {err.strerror or err}"
-    print_error(f"{reason}; nothing was run")
+    sweep_dir = finish.state.sweep_dir
+    ran = sweep_dir is not None and any(Path(sweep_dir).glob("**/history.json"))
+    kept = "the jobs that ran keep their records" if ran else "nothing was run"
+    print_error(f"{reason}; {kept}")
     return ExitCode.FAILED
 
 
