@@ -65,8 +65,8 @@ def test_a_claim_held_by_another_process_is_refused(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from vae_runner.rundir import claim; "
-            f"claim({str(run_dir)!r}); print('held', flush=True); time.sleep(600)",
+            "import signal; from vae_runner.rundir import claim; "
+            f"claim({str(run_dir)!r}); print('held', flush=True); signal.pause()",  # until killed
         ],
         stdout=subprocess.PIPE,
         text=True,

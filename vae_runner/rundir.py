@@ -191,6 +191,11 @@ def earlier_attempt(run_dir: Path) -> Attempt:
     return Attempt("run", history, overrides, has_checkpoint)
 
 
+def never_trained(run_dir: Path) -> bool:
+    """No history and no checkpoint: whatever the folder holds is only Hydra's start of it."""
+    return not (run_dir / HISTORY_FILE).exists() and not (run_dir / "checkpoints").exists()
+
+
 def remove_hydra_record(run_dir: Path) -> None:
     """What Hydra wrote for a job that never trained: .hydra/, its log files, the empty folder."""
     shutil.rmtree(run_dir / HYDRA_RECORD, ignore_errors=True)
@@ -211,9 +216,7 @@ def undo_unstarted(sweep_dir: Path | None) -> list[Path]:
         candidates += [record.parent for record in Path(sweep_dir).rglob(HYDRA_RECORD)]
     undone = []
     for run_dir in candidates:
-        if (run_dir / HYDRA_RECORD).is_dir() and not (
-            (run_dir / HISTORY_FILE).exists() or (run_dir / "checkpoints").exists()
-        ):
+        if (run_dir / HYDRA_RECORD).is_dir() and never_trained(run_dir):
             claim_ = _held.pop(run_dir, None)
             if claim_ is not None:  # the lock goes first, so the empty folder can go too
                 claim_.release()

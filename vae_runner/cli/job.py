@@ -30,6 +30,7 @@ from vae_runner.report.console import log, print_error
 from vae_runner.rundir import (
     Busy,
     claim,
+    never_trained,
     remove_hydra_record,
     remove_temporary_files,
     take_held,
@@ -159,7 +160,7 @@ def _has_history(run_dir: Path) -> bool:
 
 def _leave_not_started(run_dir: Path) -> None:
     """A sweep job skipped after a stop: the summary lists it as not started."""
-    if not _has_history(run_dir) and not (run_dir / "checkpoints").exists():
+    if never_trained(run_dir):
         remove_hydra_record(run_dir)
 
 

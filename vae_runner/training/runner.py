@@ -319,8 +319,9 @@ def one_line(err: BaseException) -> str:
     """An error as one line for the record (the terminal keeps the traceback)."""
     if isinstance(err, WriteError):  # its message names the file and the reason
         return " ".join(str(err.strerror).split())[:300]
-    if out_of_memory_line(err):
-        return out_of_memory_line(err)
+    memory = out_of_memory_line(err)
+    if memory:
+        return memory
     text = " ".join(str(err).split())[:300] or type(err).__name__
     return text if isinstance(err, ConfigError) else f"{type(err).__name__}: {text}"
 
