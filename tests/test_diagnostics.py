@@ -237,7 +237,19 @@ def test_a_run_writes_images_plots_final_measures_and_tensorboard(tmp_path):
     assert test_loss == pytest.approx(history["test_loss"], rel=1e-6)
     assert [e.step for e in events.Scalars("loss/test")] == [1, 2, 3, 4]
     assert {"reconstructions", "samples"} <= set(tags["images"])
-    assert [e.step for e in events.Images("samples")] == [2, 4, 4]
+    # epoch 4's grids once, though plot_every and the end of the run both draw them
+    assert [e.step for e in events.Images("samples")] == [2, 4]
+    # the HParams tab: the config beside the final measures
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    content = events.PluginTagToContent("hparams")
+    start = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["lr"].number_value == 0.001 and hparams["optimizer.name"].string_value == "adam"
+    assert hparams["status"].string_value == "completed"
+    assert hparams["data.limit"].string_value == "null"
+    nll = [e.value for e in events.Scalars("hparam/final/test_nll_iw")]
+    assert nll == [pytest.approx(final["test_nll_iw"], rel=1e-6)]
 
 
 @pytest.mark.e2e

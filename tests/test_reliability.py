@@ -169,7 +169,7 @@ def test_with_epoch_leaves_the_history_it_was_given_alone():
 
 # --------------------------------------------------------------------------- failures recorded
 def test_a_failure_after_the_history_exists_is_recorded_as_failed(tmp_path, monkeypatch):
-    def no_logger(cfg, run_dir):
+    def no_logger(cfg, run_dir, **where):
         raise ImportError("logger=tensorboard needs tensorboard: pip install 'vae-runner[x]'")
 
     monkeypatch.setattr(runner_module, "build_logger", no_logger)

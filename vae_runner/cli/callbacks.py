@@ -32,6 +32,7 @@ class RunnerCallbacks(Callback):
         finish.state.sweep_dir = Path(str(config.hydra.sweep.dir)).absolute()
         finish.state.summary_attempted = False
         finish.start_stop_handling()
+        _refusing(start_tracking, config)
         if "optuna" in str(config.hydra.sweeper.get("_target_", "")):
             import optuna  # its own handler writes colour codes, also into CI logs: use Hydra's
 
@@ -54,6 +55,23 @@ class RunnerCallbacks(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         finish.write_sweep_summary()
+
+
+def start_tracking(config: DictConfig) -> None:
+    """logger=mlflow: the store and the sweep's parent run, before any job starts (processes
+    that create a fresh SQLite store at the same moment fail)."""
+    if config.get("logger") is None or config.logger.get("name") != "mlflow":
+        return
+    from vae_runner.cli.checks import job_config
+    from vae_runner.report import tracking
+
+    typed = job_config(config)
+    tracking.start_sweep(
+        typed.logger,
+        finish.state.sweep_dir,
+        list(config.hydra.overrides.task),
+        Path(str(config.hydra.runtime.cwd)),
+    )
 
 
 def _refusing(check, config: DictConfig) -> None:

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
 from vae_runner.config.schema import Config
-from vae_runner.config.typed import to_typed
+from vae_runner.config.typed import flat_config, to_typed
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.rundir import Attempt, claim, earlier_attempt, release_held
 
@@ -49,7 +49,20 @@ def check_new_job(cfg: DictConfig) -> Config:
     run too, so hydra.job.chdir=true changes nothing for them."""
     typed = job_config(cfg)
     check_job(typed, Path(cfg.hydra.runtime.cwd))
+    open_tracking_store(typed, Path(cfg.hydra.runtime.cwd))
     return typed
+
+
+def open_tracking_store(typed: Config, start_dir: Path) -> None:
+    """logger=mlflow: its store made (and its experiment) before the run's directory is: a
+    store that cannot be opened is refused before anything is written."""
+    from vae_runner.config.schema import MLflowLoggerConfig
+
+    if isinstance(typed.logger, MLflowLoggerConfig):
+        from vae_runner.report import tracking
+
+        uri = tracking.resolve_uri(typed.logger.tracking_uri, start_dir)
+        tracking.open_store(uri, typed.logger.experiment)
 
 
 def check_job(typed: Config, start_dir: Path) -> None:
@@ -70,14 +83,9 @@ def refuse_empty_dir(path: Path, key: str) -> None:
 FINISHED = ("completed", "diverged")
 
 
-def _flat(config: dict, prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        elif key != "resume" or prefix:
-            flat[prefix + key] = value
-    return flat
+def _settings(config: dict) -> dict[str, object]:
+    """A run's settings as dotted keys; `resume` is where a run came from, not a setting."""
+    return {k: v for k, v in flat_config(config).items() if k != "resume"}
 
 
 def _differences(attempt: Attempt, typed: Config, overrides: list[str]) -> list[str]:
@@ -85,7 +93,7 @@ def _differences(attempt: Attempt, typed: Config, overrides: list[str]) -> list[
     job started again). Compared as typed values, so lr=1e-3 and lr=0.001 are the same."""
     recorded = (attempt.history or {}).get("config")
     if recorded:
-        there, here = _flat(recorded), _flat(asdict(typed))
+        there, here = _settings(recorded), _settings(asdict(typed))
         return [
             f"{k}={there.get(k)} there, {here.get(k)} here"
             for k in sorted(set(there) | set(here))
@@ -207,6 +215,8 @@ def check_multirun(cfg: DictConfig) -> None:
             f"seeds={cfg.seeds} is read by vae-train's default sweeper only; with "
             f"{sweeper.rsplit('.', 1)[-1]} each trial has one seed: drop seeds (or set seed=...)"
         )
+    if cfg.get("logger") is not None and cfg.logger.get("name") == "mlflow":
+        open_tracking_store(job_config(cfg), Path(cfg.hydra.runtime.cwd))
     claim(sweep_dir, "hydra.sweep.dir", hold=True)
 
 

@@ -107,6 +107,7 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
             stop_file=stop_file,
             how=how,
             job_label=None if single else " ".join(hydra_cfg.overrides.task) or None,
+            sweep_dir=None if single else stop_file.parent,
         )
     except (KeyboardInterrupt, signals.StopNow) as stopped:
         # Ctrl-C before the run's handlers (imports), or a second signal before its record

@@ -428,6 +428,27 @@ class TensorBoardLoggerConfig(LoggerConfig):
         _require(bool(self.log_dir), "logger.log_dir must name a folder, e.g. tensorboard")
 
 
+@dataclass
+class MLflowLoggerConfig(LoggerConfig):
+    """An MLflow run per run (a parent run per sweep), in an MLflow tracking store."""
+
+    # null: $MLFLOW_TRACKING_URI when set, else report.tracking.DEFAULT_TRACKING_URI (a SQLite
+    # file under outputs/). A relative sqlite:/// path is read from where vae-train started.
+    tracking_uri: Optional[str] = None
+    experiment: str = MISSING  # the MLflow experiment's name; made when it does not exist
+
+    def __post_init__(self) -> None:
+        _require(
+            bool(self.experiment and self.experiment.strip()),
+            "logger.experiment must name an MLflow experiment, e.g. logger.experiment=vae-runner",
+        )
+        _require(
+            self.tracking_uri is None or bool(self.tracking_uri.strip()),
+            "logger.tracking_uri is empty: give a store (sqlite:///outputs/mlflow.db, "
+            "http://host:5000) or null for $MLFLOW_TRACKING_URI or the default",
+        )
+
+
 # --------------------------------------------------------------------------- evaluation
 @dataclass
 class EvalConfig:
@@ -557,7 +578,11 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     },
     "model": {"mlp": MLPModelConfig, "conv": ConvModelConfig},
     "likelihood": {"bernoulli": BernoulliLikelihoodConfig, "gaussian": GaussianLikelihoodConfig},
-    "logger": {"none": NoLoggerConfig, "tensorboard": TensorBoardLoggerConfig},
+    "logger": {
+        "none": NoLoggerConfig,
+        "tensorboard": TensorBoardLoggerConfig,
+        "mlflow": MLflowLoggerConfig,
+    },
 }
 
 

@@ -48,3 +48,15 @@ def to_typed(cfg: DictConfig | dict) -> Config:
         raise
     assert isinstance(result, Config)
     return result
+
+
+def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optimizer": {"lr": 1}} -> {"optimizer.lr": 1}: a config as dotted keys (how a run's
+    settings are compared, and how trackers list hyper-parameters)."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat.update(flat_config(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

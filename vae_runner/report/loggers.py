@@ -1,20 +1,35 @@
-"""Loggers to viewers people already use: `logger=none` (default) or `logger=tensorboard`."""
+"""Loggers to viewers people already use: `logger=none` (default), `tensorboard` or `mlflow`.
+
+A logger follows a run through four calls, all made by training.runner:
+- start(history): once the run's record exists (fresh, resumed or restarted);
+- epoch(history, record): after each epoch is in history.json and last.pt;
+- images(grids, epoch): the image grids, when the run draws them;
+- finish(history): at the end, however the run ended, once history.json and the PNGs are
+  written (its status is final then).
+Building a logger imports nothing: its package is imported by start(), so a missing extra is
+found as the run starts and recorded like any other failure.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.schema import LoggerConfig, TensorBoardLoggerConfig
+from vae_runner.config.schema import LoggerConfig, MLflowLoggerConfig, TensorBoardLoggerConfig
+from vae_runner.config.typed import flat_config
 
 # history key -> TensorBoard tag: related series share a chart
 SCALAR_TAGS = {
     "train_loss": "loss/train",
+    "val_loss": "loss/val",
     "test_loss": "loss/test",
     "train_recon": "recon/train",
+    "val_recon": "recon/val",
     "test_recon": "recon/test",
     "train_kl": "kl/train",
+    "val_kl": "kl/val",
     "test_kl": "kl/test",
     "kl_weight": "kl_weight",
     "lr": "lr",
@@ -25,20 +40,46 @@ SCALAR_TAGS = {
     "epoch_seconds": "epoch_seconds",
 }
 
+# The final measures, as TensorBoard's HParams tab and MLflow show them: name -> history value
+FINAL_MEASURES: dict[str, Callable[[dict], Any]] = {
+    "best_epoch": lambda h: h.get("best_epoch"),
+    "best_val_loss": lambda h: h.get("best_val_loss"),
+    "best_test_loss": lambda h: h.get("best_test_loss"),
+    "final/test_loss": lambda h: (h.get("final") or {}).get("test_loss"),
+    "final/test_elbo": lambda h: (h.get("final") or {}).get("test_elbo"),
+    "final/test_nll_iw": lambda h: (h.get("final") or {}).get("test_nll_iw"),
+    "final/active_units": lambda h: (h.get("final") or {}).get("active_units"),
+    "final/active_units_burda": lambda h: (h.get("final") or {}).get("active_units_burda"),
+}
+
+
+def final_measures(history: dict[str, Any]) -> dict[str, float]:
+    """The run's final measures that it has (an interrupted run has no `final` section)."""
+    values = {name: read(history) for name, read in FINAL_MEASURES.items()}
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and v is not None}
+
 
 class NoLogger:
-    def epoch(self, record: dict[str, Any]) -> None:
+    def start(self, history: dict[str, Any]) -> None:
+        pass
+
+    def epoch(self, history: dict[str, Any], record: dict[str, Any]) -> None:
         pass
 
     def images(self, grids: dict, epoch: int) -> None:
         pass
 
-    def close(self) -> None:
+    def finish(self, history: dict[str, Any]) -> None:
         pass
 
 
 class TensorBoardLogger(NoLogger):
     def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.writer = None
+        self.images_at: int | None = None  # the epoch whose grids were written last
+
+    def start(self, history: dict[str, Any]) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -46,24 +87,65 @@ class TensorBoardLogger(NoLogger):
                 "logger=tensorboard needs the tensorboard package: "
                 "pip install 'vae-runner[tensorboard]' (or logger=none)"
             ) from None
-        self.writer = SummaryWriter(log_dir=str(log_dir))
+        self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
-    def epoch(self, record: dict[str, Any]) -> None:
+    def epoch(self, history: dict[str, Any], record: dict[str, Any]) -> None:
         for key, tag in SCALAR_TAGS.items():
             if record.get(key) is not None:
                 self.writer.add_scalar(tag, record[key], global_step=record["epoch"])
         self.writer.flush()
 
     def images(self, grids: dict, epoch: int) -> None:
+        # The last epoch's grids are drawn by plot_every and by the end of the run: once here.
+        if self.writer is None or epoch == self.images_at:
+            return
         for name, grid in grids.items():
             self.writer.add_image(name, grid, global_step=epoch)
         self.writer.flush()
+        self.images_at = epoch
 
-    def close(self) -> None:
-        self.writer.close()
+    def finish(self, history: dict[str, Any]) -> None:
+        if self.writer is None:
+            return
+        try:
+            if history.get("epoch"):  # the HParams tab: the config beside the final measures
+                params = hparams(history.get("config") or {})
+                params["status"] = str(history.get("status"))
+                measures = {f"hparam/{k}": v for k, v in final_measures(history).items()}
+                # run_name "." writes into this run's own folder, not a timestamped one below
+                self.writer.add_hparams(
+                    params, measures, run_name=".", global_step=history["epoch"][-1]
+                )
+        finally:
+            self.writer.close()
 
 
-def build_logger(cfg: LoggerConfig, run_dir: Path) -> NoLogger:
+def hparams(config: dict[str, Any]) -> dict[str, int | float | str | bool]:
+    """The config as TensorBoard's hparams take it: scalars kept, lists and null as text."""
+    out: dict[str, int | float | str | bool] = {}
+    for key, value in flat_config(config).items():
+        if isinstance(value, (bool, int, float, str)):
+            out[key] = value
+        else:
+            out[key] = "null" if value is None else str(value)
+    return out
+
+
+def build_logger(
+    cfg: LoggerConfig,
+    run_dir: Path,
+    *,
+    start_dir: Path | None = None,
+    sweep_dir: Path | None = None,
+    run_name: str | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> NoLogger:
+    """The run's logger. `sweep_dir`: a sweep's job (MLflow makes it a child of the sweep's
+    run); `run_name`: how a tracker names the run; `warn`: says what a tracker could not log."""
     if isinstance(cfg, TensorBoardLoggerConfig):
         return TensorBoardLogger(Path(run_dir) / cfg.log_dir)
+    if isinstance(cfg, MLflowLoggerConfig):
+        from vae_runner.report.tracking import MLflowLogger  # imports no mlflow until start()
+
+        return MLflowLogger(cfg, Path(run_dir), start_dir, sweep_dir, run_name, warn)
     return NoLogger()

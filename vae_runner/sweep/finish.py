@@ -57,13 +57,31 @@ def write_sweep_summary() -> None:
     if state.sweep_dir is None or state.summary_attempted or not state.sweep_dir.is_dir():
         return
     state.summary_attempted = True
+    summary = None
     try:
-        summarize([state.sweep_dir], state.sweep_dir, sweep_over=True, console=make_console())
+        summary = summarize(
+            [state.sweep_dir], state.sweep_dir, sweep_over=True, console=make_console()
+        )
     except WriteError as err:  # a full disk: the jobs' own records are intact
         print_error(f"the sweep summary could not be written: {err.strerror}")
     except Exception as err:  # the jobs' own records are intact: say so and carry on
         traceback.print_exc()
         print_error(f"the sweep summary could not be written: {type(err).__name__}: {err}")
+    _finish_tracking(summary)
+
+
+def _finish_tracking(summary: dict | None) -> None:
+    """logger=mlflow: the summary on the sweep's parent run, and its end; never raises."""
+    from vae_runner.report.tracking import PARENT_FILE
+
+    if not (state.sweep_dir / PARENT_FILE).is_file():
+        return
+    from vae_runner.report.tracking import finish_sweep, first_line
+
+    try:
+        finish_sweep(state.sweep_dir, summary, stopped=signals.requested() is not None)
+    except Exception as err:  # the sweep's own files are written: say so and carry on
+        print_error(f"MLflow could not record the sweep's end: {first_line(err)}")
 
 
 def finish_multirun(hydra_failed: bool) -> int | None:

@@ -35,7 +35,7 @@ from vae_runner.report.console import (
     print_warning,
 )
 from vae_runner.report.images import save_grids
-from vae_runner.report.loggers import build_logger
+from vae_runner.report.loggers import NoLogger, build_logger
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import step_scheduler
 from vae_runner.training.checkpoint import (
@@ -164,7 +164,7 @@ def _divergence(train: TrainSums, record: dict) -> dict | None:
 
 def _after_epoch(t: Trainer, history: dict, record: dict, run_dir: Path, console, logger) -> None:
     """Diagnostics and pictures of a finished epoch: none of it changes the training."""
-    logger.epoch(record)
+    logger.epoch(history, record)
     warning = collapse_warning(history, t.job_label)  # each time the run falls into collapse
     if warning:
         history["warnings"].append(
@@ -273,11 +273,19 @@ def _train_epochs(
         _after_epoch(t, history, record, run_dir, console, logger)
 
 
+def _tracking_warning(history: dict, console, message: str) -> None:
+    """What a logger could not write to its tracker: on the terminal and in the record."""
+    epoch = history["epoch"][-1] if history["epoch"] else 0
+    history["warnings"].append({"epoch": epoch, "kind": "tracking", "message": message})
+    print_warning(console, message)
+
+
 def _train(
-    cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how, job_label=None
-) -> dict:
-    """Build, train and evaluate; the history ends with its status set. Once the history
-    exists, any failure is recorded in it (`failed`, with the error's line) before it rises."""
+    cfg: Config, run_dir: Path, console, checkpoint, start_dir, stop, how, job_label, sweep_dir
+) -> tuple[dict, Any]:
+    """Build, train and evaluate; returns the history, its status set, and the run's logger
+    (started; `run` finishes it once the last files are written). Once the history exists,
+    any failure is recorded in it (`failed`, with the error's line) before it rises."""
     t = build_trainer(cfg, console, start_dir)
     t.job_label = job_label
     if checkpoint is None:
@@ -288,18 +296,24 @@ def _train(
     for message in t.config_warnings:  # once each, also over resumes
         if not any(w["message"] == message for w in history["warnings"]):
             history["warnings"].append({"epoch": start - 1, "kind": "config", "message": message})
+    logger = NoLogger()
     try:
         with stop.critical():  # a second signal here is raised once the record is written
             save_history(run_dir, history)
-        logger = build_logger(cfg.logger, run_dir)
-        try:
-            _train_epochs(t, history, start, run_dir, console, stop, logger)
-            if history["status"] == "running":
-                release_training_state(t)
-                _final_evaluation(t, history, run_dir, logger, stop)
-                history["status"] = "completed"
-        finally:
-            logger.close()
+        logger = build_logger(
+            cfg.logger,
+            run_dir,
+            start_dir=start_dir,
+            sweep_dir=sweep_dir,
+            run_name=job_label,
+            warn=lambda message: _tracking_warning(history, console, message),
+        )
+        logger.start(history)
+        _train_epochs(t, history, start, run_dir, console, stop, logger)
+        if history["status"] == "running":
+            release_training_state(t)
+            _final_evaluation(t, history, run_dir, logger, stop)
+            history["status"] = "completed"
     except (Interrupted, StopNow) as signalled:
         history["status"] = "interrupted"
         history["interrupted_by"] = str(signalled)
@@ -311,8 +325,18 @@ def _train(
         history["error"] = {"kind": kind, "message": one_line(err)}
         with contextlib.suppress(OSError), stop.critical():
             save_history(run_dir, history, in_place_if_full=True)
+        _finish_logger(logger, history)
         raise
-    return history
+    return history, logger
+
+
+def _finish_logger(logger, history: dict) -> None:
+    """The logger's end (its tracker's status and files); a logger that fails here is said in
+    one line: history.json and the run directory are complete without it."""
+    try:
+        logger.finish(history)
+    except Exception as err:
+        log.warning(f"Warning: the logger could not finish: {one_line(err)}")
 
 
 def one_line(err: BaseException) -> str:
@@ -335,11 +359,12 @@ def run(
     stop_file: Path | None = None,
     how: str = "resume",
     job_label: str | None = None,
+    sweep_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train a VAE as `cfg` says (or continue from `checkpoint`), writing into `run_dir`.
     Relative data paths are read from `start_dir` (default: the working directory); a sweep's
     job also stops when `stop_file` appears (training.signals); `job_label` names a sweep's job
-    in its warnings.
+    in its warnings and its tracker; `sweep_dir` is a sweep job's sweep (its tracker's parent).
 
     Returns the history; its `status` is completed, diverged or interrupted. A failure once
     the history exists is recorded there as `failed` before the exception rises.
@@ -351,7 +376,9 @@ def run(
     # The handlers stay for the whole run, its last writes and plots included: a second
     # Ctrl-C there is a stop like any other, never a KeyboardInterrupt.
     with graceful_stop(stop_file) as stop:
-        history = _train(cfg, run_dir, console, checkpoint, start_dir, stop, how, job_label)
+        history, logger = _train(
+            cfg, run_dir, console, checkpoint, start_dir, stop, how, job_label, sweep_dir
+        )
         history["finished_at"] = _now()
         try:
             with stop.critical():  # a second signal waits for the record, then skips the rest
@@ -363,5 +390,6 @@ def run(
             print_summary(console, history, run_dir)
         except StopNow:
             log.info("stopped before the plots were drawn: vae-plot RUN_DIR draws them")
+        _finish_logger(logger, history)  # after the files it sends to its tracker
     stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return history

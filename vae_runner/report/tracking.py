@@ -1,0 +1,490 @@
+"""MLflow (`logger=mlflow`): the tracking store, a run's MLflow run, a sweep's parent run.
+
+- A single run is one MLflow run: the resolved config as params, the chosen group options as
+  tags (optimizer=adamw, ...), every per-epoch series of history.json as metrics (step = epoch),
+  the final measures, the status, and history.json, the PNGs and Hydra's record as artifacts.
+- A sweep is one parent run (made before any job starts, by cli.callbacks) whose jobs are child
+  runs; its per-setting summary is logged on it at the end (sweep.finish).
+- The run directory's `mlflow_run.json` holds the run's id: a resumed or restarted run carries on
+  in the same MLflow run, and logs the epochs the store lacks. The sweep directory's
+  `mlflow_parent.json` holds the parent's.
+- The tracker is a second record: when the store cannot be written during a run, the run goes on
+  (history.json holds every epoch) with a warning, and the missing epochs are logged as soon as
+  the store answers again. A store that cannot be opened before training is a config error.
+
+Imports mlflow only inside functions: `import mlflow` takes seconds, and only logger=mlflow pays.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import getpass
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from vae_runner.config.errors import ConfigError
+from vae_runner.config.schema import MLflowLoggerConfig
+from vae_runner.config.typed import flat_config
+from vae_runner.files import write_json_atomic
+from vae_runner.report.loggers import NoLogger, final_measures
+
+DEFAULT_TRACKING_URI = "sqlite:///outputs/mlflow.db"
+RUN_FILE = "mlflow_run.json"  # in a run directory: the MLflow run it logs to
+PARENT_FILE = "mlflow_parent.json"  # in a sweep directory: the sweep's parent run
+ARTIFACTS_DIR = "mlartifacts"  # beside a SQLite store's file: the artifacts of its experiments
+INSTALL_HINT = "logger=mlflow needs the mlflow package: pip install 'vae-runner[mlflow]'"
+
+# history.json's status -> the MLflow run's status
+RUN_STATUS = {
+    "completed": "FINISHED",
+    "diverged": "FAILED",
+    "failed": "FAILED",
+    "interrupted": "KILLED",
+}
+GROUPS = (
+    "optimizer",
+    "scheduler",
+    "reduction",
+    "annealing",
+    "device",
+    "data",
+    "model",
+    "likelihood",
+    "logger",
+)
+
+
+# --------------------------------------------------------------------------- the store
+def resolve_uri(configured: str | None, start_dir: Path | None = None) -> str:
+    """logger.tracking_uri, else $MLFLOW_TRACKING_URI, else the SQLite file under outputs/. A
+    relative sqlite:/// path is made absolute from `start_dir` (where vae-train started), so
+    every job of a sweep, in whatever process or folder, writes to the same file."""
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    path = sqlite_path(uri)
+    if path is not None and not path.is_absolute():
+        path = Path(start_dir or Path.cwd()) / path
+        return "sqlite:///" + str(path.resolve())
+    return uri
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The file of a sqlite:/// URI (None for other stores and in-memory databases)."""
+    match = re.fullmatch(r"sqlite:///(.+)", uri)
+    if match is None or match.group(1) == ":memory:":
+        return None
+    return Path(match.group(1).split("?", 1)[0])
+
+
+def _mlflow():
+    try:
+        import mlflow
+    except ImportError:
+        raise ConfigError(f"{INSTALL_HINT} (or logger=none)") from None
+    if "MLFLOW_LOGGING_LEVEL" not in os.environ:  # its INFO lines (tables made, migrations)
+        logging.getLogger("mlflow").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    return mlflow
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """One process at a time makes a SQLite store and its experiment: processes that create a
+    fresh store at the same moment fail with schema errors."""
+    path = sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def first_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return (text[:300] or type(err).__name__).rstrip(".")
+
+
+def open_store(uri: str, experiment: str) -> tuple[Any, str]:
+    """(MlflowClient, experiment id): the store made if new, the experiment made if missing.
+    Raises ConfigError naming the key when the store cannot be opened."""
+    mlflow = _mlflow()
+    try:
+        with _store_lock(uri):
+            client = mlflow.MlflowClient(tracking_uri=uri)
+            found = client.get_experiment_by_name(experiment)
+            if found is not None:
+                return client, found.experiment_id
+            path = sqlite_path(uri)
+            # Artifacts beside the SQLite file (MLflow's default is ./mlruns of the caller)
+            where = None if path is None else str(path.parent / ARTIFACTS_DIR)
+            return client, client.create_experiment(experiment, artifact_location=where)
+    except ConfigError:
+        raise
+    except Exception as err:
+        raise ConfigError(
+            f"logger.tracking_uri={uri}: MLflow could not open this store ({first_line(err)}); "
+            "give another logger.tracking_uri (sqlite:///outputs/mlflow.db, http://host:5000)"
+        ) from None
+
+
+def _safe_key(text: str) -> str:
+    """A metric or param name MLflow takes (letters, digits, _ - . space : /)."""
+    return re.sub(r"[^\w.\- :/]", "_", text).strip("/") or "_"
+
+
+def _client_for(uri: str) -> Any:
+    return _mlflow().MlflowClient(tracking_uri=uri)
+
+
+# --------------------------------------------------------------------------- one run
+def params_of(config: dict[str, Any]) -> dict[str, str]:
+    """The resolved config as MLflow params (text, as MLflow stores them)."""
+    import json
+
+    out = {}
+    for key, value in flat_config(config).items():
+        out[_safe_key(key)] = value if isinstance(value, str) else json.dumps(value)
+    return out
+
+
+def group_tags(config: dict[str, Any]) -> dict[str, str]:
+    """The chosen option of each config group: optimizer=adamw, scheduler=plateau, ..."""
+    return {
+        group: str(config[group]["name"])
+        for group in GROUPS
+        if isinstance(config.get(group), dict) and "name" in config[group]
+    }
+
+
+def epoch_metrics(history: dict[str, Any], index: int) -> dict[str, float]:
+    """Epoch `index`'s values of every per-epoch series (kl_by_dim as kl_by_dim/<dim>)."""
+    from vae_runner.training.history import epoch_keys
+
+    values: dict[str, float] = {}
+    for key in epoch_keys(history):
+        if key == "epoch":
+            continue
+        value = history[key][index]
+        if isinstance(value, list):
+            width = len(str(len(value) - 1))
+            values.update({f"{key}/{i:0{width}d}": float(v) for i, v in enumerate(value)})
+        elif value is not None:
+            values[key] = float(value)
+    return values
+
+
+class MLflowLogger(NoLogger):
+    def __init__(
+        self,
+        cfg: MLflowLoggerConfig,
+        run_dir: Path,
+        start_dir: Path | None,
+        sweep_dir: Path | None,
+        run_name: str | None,
+        warn: Callable[[str], None] | None,
+    ) -> None:
+        self.cfg, self.run_dir, self.start_dir = cfg, run_dir, start_dir
+        self.sweep_dir, self.run_name = sweep_dir, run_name
+        self.warn = warn or (lambda message: None)
+        self.client: Any = None
+        self.run_id: str | None = None
+        self.logged_through = 0  # the last epoch the store holds
+        self.failing = False  # a warning was given and no write has succeeded since
+
+    # ---------------------------------------------------------------- start
+    def start(self, history: dict[str, Any]) -> None:
+        earlier = _read_json(self.run_dir / RUN_FILE)
+        parent = _read_json(self.sweep_dir / PARENT_FILE) if self.sweep_dir else None
+        if earlier:  # resumed or restarted: the store that holds its run
+            uri, experiment_id = earlier["tracking_uri"], earlier["experiment_id"]
+            self.client = _client_for(uri)
+            if self._carry_on(earlier["run_id"], history):
+                return
+        elif parent:  # a sweep's job: in its parent's store and experiment
+            uri, experiment_id = parent["tracking_uri"], parent["experiment_id"]
+            self.client = _client_for(uri)
+        else:
+            uri = resolve_uri(self.cfg.tracking_uri, self.start_dir)
+            self.client, experiment_id = open_store(uri, self.cfg.experiment)
+        tags = {
+            "mlflow.runName": self.run_name or self.run_dir.name,
+            "mlflow.source.name": "vae-train",
+            "mlflow.source.type": "LOCAL",
+            "mlflow.user": _user(),
+            "vae.run_dir": str(self.run_dir.resolve()),
+            "vae.status": "running",
+            **group_tags(history.get("config") or {}),
+        }
+        if parent:
+            shared = set(parent.get("constant_overrides") or ())
+            varying = [o for o in (self.run_name or "").split(" ") if o and o not in shared]
+            tags["mlflow.runName"] = " ".join(varying) or tags["mlflow.runName"]
+            tags["mlflow.parentRunId"] = parent["run_id"]
+            tags["vae.sweep_dir"] = str(self.sweep_dir.resolve())
+        try:
+            run = self.client.create_run(experiment_id, tags=tags)
+        except Exception as err:
+            raise ConfigError(
+                f"logger.tracking_uri={uri}: MLflow could not start a run ({first_line(err)})"
+            ) from None
+        self.run_id = run.info.run_id
+        write_json_atomic(
+            self.run_dir / RUN_FILE,
+            {
+                "tracking_uri": uri,
+                "experiment_id": experiment_id,
+                "run_id": self.run_id,
+                "parent_run_id": parent["run_id"] if parent else None,
+            },
+        )
+        self._try("log the config", self._log_params, history)
+        self._sync(history)
+
+    def _carry_on(self, run_id: str, history: dict[str, Any]) -> bool:
+        """Continue the MLflow run of an earlier attempt; False when the store lost it."""
+        try:
+            run = self.client.get_run(run_id)
+        except Exception as err:
+            self.warn(
+                f"MLflow has no run {run_id} any more ({first_line(err)}): "
+                "this run is logged as a new MLflow run"
+            )
+            return False
+        self.run_id = run_id
+        self.logged_through = max(
+            (m.step for m in self.client.get_metric_history(run_id, "train_loss")), default=0
+        )
+        self.client.update_run(run_id, status="RUNNING")
+        self.client.set_tag(run_id, "vae.status", "running")
+        self._try("log the config", self._log_params, history, run.data.params)
+        self._sync(history)
+        return True
+
+    def _log_params(self, history: dict[str, Any], logged: dict[str, str] | None = None) -> None:
+        from mlflow.entities import Param, RunTag
+
+        logged = logged or {}
+        params = params_of(history.get("config") or {})
+        new = [Param(k, v) for k, v in params.items() if k not in logged]
+        # An MLflow param never changes: a value changed on resume (epochs=) becomes a tag
+        changed = [
+            RunTag(f"vae.resumed.{k}", v) for k, v in params.items() if logged.get(k, v) != v
+        ]
+        self.client.log_batch(self.run_id, params=new, tags=changed)
+
+    # ---------------------------------------------------------------- per epoch
+    def epoch(self, history: dict[str, Any], record: dict[str, Any]) -> None:
+        self._sync(history)
+
+    def _sync(self, history: dict[str, Any]) -> None:
+        """Log every epoch of `history` the store does not hold yet."""
+        from mlflow.entities import Metric
+
+        todo = [i for i, e in enumerate(history["epoch"]) if e > self.logged_through]
+        if not todo:
+            return
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(key, value, now, history["epoch"][i])
+            for i in todo
+            for key, value in epoch_metrics(history, i).items()
+        ]
+        what = f"log epoch {history['epoch'][todo[0]]}"
+        if self._try(what, self.client.log_batch, self.run_id, metrics):
+            self.logged_through = history["epoch"][todo[-1]]
+
+    def _try(self, what: str, call: Callable, *args: Any) -> bool:
+        """Call the store; on failure warn (once until a write succeeds again) and go on."""
+        try:
+            call(*args)
+        except Exception as err:
+            if not self.failing:
+                self.warn(
+                    f"MLflow could not {what} ({first_line(err)}); the run goes on: "
+                    "history.json holds every epoch, and the store gets them once it answers"
+                )
+            self.failing = True
+            return False
+        self.failing = False
+        return True
+
+    # ---------------------------------------------------------------- the end
+    def finish(self, history: dict[str, Any]) -> None:
+        if self.run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        self._sync(history)
+        step = history["epoch"][-1] if history.get("epoch") else 0
+        now = int(time.time() * 1000)
+        measures = [Metric(k, v, now, step) for k, v in final_measures(history).items()]
+        status = str(history.get("status"))
+        self._try("log the final measures", self.client.log_batch, self.run_id, measures)
+        self._try("log the status", self.client.set_tag, self.run_id, "vae.status", status)
+        self._try("log the artifacts", self._log_artifacts)
+        self._try(
+            "end the MLflow run",
+            self.client.set_terminated,
+            self.run_id,
+            RUN_STATUS.get(status, "FAILED"),
+        )
+
+    def _log_artifacts(self) -> None:
+        from vae_runner.training.history import HISTORY_FILE
+
+        self.client.log_artifact(self.run_id, str(self.run_dir / HISTORY_FILE))
+        for picture in sorted(self.run_dir.glob("*.png")):
+            self.client.log_artifact(self.run_id, str(picture))
+        for folder, under in (("images", "images"), (".hydra", "hydra")):
+            if (self.run_dir / folder).is_dir():
+                self.client.log_artifacts(self.run_id, str(self.run_dir / folder), under)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    import json
+
+    with contextlib.suppress(OSError, ValueError):
+        loaded = json.loads(Path(path).read_text())
+        return loaded if isinstance(loaded, dict) else None
+    return None
+
+
+def _user() -> str:
+    with contextlib.suppress(Exception):
+        return getpass.getuser()
+    return "unknown"
+
+
+# --------------------------------------------------------------------------- a sweep
+def start_sweep(
+    cfg: MLflowLoggerConfig, sweep_dir: Path, overrides: list[str], start_dir: Path
+) -> str:
+    """Make the store, the experiment and the sweep's parent run before any job starts; the
+    parent's id goes to the sweep directory. A sweep started again in its directory carries on
+    in its parent run. Returns the parent's id."""
+    earlier = _read_json(Path(sweep_dir) / PARENT_FILE)
+    if earlier:
+        client = _client_for(earlier["tracking_uri"])
+        with contextlib.suppress(Exception):
+            client.update_run(earlier["run_id"], status="RUNNING")
+            return earlier["run_id"]
+    uri = resolve_uri(cfg.tracking_uri, start_dir)
+    client, experiment_id = open_store(uri, cfg.experiment)
+    swept = " ".join(overrides) or Path(sweep_dir).name
+    tags = {
+        "mlflow.runName": swept,
+        "mlflow.source.name": "vae-train -m",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.user": _user(),
+        "vae.sweep_dir": str(Path(sweep_dir).resolve()),
+        "vae.status": "running",
+    }
+    try:
+        parent = client.create_run(experiment_id, tags=tags)
+        from mlflow.entities import Param
+
+        params = [_override_param(o) for o in overrides]
+        client.log_batch(parent.info.run_id, params=[Param(k, v) for k, v in params])
+    except Exception as err:
+        raise ConfigError(
+            f"logger.tracking_uri={uri}: MLflow could not start the sweep's run ({first_line(err)})"
+        ) from None
+    record = {
+        "tracking_uri": uri,
+        "experiment_id": experiment_id,
+        "run_id": parent.info.run_id,
+        "constant_overrides": _constant(overrides),
+    }
+    write_json_atomic(Path(sweep_dir) / PARENT_FILE, record)
+    return parent.info.run_id
+
+
+def _constant(overrides: list[str]) -> list[str]:
+    """The sweep's overrides that every job shares (epochs=3, logger=mlflow): a child run is
+    named by the others, what varies (lr=0.001 seed=1)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception:  # Hydra parsed them already; a name is not worth failing over
+        return []
+    return [o.input_line for o in parsed if not o.is_sweep_override()]
+
+
+def _override_param(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return _safe_key(key.lstrip("+~")), value
+
+
+def finish_sweep(sweep_dir: Path, summary: dict[str, Any] | None, stopped: bool) -> None:
+    """Log the sweep's per-setting summary and its files on the parent run, and end it:
+    KILLED when a signal stopped the sweep, FINISHED when its exit code is 0, else FAILED."""
+    from vae_runner.sweep.summary import CURVES_PNG, SUMMARY_CSV, SUMMARY_JSON
+
+    parent = _read_json(Path(sweep_dir) / PARENT_FILE)
+    if parent is None:
+        return
+    client, run_id = _client_for(parent["tracking_uri"]), parent["run_id"]
+    if summary is not None:
+        _log_settings(client, run_id, summary)
+        for name in (SUMMARY_JSON, SUMMARY_CSV, CURVES_PNG):
+            if (Path(sweep_dir) / name).is_file():
+                client.log_artifact(run_id, str(Path(sweep_dir) / name))
+    if stopped:
+        status = "KILLED"
+    else:
+        status = "FINISHED" if summary is not None and summary["exit_code"] == 0 else "FAILED"
+    client.set_tag(run_id, "vae.status", status.lower())
+    client.set_terminated(run_id, status)
+
+
+def _log_settings(client: Any, run_id: str, summary: dict[str, Any]) -> None:
+    """The verdict as tags, each setting's mean and sd of every measure as metrics
+    (<setting>/<measure>_mean), and the settings table as an MLflow table."""
+    from mlflow.entities import Metric, RunTag
+
+    said = summary["verdict"]
+    tags = [
+        RunTag("vae.verdict", said["sentence"]),
+        RunTag("vae.winner", said["winner"] or "none"),
+        RunTag("vae.ranked_on", summary["ranked_on"]),
+        RunTag("vae.seeds_per_setting", str(summary["seeds_per_setting"])),
+    ]
+    now = int(time.time() * 1000)
+    metrics, table = [], {}
+    for setting in summary["settings"]:
+        name = _safe_key(setting["label"].replace("=", ":").replace(",", " "))
+        row = {
+            "rank": setting["rank"],
+            "setting": setting["label"],
+            "winner": setting["winner"],
+            "tied_with_best": setting["tied_with_best"],
+            "p_vs_best": setting["p_vs_best"],
+            "n_jobs": setting["n_jobs"],
+            "n_completed": setting["n_completed"],
+        }
+        for measure, spread in setting["measures"].items():
+            row[f"{measure}_mean"], row[f"{measure}_sd"] = spread["mean"], spread["sd"]
+            for stat in ("mean", "sd"):
+                if spread[stat] is not None:
+                    metrics.append(Metric(f"{name}/{measure}_{stat}", spread[stat], now, 0))
+        for key, value in row.items():
+            table.setdefault(key, []).append(value)
+    client.log_batch(run_id, metrics=metrics, tags=tags)
+    if table:
+        import warnings
+
+        with warnings.catch_warnings():  # pandas' notice about its str dtype, inside MLflow
+            warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*select_dtypes.*")
+            client.log_table(run_id, data=table, artifact_file="settings.json")
