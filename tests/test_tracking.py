@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import multiprocessing
 import os
+import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -30,9 +31,20 @@ def no_stop_request_left_over():
     signals._process["signum"] = None
 
 
+@pytest.fixture(scope="session")
+def empty_store(tmp_path_factory) -> Path:
+    """A SQLite file with MLflow's tables and no experiment of ours: made once (its schema
+    migrations take seconds), copied for each test."""
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    """A fresh SQLite store for this test, as $MLFLOW_TRACKING_URI (the default's fallback)."""
+def store(tmp_path, monkeypatch, empty_store):
+    """A new SQLite store for this test, as $MLFLOW_TRACKING_URI (the default's fallback)."""
+    (tmp_path / "store").mkdir()
+    shutil.copy(empty_store, tmp_path / "store" / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
@@ -94,9 +106,10 @@ def test_a_run_is_one_mlflow_run_with_params_tags_metrics_per_epoch_and_artifact
     cfg = typed_config(
         "logger=mlflow", "optimizer=adamw", "data.val_fraction=0.1", "epochs=3", "plot_every=2"
     )
-    history = run(cfg, run_dir, console=quiet())
+    history = run(cfg, run_dir, console=quiet(), start_dir=tmp_path)
     assert history["status"] == "completed"
     client, logged = mlflow_run(run_dir)
+    # named by its folder, from where vae-train started
     assert logged.info.status == "FINISHED" and logged.info.run_name == "run"
     assert json.loads((run_dir / tracking.RUN_FILE).read_text())["tracking_uri"] == store
     # the resolved config as params, the chosen options as tags
@@ -184,8 +197,9 @@ def test_a_restarted_run_continues_its_mlflow_run_and_logs_each_epoch_once(
     assert logged.data.params["epochs"] == "3" and logged.data.tags["vae.resumed.epochs"] == "4"
 
 
+@pytest.mark.parametrize("answers_again", [True, False])
 def test_a_store_that_fails_mid_run_warns_and_gets_the_epochs_once_it_answers(
-    tmp_path, store, monkeypatch
+    tmp_path, store, monkeypatch, answers_again
 ):
     run_dir = tmp_path / "run"
     original = MlflowClient.log_batch
@@ -194,18 +208,29 @@ def test_a_store_that_fails_mid_run_warns_and_gets_the_epochs_once_it_answers(
     def flaky(self, run_id, metrics=(), params=(), tags=(), synchronous=None):
         if metrics and any(m.key == "train_loss" for m in metrics):
             calls["metrics"] += 1
-            if calls["metrics"] in (1, 2):  # epochs 1 and 2 cannot be written
+            if calls["metrics"] == 1 or not answers_again:
                 raise OSError("database is locked")
         return original(self, run_id, metrics, params, tags, synchronous)
 
     monkeypatch.setattr(MlflowClient, "log_batch", flaky)
     history = run(typed_config("logger=mlflow", *CHEAP), run_dir, console=quiet())
     assert history["status"] == "completed"
-    warned = [w for w in history["warnings"] if w["kind"] == "tracking"]
-    assert len(warned) == 1  # once, not once per failed epoch
-    assert warned[0]["message"].startswith("MLflow could not log epoch 1 (database is locked)")
+    assert history == history_of(run_dir)
+    warned = [w["message"] for w in history["warnings"] if w["kind"] == "tracking"]
+    assert warned[0].startswith("MLflow could not log epoch 1 (database is locked)")
+    if answers_again:
+        assert len(warned) == 1  # once, not once per failed epoch
+    else:
+        assert len(warned) == 2 and warned[1].startswith("MLflow did not answer at the end")
+    # after a failure the store is left alone for a while (epochs 2 and 3 did not wait on
+    # it), then tried once more at the end
+    assert calls["metrics"] == 2
     client, logged = mlflow_run(run_dir)
-    assert [s for s, _ in steps(client, logged.info.run_id, "train_loss")] == [1, 2, 3]
+    logged_epochs = [s for s, _ in steps(client, logged.info.run_id, "train_loss")]
+    if answers_again:
+        assert logged_epochs == [1, 2, 3] and logged.info.status == "FINISHED"
+    else:
+        assert logged_epochs == [] and logged.info.status == "RUNNING"
 
 
 def test_a_missing_mlflow_or_a_store_that_cannot_be_opened_is_refused_before_any_file(
@@ -229,23 +254,22 @@ def test_a_missing_mlflow_or_a_store_that_cannot_be_opened_is_refused_before_any
     assert not run_dir.exists()
 
 
-def _open(uri: str, ready, results) -> None:
-    ready.wait()
-    results.put(tracking.open_store(uri, "vae-runner")[1])
+# a process that opens the store and prints its experiment's id (imports no torch: quick)
+OPEN = (
+    "import sys; from vae_runner.report import tracking; "
+    "print(tracking.open_store(sys.argv[1], 'vae-runner')[1])"
+)
 
 
 def test_processes_that_make_a_fresh_store_at_the_same_moment_all_open_it(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"
-    context = multiprocessing.get_context("spawn")
-    ready, results = context.Event(), context.Queue()
-    workers = [context.Process(target=_open, args=(uri, ready, results)) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    ready.set()
-    for worker in workers:
-        worker.join()
-    assert [w.exitcode for w in workers] == [0, 0, 0]
-    assert len({results.get() for _ in workers}) == 1  # one experiment, the same for all
+    uri = f"sqlite:///{tmp_path / 'fresh' / 'mlflow.db'}"  # no file yet: each may make it
+    workers = [
+        subprocess.Popen([sys.executable, "-c", OPEN, uri], stdout=subprocess.PIPE, text=True)
+        for _ in range(3)
+    ]
+    answers = [worker.communicate()[0].strip() for worker in workers]
+    assert [w.returncode for w in workers] == [0, 0, 0]
+    assert len(set(answers)) == 1 and answers[0]  # one experiment, the same for all
 
 
 # --------------------------------------------------------------------------- sweeps
@@ -362,3 +386,90 @@ def test_a_sigint_ends_the_mlflow_run_killed_and_resume_finishes_the_same_run(tm
     client, again = mlflow_run(run_dir)
     assert again.info.run_id == logged.info.run_id and again.info.status == "FINISHED"
     assert [s for s, _ in steps(client, again.info.run_id, "train_loss")] == [1, 2, 3, 4, 5]
+
+
+# --------------------------------------------------------------------------- what the review found
+@pytest.mark.parametrize("lost", ["deleted in the UI", "its store is gone"])
+def test_a_run_whose_mlflow_run_was_lost_carries_on_as_a_new_mlflow_run(tmp_path, store, lost):
+    run_dir = tmp_path / "run"
+    assert run(typed_config("logger=mlflow", *CHEAP), run_dir, console=quiet())["epoch"]
+    ids = json.loads((run_dir / tracking.RUN_FILE).read_text())
+    if lost == "deleted in the UI":
+        MlflowClient(store).delete_run(ids["run_id"])
+        where = store
+    else:  # the file it named is not there any more (moved, removed): an empty store there
+        where = f"sqlite:///{tmp_path / 'moved' / 'mlflow.db'}"
+        (run_dir / tracking.RUN_FILE).write_text(json.dumps({**ids, "tracking_uri": where}))
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    done = run(typed_config("logger=mlflow", *CHEAP, "epochs=4"), run_dir, checkpoint=checkpoint,
+               console=quiet())  # fmt: skip
+    assert done["status"] == "completed"
+    said = [w["message"] for w in done["warnings"] if w["kind"] == "tracking"]
+    assert (
+        len(said) == 1 and f"MLflow run {ids['run_id']} of {where} cannot be continued" in said[0]
+    )
+    client, logged = mlflow_run(run_dir)
+    assert logged.info.run_id != ids["run_id"] and logged.info.status == "FINISHED"
+    assert json.loads((run_dir / tracking.RUN_FILE).read_text())["tracking_uri"] == where
+    # the new run holds every epoch the history holds, not only the resumed ones
+    assert [s for s, _ in steps(client, logged.info.run_id, "test_loss")] == [1, 2, 3, 4]
+
+
+def test_a_bad_store_in_the_environment_is_named_as_the_environment(tmp_path, monkeypatch, capsys):
+    (tmp_path / "a_file").write_text("")
+    uri = f"sqlite:///{tmp_path}/a_file/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run_dir = tmp_path / "run"
+    assert vae_train_in_process(monkeypatch, "logger=mlflow", f"hydra.run.dir={run_dir}") == 2
+    err = capsys.readouterr().err
+    assert f"Error: MLFLOW_TRACKING_URI={uri}: MLflow could not open this store" in err
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize(
+    "swept",
+    [
+        "logger=none,mlflow",
+        "logger.experiment=a,b",
+        "logger.tracking_uri=sqlite:///a.db,sqlite:///b.db",
+    ],
+)
+def test_a_sweep_over_the_store_experiment_or_mlflow_itself_is_refused(
+    swept, tmp_path, store, monkeypatch, capsys
+):
+    sweep_dir = tmp_path / "sweep"
+    args = ("-m", swept, "logger=mlflow", *CHEAP, f"hydra.sweep.dir={sweep_dir}")
+    if swept.startswith("logger="):
+        args = ("-m", swept, *CHEAP, f"hydra.sweep.dir={sweep_dir}")
+    assert vae_train_in_process(monkeypatch, *args) == 2
+    key = swept.split("=")[0]
+    assert f"give {key} one value" in capsys.readouterr().err
+    assert not sweep_dir.exists()
+
+
+def test_a_refused_sweep_leaves_no_parent_run_and_a_sweep_run_again_carries_on_in_its_own(
+    tmp_path, store, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    refused = tmp_path / "refused"
+    bad = ("-m", "lr=1e-3,-1", "logger=mlflow", *CHEAP, f"hydra.sweep.dir={refused}")
+    assert vae_train_in_process(monkeypatch, *bad) == 2  # lr=-1 is refused by the job checks
+    assert not refused.exists()
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("vae-runner")
+    assert client.search_runs([experiment.experiment_id]) == []
+
+    sweep_dir = tmp_path / "sweep"
+    args = ("-m", "lr=1e-3,1e-2", "logger=mlflow", *CHEAP, f"hydra.sweep.dir={sweep_dir}")
+    assert vae_train_in_process(monkeypatch, *args) == 0
+    assert vae_train_in_process(monkeypatch, *args) == 0  # again: every job is done already
+    client, parent = _parent(sweep_dir)
+    assert parent.info.status == "FINISHED" and parent.data.tags["vae.status"] == "completed"
+    assert len(_children(client, parent)) == 2  # the jobs were not logged twice
+    local = Path(client.download_artifacts(parent.info.run_id, "settings.json", str(tmp_path)))
+    assert [s["setting"] for s in json.loads(local.read_text())["settings"]] == [
+        "lr=0.001",
+        "lr=0.01",
+    ]
+    mean = steps(client, parent.info.run_id, "lr:0.01/best_test_loss_mean")
+    assert [s for s, _ in mean] == [1, 2]  # one point per run of the sweep

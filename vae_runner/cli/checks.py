@@ -61,8 +61,7 @@ def open_tracking_store(typed: Config, start_dir: Path) -> None:
     if isinstance(typed.logger, MLflowLoggerConfig):
         from vae_runner.report import tracking
 
-        uri = tracking.resolve_uri(typed.logger.tracking_uri, start_dir)
-        tracking.open_store(uri, typed.logger.experiment)
+        tracking.open_configured_store(typed.logger, start_dir)
 
 
 def check_job(typed: Config, start_dir: Path) -> None:
@@ -215,9 +214,30 @@ def check_multirun(cfg: DictConfig) -> None:
             f"seeds={cfg.seeds} is read by vae-train's default sweeper only; with "
             f"{sweeper.rsplit('.', 1)[-1]} each trial has one seed: drop seeds (or set seed=...)"
         )
+    refuse_swept_tracking(list(cfg.hydra.overrides.task))
     if cfg.get("logger") is not None and cfg.logger.get("name") == "mlflow":
         open_tracking_store(job_config(cfg), Path(cfg.hydra.runtime.cwd))
     claim(sweep_dir, "hydra.sweep.dir", hold=True)
+
+
+TRACKING_KEYS = ("logger.tracking_uri", "logger.experiment")
+
+
+def refuse_swept_tracking(overrides: list[str]) -> None:
+    """A sweep is one MLflow parent run in one store and experiment, its jobs the children:
+    the store, the experiment, and mlflow against another logger, cannot vary between jobs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for override in OverridesParser.create().parse_overrides(overrides):
+        if not override.is_sweep_override():
+            continue
+        key = override.get_key_element()
+        values = " ".join(str(v) for v in override.sweep_string_iterator())
+        if key in TRACKING_KEYS or (key == "logger" and "mlflow" in values.split()):
+            raise ConfigError(
+                f"{override.input_line}: a sweep with logger=mlflow is one parent run in one "
+                f"store and experiment: give {key} one value, and sweep the others"
+            )
 
 
 def check_sweep_overrides(overrides: list[Override]) -> None:

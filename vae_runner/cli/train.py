@@ -72,6 +72,7 @@ def main() -> None:
         # its exit status still come from the jobs' records.
         hydra_failed = True
     except Refused as refused:
+        finish.discard_tracking()  # a refused sweep's MLflow parent run
         release_held()  # the folders its checks claimed, when they stayed empty
         if refused.code == ExitCode.FAILED and refused.__cause__ is not None:
             traceback.print_exception(refused.__cause__)

@@ -73,6 +73,13 @@ def resolve_uri(configured: str | None, start_dir: Path | None = None) -> str:
     return uri
 
 
+def uri_source(configured: str | None) -> str:
+    """Where resolve_uri took the store from, as an error message names it."""
+    if configured:
+        return "logger.tracking_uri"
+    return "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default store"
+
+
 def sqlite_path(uri: str) -> Path | None:
     """The file of a sqlite:/// URI (None for other stores and in-memory databases)."""
     match = re.fullmatch(r"sqlite:///(.+)", uri)
@@ -81,21 +88,30 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(match.group(1).split("?", 1)[0])
 
 
+# A tracking server that does not answer must not hold a run for minutes: MLflow's defaults
+# retry each request 7 times with a growing backoff and wait 120 s for each (a user's own
+# settings of these variables win).
+HTTP_LIMITS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
 def _mlflow():
     try:
         import mlflow
     except ImportError:
         raise ConfigError(f"{INSTALL_HINT} (or logger=none)") from None
+    for name, value in HTTP_LIMITS.items():
+        os.environ.setdefault(name, value)
     if "MLFLOW_LOGGING_LEVEL" not in os.environ:  # its INFO lines (tables made, migrations)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "Retrying (...)"
     return mlflow
 
 
 @contextlib.contextmanager
 def _store_lock(uri: str) -> Iterator[None]:
-    """One process at a time makes a SQLite store and its experiment: processes that create a
-    fresh store at the same moment fail with schema errors."""
+    """One process at a time opens a SQLite store that may be new, and makes its experiment:
+    processes that create a fresh store at the same moment fail with schema errors."""
     path = sqlite_path(uri)
     if path is None:
         yield
@@ -114,36 +130,56 @@ def first_line(err: BaseException) -> str:
     return (text[:300] or type(err).__name__).rstrip(".")
 
 
-def open_store(uri: str, experiment: str) -> tuple[Any, str]:
+def _client_for(uri: str) -> Any:
+    mlflow = _mlflow()
+    with _store_lock(uri):
+        client = mlflow.MlflowClient(tracking_uri=uri)
+        client.search_experiments(max_results=1)  # opens (and, if new, makes) the store now
+    return client
+
+
+def open_store(uri: str, experiment: str, source: str = "logger.tracking_uri") -> tuple[Any, str]:
     """(MlflowClient, experiment id): the store made if new, the experiment made if missing.
-    Raises ConfigError naming the key when the store cannot be opened."""
+    Raises ConfigError naming where the URI came from (`source`) when it cannot be opened."""
     mlflow = _mlflow()
     try:
         with _store_lock(uri):
             client = mlflow.MlflowClient(tracking_uri=uri)
             found = client.get_experiment_by_name(experiment)
             if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    raise ConfigError(
+                        f"the MLflow experiment {experiment} is deleted in {uri}: restore it "
+                        "(mlflow experiments restore) or choose another logger.experiment"
+                    )
                 return client, found.experiment_id
             path = sqlite_path(uri)
             # Artifacts beside the SQLite file (MLflow's default is ./mlruns of the caller)
             where = None if path is None else str(path.parent / ARTIFACTS_DIR)
-            return client, client.create_experiment(experiment, artifact_location=where)
+            # The kind MLflow's UI opens on its runs table (not its GenAI overview)
+            tags = {"mlflow.experimentKind": "custom_model_development"}
+            made = client.create_experiment(experiment, artifact_location=where, tags=tags)
+            return client, made
     except ConfigError:
         raise
     except Exception as err:
+        said = f"{source}={uri}" if source != "the default store" else f"the default store {uri}"
         raise ConfigError(
-            f"logger.tracking_uri={uri}: MLflow could not open this store ({first_line(err)}); "
-            "give another logger.tracking_uri (sqlite:///outputs/mlflow.db, http://host:5000)"
+            f"{said}: MLflow could not open this store ({first_line(err)}); give another "
+            "logger.tracking_uri (sqlite:///outputs/mlflow.db, http://host:5000)"
         ) from None
+
+
+def open_configured_store(cfg: MLflowLoggerConfig, start_dir: Path | None) -> tuple[Any, str, str]:
+    """(client, experiment id, uri) of the store `cfg` names (resolve_uri)."""
+    uri = resolve_uri(cfg.tracking_uri, start_dir)
+    client, experiment_id = open_store(uri, cfg.experiment, uri_source(cfg.tracking_uri))
+    return client, experiment_id, uri
 
 
 def _safe_key(text: str) -> str:
     """A metric or param name MLflow takes (letters, digits, _ - . space : /)."""
     return re.sub(r"[^\w.\- :/]", "_", text).strip("/") or "_"
-
-
-def _client_for(uri: str) -> Any:
-    return _mlflow().MlflowClient(tracking_uri=uri)
 
 
 # --------------------------------------------------------------------------- one run
@@ -183,6 +219,11 @@ def epoch_metrics(history: dict[str, Any], index: int) -> dict[str, float]:
     return values
 
 
+RETRY_SECONDS = 60.0  # a store that failed is tried again after this long (or at the end)
+# How history.json's status and a sweep's end read in the `vae.status` tag
+PARENT_STATUS = {"FINISHED": "completed", "FAILED": "failed", "KILLED": "interrupted"}
+
+
 class MLflowLogger(NoLogger):
     def __init__(
         self,
@@ -200,24 +241,36 @@ class MLflowLogger(NoLogger):
         self.run_id: str | None = None
         self.logged_through = 0  # the last epoch the store holds
         self.failing = False  # a warning was given and no write has succeeded since
+        self.retry_at = 0.0  # while failing: when to try the store again (time.monotonic)
 
     # ---------------------------------------------------------------- start
     def start(self, history: dict[str, Any]) -> None:
+        """A new run's MLflow run (a store that cannot take it is a config error: nothing has
+        trained yet), or the earlier attempt's, continued (a store that lost it or does not
+        answer is a warning: the training done so far goes on)."""
         earlier = _read_json(self.run_dir / RUN_FILE)
+        if earlier is None:
+            self._new_run(history)
+            return
+        if self._carry_on(earlier, history):
+            return
+        try:
+            self._new_run(history, earlier["tracking_uri"])
+        except ConfigError as err:
+            self.warn(f"{err}; this run goes on without MLflow")
+            self.run_id = None
+
+    def _new_run(self, history: dict[str, Any], uri: str | None = None) -> None:
         parent = _read_json(self.sweep_dir / PARENT_FILE) if self.sweep_dir else None
-        if earlier:  # resumed or restarted: the store that holds its run
-            uri, experiment_id = earlier["tracking_uri"], earlier["experiment_id"]
-            self.client = _client_for(uri)
-            if self._carry_on(earlier["run_id"], history):
-                return
+        if uri is not None:  # the store that held this run before
+            self.client, experiment_id = open_store(uri, self.cfg.experiment)
         elif parent:  # a sweep's job: in its parent's store and experiment
             uri, experiment_id = parent["tracking_uri"], parent["experiment_id"]
             self.client = _client_for(uri)
         else:
-            uri = resolve_uri(self.cfg.tracking_uri, self.start_dir)
-            self.client, experiment_id = open_store(uri, self.cfg.experiment)
+            self.client, experiment_id, uri = open_configured_store(self.cfg, self.start_dir)
         tags = {
-            "mlflow.runName": self.run_name or self.run_dir.name,
+            "mlflow.runName": self._name(parent),
             "mlflow.source.name": "vae-train",
             "mlflow.source.type": "LOCAL",
             "mlflow.user": _user(),
@@ -226,16 +279,14 @@ class MLflowLogger(NoLogger):
             **group_tags(history.get("config") or {}),
         }
         if parent:
-            shared = set(parent.get("constant_overrides") or ())
-            varying = [o for o in (self.run_name or "").split(" ") if o and o not in shared]
-            tags["mlflow.runName"] = " ".join(varying) or tags["mlflow.runName"]
             tags["mlflow.parentRunId"] = parent["run_id"]
             tags["vae.sweep_dir"] = str(self.sweep_dir.resolve())
         try:
             run = self.client.create_run(experiment_id, tags=tags)
         except Exception as err:
             raise ConfigError(
-                f"logger.tracking_uri={uri}: MLflow could not start a run ({first_line(err)})"
+                f"MLflow could not start a run in {uri} ({first_line(err)}); check "
+                "logger.tracking_uri, or run with logger=none"
             ) from None
         self.run_id = run.info.run_id
         write_json_atomic(
@@ -250,22 +301,37 @@ class MLflowLogger(NoLogger):
         self._try("log the config", self._log_params, history)
         self._sync(history)
 
-    def _carry_on(self, run_id: str, history: dict[str, Any]) -> bool:
-        """Continue the MLflow run of an earlier attempt; False when the store lost it."""
+    def _name(self, parent: dict | None) -> str:
+        """A sweep's job: what varies (lr=0.001 seed=1); a single run: its folder, from where
+        vae-train started (outputs/2026-12-02/07-23-41-299418)."""
+        if parent:
+            shared = set(parent.get("constant_overrides") or ())
+            varying = [o for o in (self.run_name or "").split(" ") if o and o not in shared]
+            if varying:
+                return " ".join(varying)
+        with contextlib.suppress(ValueError):
+            return str(self.run_dir.resolve().relative_to(Path(self.start_dir or Path.cwd())))
+        return str(self.run_dir)
+
+    def _carry_on(self, earlier: dict[str, Any], history: dict[str, Any]) -> bool:
+        """Continue the MLflow run of an earlier attempt; False when that cannot be done."""
+        run_id = earlier.get("run_id")
         try:
+            self.client = _client_for(earlier["tracking_uri"])
             run = self.client.get_run(run_id)
+            if run.info.lifecycle_stage == "deleted":
+                raise LookupError("it was deleted")
+            metrics = self.client.get_metric_history(run_id, "train_loss")
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, "vae.status", "running")
         except Exception as err:
             self.warn(
-                f"MLflow has no run {run_id} any more ({first_line(err)}): "
-                "this run is logged as a new MLflow run"
+                f"MLflow run {run_id} of {earlier.get('tracking_uri')} cannot be continued "
+                f"({first_line(err)}): this run is logged as a new MLflow run"
             )
             return False
         self.run_id = run_id
-        self.logged_through = max(
-            (m.step for m in self.client.get_metric_history(run_id, "train_loss")), default=0
-        )
-        self.client.update_run(run_id, status="RUNNING")
-        self.client.set_tag(run_id, "vae.status", "running")
+        self.logged_through = max((m.step for m in metrics), default=0)
         self._try("log the config", self._log_params, history, run.data.params)
         self._sync(history)
         return True
@@ -286,10 +352,14 @@ class MLflowLogger(NoLogger):
     def epoch(self, history: dict[str, Any], record: dict[str, Any]) -> None:
         self._sync(history)
 
-    def _sync(self, history: dict[str, Any]) -> None:
-        """Log every epoch of `history` the store does not hold yet."""
+    def _sync(self, history: dict[str, Any], force: bool = False) -> None:
+        """Log every epoch of `history` the store does not hold yet. A store that failed is
+        left alone until RETRY_SECONDS have passed (or `force`, at the end): one that does not
+        answer costs a timeout per try, and the run must not wait on it every epoch."""
         from mlflow.entities import Metric
 
+        if self.run_id is None or (self.failing and not force and time.monotonic() < self.retry_at):
+            return
         todo = [i for i, e in enumerate(history["epoch"]) if e > self.logged_through]
         if not todo:
             return
@@ -314,6 +384,7 @@ class MLflowLogger(NoLogger):
                     "history.json holds every epoch, and the store gets them once it answers"
                 )
             self.failing = True
+            self.retry_at = time.monotonic() + RETRY_SECONDS
             return False
         self.failing = False
         return True
@@ -324,7 +395,13 @@ class MLflowLogger(NoLogger):
             return
         from mlflow.entities import Metric
 
-        self._sync(history)
+        self._sync(history, force=True)
+        if self.failing:  # it did not answer again: no more waiting on it
+            self.warn(
+                f"MLflow did not answer at the end: its run {self.run_id} is left as it was; "
+                "history.json and the run directory are complete"
+            )
+            return
         step = history["epoch"][-1] if history.get("epoch") else 0
         now = int(time.time() * 1000)
         measures = [Metric(k, v, now, step) for k, v in final_measures(history).items()]
@@ -372,14 +449,18 @@ def start_sweep(
     """Make the store, the experiment and the sweep's parent run before any job starts; the
     parent's id goes to the sweep directory. A sweep started again in its directory carries on
     in its parent run. Returns the parent's id."""
-    earlier = _read_json(Path(sweep_dir) / PARENT_FILE)
+    path = Path(sweep_dir) / PARENT_FILE
+    earlier = _read_json(path)
     if earlier:
-        client = _client_for(earlier["tracking_uri"])
         with contextlib.suppress(Exception):
-            client.update_run(earlier["run_id"], status="RUNNING")
-            return earlier["run_id"]
-    uri = resolve_uri(cfg.tracking_uri, start_dir)
-    client, experiment_id = open_store(uri, cfg.experiment)
+            client = _client_for(earlier["tracking_uri"])
+            if client.get_run(earlier["run_id"]).info.lifecycle_stage != "deleted":
+                client.update_run(earlier["run_id"], status="RUNNING")
+                client.set_tag(earlier["run_id"], "vae.status", "running")
+                earlier["attempts"] = int(earlier.get("attempts", 1)) + 1
+                write_json_atomic(path, earlier)
+                return earlier["run_id"]
+    client, experiment_id, uri = open_configured_store(cfg, start_dir)
     swept = " ".join(overrides) or Path(sweep_dir).name
     tags = {
         "mlflow.runName": swept,
@@ -397,15 +478,17 @@ def start_sweep(
         client.log_batch(parent.info.run_id, params=[Param(k, v) for k, v in params])
     except Exception as err:
         raise ConfigError(
-            f"logger.tracking_uri={uri}: MLflow could not start the sweep's run ({first_line(err)})"
+            f"MLflow could not start the sweep's run in {uri} ({first_line(err)}); check "
+            "logger.tracking_uri, or run with logger=none"
         ) from None
     record = {
         "tracking_uri": uri,
         "experiment_id": experiment_id,
         "run_id": parent.info.run_id,
         "constant_overrides": _constant(overrides),
+        "attempts": 1,  # how many times this sweep ran in its directory
     }
-    write_json_atomic(Path(sweep_dir) / PARENT_FILE, record)
+    write_json_atomic(path, record)
     return parent.info.run_id
 
 
@@ -434,23 +517,52 @@ def finish_sweep(sweep_dir: Path, summary: dict[str, Any] | None, stopped: bool)
     parent = _read_json(Path(sweep_dir) / PARENT_FILE)
     if parent is None:
         return
-    client, run_id = _client_for(parent["tracking_uri"]), parent["run_id"]
-    if summary is not None:
-        _log_settings(client, run_id, summary)
-        for name in (SUMMARY_JSON, SUMMARY_CSV, CURVES_PNG):
-            if (Path(sweep_dir) / name).is_file():
-                client.log_artifact(run_id, str(Path(sweep_dir) / name))
     if stopped:
         status = "KILLED"
     else:
         status = "FINISHED" if summary is not None and summary["exit_code"] == 0 else "FAILED"
-    client.set_tag(run_id, "vae.status", status.lower())
+    client, run_id = _client_for(parent["tracking_uri"]), parent["run_id"]
+    try:
+        if summary is not None:
+            _log_settings(client, run_id, summary, step=int(parent.get("attempts", 1)))
+            for name in (SUMMARY_JSON, SUMMARY_CSV, CURVES_PNG):
+                if (Path(sweep_dir) / name).is_file():
+                    client.log_artifact(run_id, str(Path(sweep_dir) / name))
+    finally:  # the parent ends whatever the summary's logging met
+        _end_parent(client, run_id, status)
+        write_json_atomic(Path(sweep_dir) / PARENT_FILE, {**parent, "ended": status})
+
+
+def _end_parent(client: Any, run_id: str, status: str) -> None:
+    client.set_tag(run_id, "vae.status", PARENT_STATUS[status])
     client.set_terminated(run_id, status)
 
 
-def _log_settings(client: Any, run_id: str, summary: dict[str, Any]) -> None:
+def discard_sweep(sweep_dir: Path) -> None:
+    """A sweep refused before any job ran: its parent run goes (nothing was tracked) and so
+    does mlflow_parent.json, so that nothing is left of the refused command; a parent that an
+    earlier run of the sweep made is ended as that run left it."""
+    path = Path(sweep_dir) / PARENT_FILE
+    parent = _read_json(path)
+    if parent is None:
+        return
+    attempts = int(parent.get("attempts", 1))
+    with contextlib.suppress(Exception):
+        client = _client_for(parent["tracking_uri"])
+        if attempts == 1:
+            client.delete_run(parent["run_id"])
+        else:  # an earlier run of this sweep made it: it ends as that run left it
+            _end_parent(client, parent["run_id"], parent.get("ended") or "FAILED")
+    if attempts == 1:
+        path.unlink(missing_ok=True)
+    else:
+        write_json_atomic(path, {**parent, "attempts": attempts - 1})
+
+
+def _log_settings(client: Any, run_id: str, summary: dict[str, Any], step: int) -> None:
     """The verdict as tags, each setting's mean and sd of every measure as metrics
-    (<setting>/<measure>_mean), and the settings table as an MLflow table."""
+    (<setting>/<measure>_mean, at step = the sweep's attempt), and the settings table as
+    settings.json (rewritten, never appended to, when the sweep runs again)."""
     from mlflow.entities import Metric, RunTag
 
     said = summary["verdict"]
@@ -461,7 +573,7 @@ def _log_settings(client: Any, run_id: str, summary: dict[str, Any]) -> None:
         RunTag("vae.seeds_per_setting", str(summary["seeds_per_setting"])),
     ]
     now = int(time.time() * 1000)
-    metrics, table = [], {}
+    metrics, table = [], []
     for setting in summary["settings"]:
         name = _safe_key(setting["label"].replace("=", ":").replace(",", " "))
         row = {
@@ -477,14 +589,7 @@ def _log_settings(client: Any, run_id: str, summary: dict[str, Any]) -> None:
             row[f"{measure}_mean"], row[f"{measure}_sd"] = spread["mean"], spread["sd"]
             for stat in ("mean", "sd"):
                 if spread[stat] is not None:
-                    metrics.append(Metric(f"{name}/{measure}_{stat}", spread[stat], now, 0))
-        for key, value in row.items():
-            table.setdefault(key, []).append(value)
+                    metrics.append(Metric(f"{name}/{measure}_{stat}", spread[stat], now, step))
+        table.append(row)
     client.log_batch(run_id, metrics=metrics, tags=tags)
-    if table:
-        import warnings
-
-        with warnings.catch_warnings():  # pandas' notice about its str dtype, inside MLflow
-            warnings.simplefilter("ignore", FutureWarning)
-            warnings.filterwarnings("ignore", message=".*select_dtypes.*")
-            client.log_table(run_id, data=table, artifact_file="settings.json")
+    client.log_dict(run_id, {"verdict": said["sentence"], "settings": table}, "settings.json")

@@ -70,6 +70,17 @@ def write_sweep_summary() -> None:
     _finish_tracking(summary)
 
 
+def discard_tracking() -> None:
+    """A sweep refused before its jobs ran (the checked sweeper's checks): no parent run."""
+    from vae_runner.report.tracking import PARENT_FILE
+
+    if state.sweep_dir is None or not (state.sweep_dir / PARENT_FILE).is_file():
+        return
+    from vae_runner.report.tracking import discard_sweep
+
+    discard_sweep(state.sweep_dir)
+
+
 def _finish_tracking(summary: dict | None) -> None:
     """logger=mlflow: the summary on the sweep's parent run, and its end; never raises."""
     from vae_runner.report.tracking import PARENT_FILE

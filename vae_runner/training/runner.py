@@ -390,6 +390,12 @@ def run(
             print_summary(console, history, run_dir)
         except StopNow:
             log.info("stopped before the plots were drawn: vae-plot RUN_DIR draws them")
-        _finish_logger(logger, history)  # after the files it sends to its tracker
+        finally:  # after the files it sends to its tracker, and also when they failed
+            with contextlib.suppress(StopNow), stop.critical():  # a signal waits for its end
+                warned = len(history["warnings"])
+                _finish_logger(logger, history)
+                if len(history["warnings"]) != warned:  # the record says what its tracker lacks
+                    with contextlib.suppress(OSError):
+                        save_history(run_dir, history)
     stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return history
