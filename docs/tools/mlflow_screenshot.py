@@ -65,9 +65,15 @@ def main(url: str, out: str) -> None:
             time.sleep(0.5)
             if script("document.body.innerText.includes('matching runs')"):
                 break
-        for step in (EXPAND_FIRST_PARENT, CLOSE_ASSISTANT):
-            script(step)
-            time.sleep(2)
+        rows = "document.querySelectorAll('.ag-center-cols-container .ag-row').length"
+        for attempt in range(20):  # until the parent's children show (a busy machine is slow)
+            if attempt % 5 == 0:
+                script(EXPAND_FIRST_PARENT)
+            time.sleep(1)
+            if (script(rows) or 0) > 1:
+                break
+        script(CLOSE_ASSISTANT)
+        time.sleep(2)
         shot = call("Page.captureScreenshot", format="png")
         with open(out, "wb") as f:
             f.write(base64.b64decode(shot["data"]))
