@@ -473,3 +473,13 @@ def test_a_refused_sweep_leaves_no_parent_run_and_a_sweep_run_again_carries_on_i
     ]
     mean = steps(client, parent.info.run_id, "lr:0.01/best_test_loss_mean")
     assert [s for s, _ in mean] == [1, 2]  # one point per run of the sweep
+
+
+def test_only_the_tracking_keys_are_read_of_a_sweeps_overrides():
+    from vae_runner.cli.checks import refuse_swept_tracking
+
+    # Optuna's intervals cannot be enumerated: they are not the tracker's business
+    refuse_swept_tracking(["lr=interval(1e-5,1e-2)", "logger=mlflow", "seed=range(3)"])
+    refuse_swept_tracking(["logger=none,tensorboard"])  # no MLflow parent is involved
+    with pytest.raises(Exception, match="give logger one value"):
+        refuse_swept_tracking(["logger=tensorboard,mlflow"])

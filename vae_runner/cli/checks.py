@@ -232,8 +232,12 @@ def refuse_swept_tracking(overrides: list[str]) -> None:
         if not override.is_sweep_override():
             continue
         key = override.get_key_element()
-        values = " ".join(str(v) for v in override.sweep_string_iterator())
-        if key in TRACKING_KEYS or (key == "logger" and "mlflow" in values.split()):
+        if key not in TRACKING_KEYS + ("logger",):
+            continue  # (an interval, Optuna's, cannot be enumerated: never ask it)
+        logs_mlflow = key == "logger" and (
+            not override.is_discrete_sweep() or "mlflow" in override.sweep_string_iterator()
+        )
+        if key in TRACKING_KEYS or logs_mlflow:
             raise ConfigError(
                 f"{override.input_line}: a sweep with logger=mlflow is one parent run in one "
                 f"store and experiment: give {key} one value, and sweep the others"
