@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.schema import MLflowLoggerConfig
+from vae_runner.config.schema import GROUP_SCHEMAS, MLflowLoggerConfig
 from vae_runner.config.typed import flat_config
 from vae_runner.files import write_json_atomic
 from vae_runner.report.loggers import NoLogger, final_measures
@@ -47,17 +47,7 @@ RUN_STATUS = {
     "failed": "FAILED",
     "interrupted": "KILLED",
 }
-GROUPS = (
-    "optimizer",
-    "scheduler",
-    "reduction",
-    "annealing",
-    "device",
-    "data",
-    "model",
-    "likelihood",
-    "logger",
-)
+GROUPS = tuple(GROUP_SCHEMAS)  # optimizer, scheduler, ...: each run's chosen option is a tag
 
 
 # --------------------------------------------------------------------------- the store
