@@ -40,23 +40,18 @@ SCALAR_TAGS = {
     "epoch_seconds": "epoch_seconds",
 }
 
-# The final measures, as TensorBoard's HParams tab and MLflow show them: name -> history value
-FINAL_MEASURES: dict[str, Callable[[dict], Any]] = {
-    "best_epoch": lambda h: h.get("best_epoch"),
-    "best_val_loss": lambda h: h.get("best_val_loss"),
-    "best_test_loss": lambda h: h.get("best_test_loss"),
-    "final/test_loss": lambda h: (h.get("final") or {}).get("test_loss"),
-    "final/test_elbo": lambda h: (h.get("final") or {}).get("test_elbo"),
-    "final/test_nll_iw": lambda h: (h.get("final") or {}).get("test_nll_iw"),
-    "final/active_units": lambda h: (h.get("final") or {}).get("active_units"),
-    "final/active_units_burda": lambda h: (h.get("final") or {}).get("active_units_burda"),
-}
+# The final measures, as TensorBoard's HParams tab and MLflow show them: the record's own
+# best_* fields, and its `final` section's measures as final/<name>
+BEST_KEYS = ("best_epoch", "best_val_loss", "best_test_loss")
+FINAL_KEYS = ("test_loss", "test_elbo", "test_nll_iw", "active_units", "active_units_burda")
 
 
 def final_measures(history: dict[str, Any]) -> dict[str, float]:
     """The run's final measures that it has (an interrupted run has no `final` section)."""
-    values = {name: read(history) for name, read in FINAL_MEASURES.items()}
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and v is not None}
+    final = history.get("final") or {}
+    values = {k: history.get(k) for k in BEST_KEYS}
+    values.update({f"final/{k}": final.get(k) for k in FINAL_KEYS})
+    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float))}
 
 
 class NoLogger:
