@@ -23,6 +23,7 @@ from vae_runner import __version__
 from vae_runner.cli.checks import Refused
 from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
+from vae_runner.cpu_threads import wait_passively
 from vae_runner.exit_codes import ExitCode
 from vae_runner.files import WriteError
 from vae_runner.report.console import log, print_error
@@ -54,6 +55,7 @@ def _print_version() -> None:
 
 
 def main() -> None:
+    wait_passively()  # before anything imports torch: its OpenMP runtime reads it once
     register()
     _print_version()
     # With HYDRA_FULL_ERROR set, Hydra raises its compose errors (lr=abc, optimizer=foo) to us

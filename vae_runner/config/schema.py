@@ -492,6 +492,9 @@ class Config:
     # KL per latent dimension (nats, test-set mean) above which a dimension counts as active
     active_threshold: float = MISSING
     plot_every: int = MISSING  # also write image grids every N epochs under images/; 0 = at the end
+    # false: no image grids and no plots for this run (CI smoke runs, large sweeps); the
+    # record is whole without them, and `vae-plot RUN_DIR` draws the plots later
+    pictures: bool = MISSING
     on_divergence: str = MISSING  # fail (exit 3) | stop (exit 0); the status says diverged
     resume: Optional[str] = MISSING  # a run directory to continue from its checkpoints/last.pt
 

@@ -164,7 +164,10 @@ def plot_run_curves(history: dict[str, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(18, 8), layout="constrained")
+    # Fixed margins, not layout="constrained": the solver took half of this figure's drawing
+    # time, which a short run waits for (benchmarks/RESULTS.md); the panels' size is fixed.
+    fig = Figure(figsize=(18, 8))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.07, top=0.9, wspace=0.32, hspace=0.38)
     axes = fig.subplots(2, 4)
     for ax, (title, ylabel, lines, log) in zip(axes.flat, RUN_PANELS, strict=False):
         for key, label in lines:

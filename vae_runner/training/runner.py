@@ -73,8 +73,14 @@ def _now() -> str:
 
 def _process() -> dict[str, Any]:
     """Which process writes the record now (vae-summary tells a live run from a killed one by
-    the directory's lock; these say where to look)."""
-    return {"pid": os.getpid(), "host": socket.gethostname()}
+    the directory's lock; these say where to look), and with how many CPU threads, waiting how
+    (cpu_threads.py): what its epoch_seconds depend on."""
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
 
 
 def _fresh_history(t: Trainer) -> dict[str, Any]:
@@ -171,7 +177,7 @@ def _after_epoch(t: Trainer, history: dict, record: dict, run_dir: Path, console
             {"epoch": record["epoch"], "kind": "posterior_collapse", "message": warning}
         )
         print_warning(console, warning)
-    if t.cfg.plot_every and record["epoch"] % t.cfg.plot_every == 0:
+    if t.cfg.pictures and t.cfg.plot_every and record["epoch"] % t.cfg.plot_every == 0:
         grids = save_grids(t.model, t.data, run_dir / "images", f"_epoch{record['epoch']:03d}")
         logger.images(grids, record["epoch"])
 
@@ -216,9 +222,9 @@ def _final_evaluation(t: Trainer, history: dict, run_dir: Path, logger, stop) ->
             iw_seconds=estimate.seconds,
         )
     stop.check()
-    grids = save_grids(t.model, t.data, run_dir)
     history["final"] = final
-    logger.images(grids, history["epoch"][last])
+    if t.cfg.pictures:
+        logger.images(save_grids(t.model, t.data, run_dir), history["epoch"][last])
 
 
 def _train_epochs(
@@ -383,7 +389,7 @@ def run(
         try:
             with stop.critical():  # a second signal waits for the record, then skips the rest
                 save_history(run_dir, history)
-            if history["epoch"]:
+            if history["epoch"] and cfg.pictures:
                 from vae_runner.report.plots import plot_run  # matplotlib: only when needed
 
                 plot_run(run_dir, history)

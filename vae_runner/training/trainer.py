@@ -47,6 +47,10 @@ def _config_warnings(cfg: Config) -> list[str]:
             f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
             "rises (it starts every cycle at 0); use fewer cycles or more epochs"
         )
+    if cfg.plot_every and not cfg.pictures:
+        found.append(
+            f"plot_every={cfg.plot_every} draws nothing with pictures=false; drop one of the two"
+        )
     decay = getattr(cfg.optimizer, "weight_decay", 0.0)
     if cfg.optimizer.name == "adamw" and 0 < cfg.lr * decay <= FLOAT32_HALF_ULP:
         found.append(
