@@ -13,7 +13,8 @@ Every figure comes from separate processes, alternated so the machine's drift hi
   script starts keeps both cores busy;
 - short run: `vae-train epochs=2` on digits with its default outputs (grids, plots, history,
   the IW NLL), launch to exit, against `python -c "import torch"` plus the run's own training
-  seconds; and the same with `pictures=false`;
+  seconds; the same with `pictures=false`; and the floor of any torch training, `import
+  torch` plus building a torch.optim.Adam (which imports torch._dynamo);
 - the float32 matrix-multiply ceiling (a 2048^2 matmul, its own process, between pairs) and the
   model FLOP utilisation of an epoch against it;
 - peak resident memory (VmHWM) of the seed's loop against a whole one-epoch `vae-train`;
@@ -179,13 +180,21 @@ def pairs(args, tmp: Path, label: str) -> dict:
     }
 
 
+OPTIM_FLOOR = "import torch; torch.optim.Adam([torch.zeros(1, requires_grad=True)])"
+
+
 def short_runs(args, tmp: Path) -> dict:
     """`vae-train epochs=2` on digits, launch to exit, against import torch + its training."""
-    torch_import, whole, whole_plain, training = [], [], [], []
+    torch_import, optim_floor, whole, whole_plain, training = [], [], [], [], []
     for i in range(args.short_reps):
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", "import torch"], check=True)
         torch_import.append(time.perf_counter() - started)
+        # What any torch program with an optimizer pays before its first batch: torch.optim
+        # imports torch._dynamo when the first optimizer is built.
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", OPTIM_FLOOR], check=True)
+        optim_floor.append(time.perf_counter() - started)
         for pictures, times in ((True, whole), (False, whole_plain)):
             run_dir = tmp / f"short-{i}-{pictures}"
             command = [VAE_TRAIN, "epochs=2", f"device={args.device}", f"hydra.run.dir={run_dir}"]
@@ -199,6 +208,7 @@ def short_runs(args, tmp: Path) -> dict:
     floor = [t + s for t, s in zip(torch_import, training, strict=True)]
     return {
         "import_torch_s": torch_import,
+        "import_torch_and_build_adam_s": optim_floor,
         "short_run_s": whole,
         "short_run_no_pictures_s": whole_plain,
         "short_training_s": training,
@@ -324,6 +334,14 @@ def report(f: dict) -> None:
         median_range(s["short_run_no_pictures_s"]),
         median_range(s["short_ratio_no_pictures"], unit="x"),
         "no grids, no plots",
+    )
+    table.add_row(
+        "short: a plain torch program (s)",
+        "",
+        median_range(s["import_torch_and_build_adam_s"]),
+        "",
+        "import torch + build torch.optim.Adam (which imports torch._dynamo): the floor of "
+        "any torch training",
     )
     table.add_row(
         "peak resident memory (MiB)",

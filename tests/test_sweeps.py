@@ -16,7 +16,7 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
-from vae_runner.cli.callbacks import job_threads
+from vae_runner.cli.callbacks import cpu_count, job_threads
 from vae_runner.config.resolvers import register
 from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.sweep.rundirs import collect_jobs
@@ -342,6 +342,12 @@ def test_joblib_runs_the_jobs_in_parallel_processes(tmp_path):
     rows = by_label(check_summary(sweep, 2))
     assert set(rows) == {"lr=0.01", "lr=0.001"}
     assert all(r["status"] == "completed" for r in rows.values())
+    # Each job's share of the cores, and threads that sleep when idle: the workers inherit
+    # vae-train's OMP_WAIT_POLICY (cpu_threads.py)
+    for job in ("0", "1"):
+        process = json.loads((sweep / job / "history.json").read_text())["process"]
+        assert process["threads"] == max(1, cpu_count() // 2)
+        assert process["omp_wait_policy"] == "PASSIVE"
 
 
 @e2e

@@ -5,8 +5,8 @@ thread spin for a while before it sleeps, so the next parallel region starts at 
 machine that something else keeps busy, that spinning is what makes a run collapse: a thread
 that spins holds a core the other program needs, and then waits on the thread that program
 pushed aside. On this project's 2-core machine, while a second 2-thread torch training ran, the
-spinning default took 8-88 s per 20000-image epoch; sleeping threads took 2.7-3.7 s, and the
-quiet machine's epoch costs about a fifth more (benchmarks/RESULTS.md).
+spinning default took 7-88 s per 20000-image epoch, sleeping threads 2.7-3.7 s; alone, the
+epoch costs about a quarter more with sleeping threads (benchmarks/RESULTS.md).
 
 The runtime reads its settings once, when torch is imported: `vae-train` calls
 `wait_passively()` first thing. Whoever chose a policy of their own keeps it.
