@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import resource
@@ -94,10 +95,12 @@ def load_child() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(784, 400), torch.nn.ReLU(), torch.nn.Linear(400, 784))
     optimizer = torch.optim.Adam(net.parameters())
     x = torch.rand(128, 784)
-    while True:
+    for step in itertools.count():
         optimizer.zero_grad()
         torch.nn.functional.mse_loss(net(x), x).backward()
         optimizer.step()
+        if step == 0:
+            print("training", flush=True)  # the parent waits for this line, not for a time
 
 
 # ---------------------------------------------------------------- measurements
@@ -145,9 +148,13 @@ def ceiling(args) -> dict:
 @contextlib.contextmanager
 def busy_machine():
     """A second torch training on the same cores, for as long as the block runs."""
-    load = subprocess.Popen([sys.executable, __file__, "--load-child"])
+    load = subprocess.Popen(
+        [sys.executable, __file__, "--load-child"], stdout=subprocess.PIPE, text=True
+    )
     try:
-        time.sleep(3)  # past its import: the cores are busy when the first pair starts
+        # its first step done: the cores are busy when the first pair starts
+        if load.stdout.readline().strip() != "training":
+            sys.exit("bench.py: the busy machine's load did not start")
         yield
     finally:
         load.kill()
@@ -376,6 +383,8 @@ def main() -> None:
     parser.add_argument("--ceiling-child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--load-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.pairs < 1 or args.epochs < 1:
+        parser.error("--pairs and --epochs must be at least 1")
     if args.load_child:
         load_child()
         return
