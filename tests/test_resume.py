@@ -393,7 +393,10 @@ PARALLEL = {
 def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_writes_the_summary(tmp_path, launcher):
     pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
     sweep = tmp_path / "sweep"
-    args = ("-m", *PARALLEL[launcher], "lr=1e-3,1e-2", *RUN)
+    # Each job starts its own process, so one may be epochs ahead of the other when the second
+    # records its first epoch: the jobs are long enough that neither can finish meanwhile.
+    long_run = ("epochs=1000", "batch_size=16", "seed=3")
+    args = ("-m", *PARALLEL[launcher], "lr=1e-3,1e-2", *long_run)
     process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=tmp_path / "log")
     wait_for_epochs(sweep / "0", 1, process)
     wait_for_epochs(sweep / "1", 1, process)
@@ -403,7 +406,7 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_writes_the_summary(tm
     assert {j["status"] for j in summary["jobs"]} == {"interrupted"}
     for job in ("0", "1"):
         stopped = history(sweep / job)
-        assert stopped["interrupted_by"] == "SIGTERM" and len(stopped["epoch"]) < 5
+        assert stopped["interrupted_by"] == "SIGTERM" and 1 <= len(stopped["epoch"]) < 1000
 
 
 def test_a_preempted_submitit_job_is_requeued_and_carries_on_bit_for_bit(tmp_path):
