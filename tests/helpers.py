@@ -90,10 +90,28 @@ def run_cli(
     )
 
 
-def start_cli(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
-    """Start `vae-train` in the background (its own process, so signals reach only it)."""
+HOLD_HOOK = Path(__file__).parent / "hold"  # its sitecustomize.py holds runs (see there)
+
+
+def start_cli(
+    *args: str, cwd: Path, log: Path, hold: tuple[int, int] | None = None
+) -> subprocess.Popen:
+    """Start `vae-train` in the background (its own process, so signals reach only it).
+
+    `hold=(E, B)`: each run stops at the B-th batch boundary after it has recorded E epochs
+    and waits there until a stop is requested (`wait_for_hold` sees it held): a signal sent
+    then lands at a known place, however busy the machine is."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
-    return subprocess.Popen(
+    hold_dir = log.with_name(log.name + ".held")
+    if hold is not None:
+        hold_dir.mkdir()
+        path = os.pathsep.join(p for p in (str(HOLD_HOOK), env.get("PYTHONPATH")) if p)
+        env |= {
+            "PYTHONPATH": path,
+            "VAE_TEST_HOLD": f"{hold[0]}:{hold[1]}",
+            "VAE_TEST_HOLD_DIR": str(hold_dir),
+        }
+    process = subprocess.Popen(
         [vae_train_executable(), *args],
         cwd=cwd,
         env=env,
@@ -101,22 +119,35 @@ def start_cli(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
     )
+    process.hold_dir = hold_dir
+    return process
 
 
-def wait_for_epochs(run_dir: Path, epochs: int, process: subprocess.Popen) -> None:
-    """Block until history.json records `epochs` finished epochs (an event, not a time: the
-    wait fails only if vae-train ends first)."""
+def wait_for_hold(process: subprocess.Popen, runs: int = 1) -> list[dict]:
+    """Block until `runs` runs of a `start_cli(hold=...)` are held; returns their markers
+    ({"pid": the run's process, "run_dir"}). Fails if vae-train ends first."""
     import json
     import time
 
     while True:
-        ended = process.poll() is not None  # read before the file: its last write is seen
-        try:
-            if len(json.loads((run_dir / "history.json").read_text())["epoch"]) >= epochs:
-                return
-        except (FileNotFoundError, ValueError):
-            pass
+        ended = process.poll() is not None  # read before the markers: the last one is seen
+        markers = sorted(process.hold_dir.glob("*.json"))
+        if len(markers) >= runs:
+            return [json.loads(p.read_text()) for p in markers]
         if ended:
-            break
+            raise AssertionError(
+                f"vae-train ended (exit code {process.returncode}) with {len(markers)} of "
+                f"{runs} runs held"
+            )
         time.sleep(0.05)
-    raise AssertionError(f"vae-train ended before {epochs} epochs, exit code {process.returncode}")
+
+
+def wait_for_line(log: Path, line: str, process: subprocess.Popen) -> None:
+    """Block until `line` appears in the log of a `start_cli`, or vae-train ends."""
+    import time
+
+    while line not in log.read_text():
+        if process.poll() is not None:
+            assert line in log.read_text(), f"vae-train ended without printing {line!r}"
+            return
+        time.sleep(0.05)
