@@ -91,26 +91,22 @@ def run_cli(
 
 
 HOLD_HOOK = Path(__file__).parent / "hold"  # its sitecustomize.py holds runs (see there)
+STARTED: list[subprocess.Popen] = []  # conftest.py kills what a test leaves running
 
 
-def start_cli(
-    *args: str, cwd: Path, log: Path, hold: tuple[int, int] | None = None
-) -> subprocess.Popen:
-    """Start `vae-train` in the background (its own process, so signals reach only it).
+def start_cli(*args: str, cwd: Path, log: Path, hold: str | None = None) -> subprocess.Popen:
+    """Start `vae-train` in the background, in its own session (a signal sent to its pid
+    reaches only it; the test's end kills its whole group).
 
-    `hold=(E, B)`: each run stops at the B-th batch boundary after it has recorded E epochs
-    and waits there until a stop is requested (`wait_for_hold` sees it held): a signal sent
-    then lands at a known place, however busy the machine is."""
+    `hold`: where each run waits for the test (tests/hold/sitecustomize.py), e.g.
+    "batch:2:5" (the 5th batch of epoch 3, until a stop is requested); `wait_for_hold` sees it
+    held, so a signal sent then lands at a known place however busy the machine is."""
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     hold_dir = log.with_name(log.name + ".held")
     if hold is not None:
         hold_dir.mkdir()
         path = os.pathsep.join(p for p in (str(HOLD_HOOK), env.get("PYTHONPATH")) if p)
-        env |= {
-            "PYTHONPATH": path,
-            "VAE_TEST_HOLD": f"{hold[0]}:{hold[1]}",
-            "VAE_TEST_HOLD_DIR": str(hold_dir),
-        }
+        env |= {"PYTHONPATH": path, "VAE_TEST_HOLD": hold, "VAE_TEST_HOLD_DIR": str(hold_dir)}
     process = subprocess.Popen(
         [vae_train_executable(), *args],
         cwd=cwd,
@@ -118,36 +114,29 @@ def start_cli(
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     process.hold_dir = hold_dir
+    STARTED.append(process)
     return process
 
 
-def wait_for_hold(process: subprocess.Popen, runs: int = 1) -> list[dict]:
-    """Block until `runs` runs of a `start_cli(hold=...)` are held; returns their markers
-    ({"pid": the run's process, "run_dir"}). Fails if vae-train ends first."""
+def wait_for_hold(process: subprocess.Popen, runs: int = 1, at: str = "batch") -> list[dict]:
+    """Block until `runs` runs of a `start_cli(hold=...)` are held at `at` (batch, write,
+    stop); returns their markers ({"pid": the run's process, "run_dir", "at"}). Fails if
+    vae-train ends first."""
     import json
     import time
 
     while True:
         ended = process.poll() is not None  # read before the markers: the last one is seen
-        markers = sorted(process.hold_dir.glob("*.json"))
+        markers = [json.loads(p.read_text()) for p in sorted(process.hold_dir.glob("*.json"))]
+        markers = [marker for marker in markers if marker["at"] == at]
         if len(markers) >= runs:
-            return [json.loads(p.read_text()) for p in markers]
+            return markers
         if ended:
             raise AssertionError(
                 f"vae-train ended (exit code {process.returncode}) with {len(markers)} of "
-                f"{runs} runs held"
+                f"{runs} runs held at {at}"
             )
-        time.sleep(0.05)
-
-
-def wait_for_line(log: Path, line: str, process: subprocess.Popen) -> None:
-    """Block until `line` appears in the log of a `start_cli`, or vae-train ends."""
-    import time
-
-    while line not in log.read_text():
-        if process.poll() is not None:
-            assert line in log.read_text(), f"vae-train ended without printing {line!r}"
-            return
         time.sleep(0.05)

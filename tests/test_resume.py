@@ -13,7 +13,7 @@ import torch
 from vae_runner.training.checkpoint import CheckpointError, load_checkpoint
 from vae_runner.training.history import EPOCH_KEYS
 
-from helpers import run_cli, start_cli, wait_for_hold, wait_for_line
+from helpers import run_cli, start_cli, wait_for_hold
 
 pytestmark = pytest.mark.e2e
 
@@ -69,31 +69,41 @@ def assert_same_run(resumed, reference):
         assert torch.equal(mine[name], theirs[name]), name
 
 
-def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(tmp_path, uninterrupted):
+@pytest.mark.parametrize(
+    "hold, kept, checkpointed",
+    [
+        ("batch:2:5", [1, 2], 2),  # at the 5th batch of epoch 3
+        ("write:3", [1, 2], 3),  # between epoch 3's last.pt and its history.json
+    ],
+)
+def test_sigkill_mid_epoch_then_resume_equals_the_uninterrupted_run(
+    tmp_path, uninterrupted, hold, kept, checkpointed
+):
     run_dir = tmp_path / "run"
     log = tmp_path / "log"
-    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold=(2, 5))
-    wait_for_hold(process)  # at the 5th batch of epoch 3
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold=hold)
+    wait_for_hold(process, at=hold.split(":")[0])
     process.send_signal(signal.SIGKILL)
     process.wait()
     killed = history(run_dir)
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    assert killed["status"] == "running" and killed["epoch"] == [1, 2] and checkpoint["epoch"] == 2
-    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["epoch"] <= 2
-    assert not list(run_dir.rglob(".*.tmp"))  # nothing was being written
+    # both files whole, and history.json never ahead of last.pt
+    assert killed["status"] == "running" and killed["epoch"] == kept
+    assert checkpoint["epoch"] == checkpointed
+    assert load_checkpoint(run_dir / "checkpoints" / "best.pt")["epoch"] <= checkpointed
 
     resumed = run_cli(f"resume={run_dir}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"Resuming {run_dir} after epoch {checkpoint['epoch']}" in resumed.stdout
+    assert f"Resuming {run_dir} after epoch {checkpointed}" in resumed.stdout
     assert_same_run(run_dir, uninterrupted)
-    assert history(run_dir)["resumed"][0]["after_epoch"] == checkpoint["epoch"]
+    assert history(run_dir)["resumed"][0]["after_epoch"] == checkpointed
 
 
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_cleanly_and_the_checkpoint_resumes(tmp_path, uninterrupted, signum, code):
     run_dir = tmp_path / "run"
     log = tmp_path / "log"
-    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold=(1, 3))
+    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold="batch:1:3")
     wait_for_hold(process)
     process.send_signal(signum)
     assert process.wait() == code
@@ -268,7 +278,7 @@ def test_a_second_process_is_refused_and_the_same_command_carries_on_after_a_kil
 ):
     run_dir = tmp_path / "run"
     log = tmp_path / "log"
-    first = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold=(1, 3))
+    first = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold="batch:1:3")
     wait_for_hold(first)
     first.send_signal(signal.SIGSTOP)  # frozen, still holding its directory
     second = run_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path)
@@ -305,7 +315,7 @@ def test_a_finished_run_started_again_is_left_as_it_is(tmp_path, finished_run):
 def test_a_run_stopped_in_its_first_epoch_starts_afresh_with_its_own_command(tmp_path):
     run_dir = tmp_path / "run"
     args = ("epochs=2", "eval.iw_samples=0", f"hydra.run.dir={run_dir}")
-    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold=(0, 2))
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="batch:0:2")
     wait_for_hold(process)  # at the 2nd batch of epoch 1
     process.send_signal(signal.SIGTERM)
     assert process.wait() == 143
@@ -322,20 +332,23 @@ def test_a_run_stopped_in_its_first_epoch_starts_afresh_with_its_own_command(tmp
 def test_a_double_ctrl_c_after_finished_epochs_keeps_them(tmp_path):
     run_dir = tmp_path / "run"
     log = tmp_path / "log"
-    process = start_cli(*RUN, f"hydra.run.dir={run_dir}", cwd=tmp_path, log=log, hold=(2, 3))
-    wait_for_hold(process)
+    args = (*RUN, f"hydra.run.dir={run_dir}")
+    process = start_cli(*args, cwd=tmp_path, log=log, hold="batch:2:3,stop")
+    wait_for_hold(process)  # in epoch 3
     process.send_signal(signal.SIGINT)
-    # The second once the first was taken (two at once are often one); it lands wherever the
-    # run is in its stop (the record, the plots) or after its end: the same outcome.
-    wait_for_line(log, "SIGINT: stopping after the current batch", process)
+    wait_for_hold(process, at="stop")  # writing the interrupted record: the second waits for it
     process.send_signal(signal.SIGINT)
     assert process.wait() == 130
     output = log.read_text()
+    assert "SIGINT: stopping after the current batch" in output
+    assert "SIGINT: stopping once this epoch's checkpoint is written" in output
+    assert "stopped before the plots were drawn: vae-plot RUN_DIR draws them" in output
     assert "before the first epoch" not in output and "Traceback" not in output
     stopped = history(run_dir)
     assert stopped["status"] == "interrupted" and stopped["interrupted_by"] == "SIGINT"
-    assert stopped["epoch"] == [1, 2]
+    assert stopped["epoch"] == [1, 2] and stopped["finished_at"] is not None
     assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["epoch"] == 2
+    assert not (run_dir / "curves.png").exists() and not list(run_dir.rglob(".*.tmp"))
 
 
 def test_a_ctrl_c_while_starting_is_one_line(tmp_path):
@@ -350,7 +363,7 @@ def test_a_ctrl_c_while_starting_is_one_line(tmp_path):
 def test_a_killed_sweep_run_again_keeps_finished_jobs_and_carries_on(tmp_path, uninterrupted):
     sweep = tmp_path / "sweep"
     args = ("-m", "lr=1e-3,1e-2", *RUN, f"hydra.sweep.dir={sweep}")
-    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold=(2, 3))
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="batch:2:3")
     assert wait_for_hold(process)[0]["run_dir"] == str(sweep / "0")
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -374,7 +387,7 @@ def test_a_killed_sweep_run_again_keeps_finished_jobs_and_carries_on(tmp_path, u
 def test_sigterm_to_a_basic_sweep_stops_it_with_143_and_lists_what_never_started(tmp_path):
     sweep = tmp_path / "sweep"
     args = ("-m", "lr=1e-3,1e-2", *RUN, f"hydra.sweep.dir={sweep}")
-    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold=(1, 3))
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="batch:1:3")
     assert wait_for_hold(process)[0]["run_dir"] == str(sweep / "0")
     process.send_signal(signal.SIGTERM)
     assert process.wait() == 143
@@ -399,7 +412,7 @@ def test_sigterm_to_a_parallel_sweep_stops_its_workers_and_writes_the_summary(tm
     pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
     sweep = tmp_path / "sweep"
     args = ("-m", *PARALLEL[launcher], "lr=1e-3,1e-2", *RUN, f"hydra.sweep.dir={sweep}")
-    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold=(1, 3))
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="batch:1:3")
     held = wait_for_hold(process, runs=2)  # each job in its own process, both held
     assert {h["run_dir"] for h in held} == {str(sweep / "0"), str(sweep / "1")}
     assert process.pid not in {h["pid"] for h in held}
@@ -424,7 +437,7 @@ def test_a_preempted_submitit_job_is_requeued_and_carries_on_bit_for_bit(tmp_pat
 
     sweep = tmp_path / "sweep"
     log = tmp_path / "log"
-    process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=log, hold=(1, 3))
+    process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=log, hold="batch:1:3")
     [held] = wait_for_hold(process)  # the requeued job runs through: its directory held once
     job_pid = history(sweep / "0")["process"]["pid"]  # the job's own process, not the sweep's
     assert job_pid == held["pid"] != process.pid

@@ -1,5 +1,5 @@
-"""What the speed work changed for users: `pictures=false`, and torch's threads that sleep
-instead of spinning (vae_runner/cpu_threads.py)."""
+"""What the speed work changed for users: `pictures=false`, and torch's threads: one on a small
+machine, sleeping instead of spinning (vae_runner/cpu_threads.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from test_runner import quiet_console
 
-from vae_runner.cpu_threads import USER_SETTINGS, wait_passively
+from vae_runner.cpu_threads import USER_SETTINGS, cpu_count, default_threads, wait_passively
 from vae_runner.training.runner import run
 
 from helpers import compose_config, one_line, run_cli, typed_config
@@ -74,6 +74,50 @@ def test_once_torch_is_imported_it_is_too_late_and_nothing_is_set():
     assert wait_passively(environ) is False and environ == {}
 
 
+def test_a_small_machine_runs_one_thread_and_a_larger_one_every_core():
+    assert [default_threads(cpus) for cpus in (1, 2, 3, 4, 64)] == [1, 1, None, None, None]
+
+
+@pytest.fixture
+def torch_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+LAUNCHERS = {
+    "basic": (),
+    "joblib": ("hydra/launcher=joblib", "hydra.launcher.n_jobs=2"),
+    "submitit_local": ("hydra/launcher=submitit_local",),
+}
+
+
+@pytest.mark.parametrize("cpus, mode, launcher, threads", [
+    (2, "RUN", "basic", 1),  # a single run on a small machine
+    (16, "RUN", "basic", 3),  # a larger one: torch's default (3 here) stands
+    (2, "MULTIRUN", "basic", 1),  # a sequential sweep: each job as a single run
+    (16, "MULTIRUN", "basic", 3),
+    (2, "MULTIRUN", "joblib", 1),  # two jobs at once share the two cores
+    (16, "MULTIRUN", "joblib", 8),
+    (16, "MULTIRUN", "submitit_local", 1),  # cpus_per_task unset: SLURM's default allocation
+])  # fmt: skip
+def test_each_run_gets_its_threads_before_it_starts(
+    monkeypatch, torch_threads, cpus, mode, launcher, threads
+):
+    from hydra.types import RunMode
+
+    from vae_runner.cli import callbacks
+
+    if launcher != "basic":
+        pytest.importorskip(f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher")
+    monkeypatch.setattr(callbacks, "cpu_count", lambda: cpus)
+    config = compose_config(*LAUNCHERS[launcher], hydra=True)
+    config.hydra.mode = RunMode[mode]
+    torch.set_num_threads(3)
+    callbacks.RunnerCallbacks().on_job_start(config)
+    assert torch.get_num_threads() == threads
+
+
 @pytest.mark.e2e
 def test_vae_train_records_its_threads_and_how_they_wait(tmp_path):
     common = ("epochs=1", "eval.iw_samples=0", "pictures=false")
@@ -81,13 +125,14 @@ def test_vae_train_records_its_threads_and_how_they_wait(tmp_path):
     assert done.returncode == 0, done.stderr
     process = json.loads((tmp_path / "a" / "history.json").read_text())["process"]
     assert process["omp_wait_policy"] == "PASSIVE"
-    assert process["threads"] == torch.get_num_threads()  # torch's default: the machine's cores
+    # one on a machine of 1-2 cores (as CI's), else torch's default: every core
+    assert process["threads"] == (default_threads(cpu_count()) or torch.get_num_threads())
     assert not list((tmp_path / "a").glob("*.png"))
 
     env = {"OMP_WAIT_POLICY": "ACTIVE"}
     done = run_cli(
-        *common, "device.threads=1", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path, env=env
+        *common, "device.threads=2", f"hydra.run.dir={tmp_path / 'b'}", cwd=tmp_path, env=env
     )
     assert done.returncode == 0, done.stderr
     process = json.loads((tmp_path / "b" / "history.json").read_text())["process"]
-    assert process["omp_wait_policy"] == "ACTIVE" and process["threads"] == 1
+    assert process["omp_wait_policy"] == "ACTIVE" and process["threads"] == 2  # theirs stands

@@ -16,8 +16,9 @@ import pytest
 import yaml
 from hydra import compose, initialize_config_module
 
-from vae_runner.cli.callbacks import cpu_count, job_threads
+from vae_runner.cli.callbacks import job_threads
 from vae_runner.config.resolvers import register
+from vae_runner.cpu_threads import cpu_count
 from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.sweep.rundirs import collect_jobs
 from vae_runner.sweep.summary import COLUMNS, CSV_COLUMNS, build_summary, write_summary

@@ -379,7 +379,7 @@ def test_a_sigint_ends_the_mlflow_run_killed_and_resume_finishes_the_same_run(tm
     run_dir = tmp_path / "run"
     args = ("logger=mlflow", "epochs=5", "batch_size=16", "eval.iw_samples=0")
     args = (*args, f"hydra.run.dir={run_dir}")
-    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold=(1, 3))
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="batch:1:3")
     wait_for_hold(process)  # in epoch 2
     process.send_signal(signal.SIGINT)
     assert process.wait() == 130

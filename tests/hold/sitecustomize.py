@@ -1,61 +1,102 @@
-"""Test-only: hold a vae-train run at a chosen batch boundary until a stop is requested.
+"""Test-only: hold a vae-train run at a chosen place until the test acts.
 
 A test that signals a run must know where the signal lands. Waiting for epoch 2 and then
 killing does not say it: on a busy machine the run may be in epoch 3, or done. With this folder
-on PYTHONPATH and VAE_TEST_HOLD="E:B" in the environment (`helpers.start_cli(hold=(E, B))`), a
-run stops at the B-th batch boundary after its history.json records E epochs, writes a marker
-`<pid>.json` ({"pid", "run_dir"}) into VAE_TEST_HOLD_DIR, and waits there until a stop is
-requested: a signal, or its sweep's stop file. It then does what the real check does (raise
-Interrupted). SIGKILL and SIGSTOP find it held.
+on PYTHONPATH and VAE_TEST_HOLD in the environment (`helpers.start_cli(hold=...)`), each run of
+the process holds at the places it names (comma-separated), writes a marker
+`<pid>-<n>.json` ({"pid", "run_dir", "at"}) into VAE_TEST_HOLD_DIR, and waits:
 
-Every process of a sweep (joblib's workers, submitit's jobs) inherits the environment and holds
-each of its runs. A run directory holds once: a requeued or resumed job runs through.
+- `batch:E:B`: at the B-th batch boundary after history.json records E epochs, until a stop is
+  requested (a signal, or its sweep's stop file); then it does what the real check does.
+- `write:E`: inside epoch E's critical section, after last.pt holds epoch E and before
+  history.json does, until the process is killed.
+- `stop`: after the first stop, inside the critical section that writes the `interrupted`
+  record, until a second signal arrives (which a critical section defers).
+
+SIGKILL and SIGSTOP find the run held. Every process of a sweep (joblib's workers, submitit's
+jobs) inherits the environment. A run directory holds once at each place: a requeued or
+resumed job runs through. A hold gives up after HOLD_SECONDS (the run then fails), so a failed
+test leaves nothing running for long.
 """
 
 from __future__ import annotations
 
 import os
 
+HOLD_SECONDS = 600
+
 
 def _install(spec: str, marks: str) -> None:
+    import itertools
     import json
     import time
     from pathlib import Path
 
     from vae_runner.training import history, signals
 
-    epochs, boundary = (int(part) for part in spec.split(":"))
+    points = dict(point.partition(":")[::2] for point in spec.split(","))
     held_dir = Path(marks)
-    state = {"run_dir": None, "epochs": -1, "seen": 0}
-    held: set[str] = {json.loads(p.read_text())["run_dir"] for p in held_dir.glob("*.json")}
+    numbers = itertools.count()
+    earlier = [json.loads(path.read_text()) for path in held_dir.glob("*.json")]
+    held = {(marker["run_dir"], marker["at"]) for marker in earlier}
+    state = {"run_dir": None, "epochs": -1, "seen": 0, "request": None}
 
     save_history = history.save_history
     check = signals.StopRequest.check
 
-    def recording_save_history(run_dir, record, *args, **kwargs):
-        save_history(run_dir, record, *args, **kwargs)
-        now = {"run_dir": str(Path(run_dir).absolute()), "epochs": len(record["epoch"])}
-        if now != {key: state[key] for key in now}:
-            state.update(now, seen=0)  # boundaries are counted from this record on
+    def hold(at: str, until) -> None:
+        """Mark the run held at `at`, then wait until `until()` is true."""
+        held.add((state["run_dir"], at))
+        marker = held_dir / f"{os.getpid()}-{next(numbers)}.json"
+        partial = marker.with_suffix(".part")
+        partial.write_text(json.dumps(dict(pid=os.getpid(), run_dir=state["run_dir"], at=at)))
+        partial.rename(marker)  # whole or absent: the test reads it as soon as it appears
+        deadline = time.monotonic() + HOLD_SECONDS
+        while not until():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"held {state['run_dir']} at {at} for {HOLD_SECONDS} s")
+            time.sleep(0.02)
+
+    def recording_save_history(where, record, *args, **kwargs):
+        run_dir = str(Path(where).absolute())
+        if run_dir != state["run_dir"]:
+            state.update(run_dir=run_dir, epochs=-1, seen=0)
+        epochs = len(record["epoch"])
+        if (
+            "write" in points
+            and record["status"] == "running"
+            and epochs == int(points["write"]) > state["epochs"]
+            and (run_dir, "write") not in held
+        ):
+            hold("write", lambda: False)  # last.pt is written, history.json not yet
+        request = state["request"]
+        if (
+            "stop" in points
+            and record["status"] == "interrupted"
+            and request is not None
+            and (run_dir, "stop") not in held
+        ):
+            hold("stop", lambda: request.urgent)  # set by a second signal in this section
+        save_history(where, record, *args, **kwargs)
+        if epochs != state["epochs"]:
+            state.update(epochs=epochs, seen=0)  # boundaries are counted from this record on
 
     def holding_check(self) -> None:
+        state["request"] = self
         check(self)
-        run_dir = state["run_dir"]
-        if run_dir is None or run_dir in held or state["epochs"] != epochs:
+        if "batch" not in points or (state["run_dir"], "batch") in held:
+            return
+        epochs, boundary = (int(n) for n in points["batch"].split(":"))
+        if state["run_dir"] is None or state["epochs"] != epochs:
             return
         state["seen"] += 1
-        if state["seen"] < boundary:
-            return
-        held.add(run_dir)
-        marker = held_dir / f"{os.getpid()}.json"
-        partial = marker.with_suffix(".part")
-        partial.write_text(json.dumps({"pid": os.getpid(), "run_dir": run_dir}))
-        partial.rename(marker)  # whole or absent: the test reads it as soon as it appears
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            check(self)  # raises Interrupted once a stop is requested
-            time.sleep(0.02)
-        raise RuntimeError(f"held {run_dir} for 900 s and no stop came")
+        if state["seen"] == boundary:
+
+            def stop_requested() -> bool:
+                check(self)  # raises Interrupted once a stop is requested
+                return False
+
+            hold("batch", stop_requested)
 
     # runner.py imports save_history by name: this runs before it is imported
     history.save_history = recording_save_history

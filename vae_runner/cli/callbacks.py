@@ -2,7 +2,7 @@
 
 - on_run_start: the checks of cli.checks, before Hydra creates the run directory.
 - on_multirun_start: the sweep's own checks, and where its summary will go.
-- on_job_start: torch's threads in each job of a parallel launcher (in the job's process).
+- on_job_start: torch's CPU threads for the run (a parallel launcher's job: in its process).
 - on_multirun_end: the sweep summary (cli.train.main writes it when Hydra skips this call).
 
 Imports no torch unless a job really runs: the callbacks are built for `--help` too.
@@ -10,7 +10,6 @@ Imports no torch unless a job really runs: the callbacks are built for `--help` 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vae_runner.cli.checks import Refused, check_multirun, check_run
+from vae_runner.cpu_threads import cpu_count, default_threads
 from vae_runner.sweep import finish
 
 
@@ -43,11 +43,15 @@ class RunnerCallbacks(Callback):
             optuna_log.install(finish.state.sweep_dir)
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Torch's CPU threads for this run, unless `device.threads` names them (the run sets
+        those itself): a parallel launcher's job gets its share of the cores, any other run
+        one thread on a small machine (cpu_threads.default_threads), else torch's default."""
         from hydra.types import RunMode
 
-        if config.hydra.mode != RunMode.MULTIRUN:
-            return
-        threads = job_threads(config.hydra.launcher, cpu_count())
+        threads = None
+        if config.hydra.mode == RunMode.MULTIRUN:
+            threads = job_threads(config.hydra.launcher, cpu_count())
+        threads = threads or default_threads(cpu_count())
         if threads:
             import torch
 
@@ -90,13 +94,6 @@ def _refusing(check, config: DictConfig) -> None:
         if line is None:
             raise Refused(f"{type(err).__name__}: {err}", code=1) from err
         raise Refused(line) from None
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def job_threads(launcher: Mapping, cpus: int) -> int | None:
