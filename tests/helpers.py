@@ -40,12 +40,19 @@ def one_line(*overrides: str) -> str | None:
 
 
 def vae_train_in_process(monkeypatch, *args: str) -> int:
-    """`vae-train <args>` in this process (so a test can patch what it calls); its exit code."""
+    """`vae-train <args>` in this process (so a test can patch what it calls); its exit code.
+    torch's thread count, which the run sets (cli/callbacks.py), is put back for later tests."""
+    import torch
+
     from vae_runner.cli.train import main
 
     monkeypatch.setattr(sys, "argv", ["vae-train", *args])
-    with pytest.raises(SystemExit) as ended:
-        main()
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(SystemExit) as ended:
+            main()
+    finally:
+        torch.set_num_threads(threads)
     return ended.value.code
 
 
