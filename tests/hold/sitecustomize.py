@@ -15,15 +15,13 @@ the process holds at the places it names (comma-separated), writes a marker
 
 SIGKILL and SIGSTOP find the run held. Every process of a sweep (joblib's workers, submitit's
 jobs) inherits the environment. A run directory holds once at each place: a requeued or
-resumed job runs through. A hold gives up after HOLD_SECONDS (the run then fails), so a failed
-test leaves nothing running for long.
+resumed job runs through. A hold has no time limit of its own (it would be a guess at the
+machine's speed): the test's end kills the run's whole session (tests/conftest.py).
 """
 
 from __future__ import annotations
 
 import os
-
-HOLD_SECONDS = 600
 
 
 def _install(spec: str, marks: str) -> None:
@@ -51,11 +49,8 @@ def _install(spec: str, marks: str) -> None:
         partial = marker.with_suffix(".part")
         partial.write_text(json.dumps(dict(pid=os.getpid(), run_dir=state["run_dir"], at=at)))
         partial.rename(marker)  # whole or absent: the test reads it as soon as it appears
-        deadline = time.monotonic() + HOLD_SECONDS
         while not until():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"held {state['run_dir']} at {at} for {HOLD_SECONDS} s")
-            time.sleep(0.02)
+            time.sleep(0.02)  # a signal's handler runs here; `until` reads what it recorded
 
     def recording_save_history(where, record, *args, **kwargs):
         run_dir = str(Path(where).absolute())

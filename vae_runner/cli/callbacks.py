@@ -48,10 +48,11 @@ class RunnerCallbacks(Callback):
         one thread on a small machine (cpu_threads.default_threads), else torch's default."""
         from hydra.types import RunMode
 
-        threads = None
+        cpus = cpu_count()
+        share = None  # a parallel launcher's job: its share of the cores
         if config.hydra.mode == RunMode.MULTIRUN:
-            threads = job_threads(config.hydra.launcher, cpu_count())
-        threads = threads or default_threads(cpu_count())
+            share = job_threads(config.hydra.launcher, cpus)
+        threads = share or default_threads(cpus)
         if threads:
             import torch
 
