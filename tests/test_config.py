@@ -158,7 +158,9 @@ def test_scheduler_options_build_the_right_torch_classes():
         # range rules (__post_init__)
         (["lr=-1"], "lr must be a finite number > 0 (got -1.0)"),
         (["lr=0"], "lr must be a finite number > 0"),
-        (["epochs=0"], "epochs must be >= 1 (got 0)"),
+        (["epochs=0"], "epochs must be from 1 to 1000000 (got 0)"),
+        # a mistyped count is refused, not run for ever
+        (["epochs=100000000000000000000"], "epochs must be from 1 to 1000000 (got 1000000000"),
         (["batch_size=0"], "batch_size must be >= 1 (got 0)"),
         (["batch_size=5000"], "batch_size=5000 is larger than the training set (1438 images"),
         (["beta=-1"], "beta must be a finite number >= 0 (got -1.0)"),

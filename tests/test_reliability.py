@@ -423,3 +423,22 @@ def test_a_legacy_pickle_that_would_run_code_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="is refused: it holds Python objects"):
         load_checkpoint(path)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("flag", [None, "-m"])
+def test_a_run_or_sweep_dir_too_long_for_the_file_system_is_one_line(
+    tmp_path, monkeypatch, capsys, flag
+):
+    # A 300-character folder name: Path.exists() itself raises ENAMETOOLONG there, which
+    # once rose as a 15-line traceback from the writability check.
+    long_dir = tmp_path / ("x" * 300) / "run"
+    key = "hydra.sweep.dir" if flag else "hydra.run.dir"
+    args = [a for a in (flag, "epochs=1", f"{key}={long_dir}") if a]
+    assert vae_train_in_process(monkeypatch, *args) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.strip()]
+    assert len(errors) == 1, err
+    assert errors[0].startswith(f"Error: cannot create {key}={long_dir}: File name too long")
+    assert errors[0].endswith(f"choose a shorter {key}")
+    assert list(tmp_path.iterdir()) == []

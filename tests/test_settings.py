@@ -156,6 +156,12 @@ def test_seeds_expands_to_a_seed_dimension():
     assert expand_seeds(["seeds=1"], 3) == []  # one seed: the configured seed
     assert expand_seeds(["seeds=null"], 3) == []
     # a ValueError: Hydra imports plugin modules anew, so its SeedsConflict is another class
+    # seeds=0 once ran one job with the configured seed: the typed rule holds here too
+    for bad in ("0", "-1", "1001"):
+        with pytest.raises(
+            ValueError, match=f"seeds must be a count from 1 to 1000 \\(got {bad}\\)"
+        ):
+            expand_seeds([f"seeds={bad}"], None)
     with pytest.raises(ValueError, match="seeds=3 runs seed=0..2 and seed=1,2 names seeds"):
         expand_seeds(["seeds=3", "seed=1,2"], None)
 

@@ -292,19 +292,25 @@ def _parent(sweep_dir: Path):
 def test_a_basic_sweep_is_a_parent_run_with_a_child_per_job(tmp_path, store, monkeypatch):
     sweep_dir = tmp_path / "sweep"
     monkeypatch.chdir(tmp_path)
-    args = ("-m", "lr=1e-3,1e-2", "logger=mlflow", *CHEAP, f"hydra.sweep.dir={sweep_dir}")
+    uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"  # the store's, given as the key
+    # a bool and a URI among the shared overrides: Hydra hands them to each job as
+    # `pictures=False` and `sqlite\\:///...`, which once stayed in every child's name
+    shared = ("pictures=false", f"logger.tracking_uri={uri}")
+    args = ("-m", "lr=1e-3,1e-2", "logger=mlflow", *shared, *CHEAP, f"hydra.sweep.dir={sweep_dir}")
     assert vae_train_in_process(monkeypatch, *args) == 0
     client, parent = _parent(sweep_dir)
     assert parent.info.status == "FINISHED"
     assert parent.data.params == {
         "lr": "1e-3,1e-2",
         "logger": "mlflow",
+        "pictures": "false",
+        "logger.tracking_uri": uri,
         "epochs": "3",
         "eval.iw_samples": "0",
         "plot_every": "0",
     }
     children = _children(client, parent)
-    assert set(children) == {"lr=0.001", "lr=0.01"}  # named by what varies
+    assert set(children) == {"lr=0.001", "lr=0.01"}  # named by what varies, and only that
     for name, child in children.items():
         history = history_of(sweep_dir / ("0" if name == "lr=0.001" else "1"))
         assert child.data.params["lr"] == name.removeprefix("lr=")

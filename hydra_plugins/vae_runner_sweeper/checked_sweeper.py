@@ -27,6 +27,9 @@ class CheckedSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="checked", node=CheckedSweeperConf)
 
 
+MAX_SEEDS = 1000  # the bound config.schema.Config puts on `seeds`
+
+
 class SeedsConflict(ValueError):
     """`seeds=N` beside a `seed=` override: which seeds to run is unclear."""
 
@@ -43,6 +46,12 @@ def expand_seeds(arguments: List[str], default: Optional[int]) -> List[str]:
     if given:
         value = given[-1].value()
         count = None if value is None else int(value)
+        # The typed config's own rule, here too: the jobs never see `seeds`, so seeds=0 would
+        # otherwise run one job with the configured seed instead of being refused.
+        if count is not None and not 1 <= count <= MAX_SEEDS:
+            raise ValueError(
+                f"seeds must be a count from 1 to {MAX_SEEDS} (got {count}), e.g. seeds=3"
+            )
     seed_given = [o.input_line for o in parsed if o.get_key_element() == "seed"]
     if seed_given and given and count is not None:
         raise SeedsConflict(

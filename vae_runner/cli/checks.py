@@ -138,8 +138,14 @@ def check_writable(path: Path, key: str) -> None:
     """The nearest existing folder on the way to `path` must take a new folder: a real test,
     since permission bits do not tell the whole story (root, read-only mounts)."""
     existing = path.absolute()
-    while not existing.exists():
-        existing = existing.parent
+    try:
+        # exists() itself raises for a name the file system cannot hold (ENAMETOOLONG)
+        while not existing.exists():
+            existing = existing.parent
+    except OSError as err:
+        raise ConfigError(
+            f"cannot create {key}={path}: {err.strerror or err}; choose a shorter {key}"
+        ) from None
     try:
         if not existing.is_dir():
             raise NotADirectoryError(f"{existing} is a file")

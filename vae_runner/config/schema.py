@@ -466,6 +466,11 @@ class EvalConfig:
 
 
 # --------------------------------------------------------------------------- top level
+# Far more than any VAE run needs (the course trains 50), and small enough that a mistyped
+# count (epochs=100000000000000000000) is refused instead of running for ever.
+MAX_EPOCHS = 1_000_000
+
+
 @dataclass
 class Config:
     """The whole run. Short top-level knobs read like the course's hyper-parameter table."""
@@ -507,7 +512,10 @@ class Config:
             math.isfinite(self.beta) and self.beta >= 0,
             f"beta must be a finite number >= 0 (got {self.beta}); a plain VAE uses beta=1.0",
         )
-        _require(self.epochs >= 1, f"epochs must be >= 1 (got {self.epochs})")
+        _require(
+            1 <= self.epochs <= MAX_EPOCHS,
+            f"epochs must be from 1 to {MAX_EPOCHS} (got {self.epochs}); 50 is the course's",
+        )
         _require(
             self.seeds is None or 1 <= self.seeds <= 1000,
             f"seeds must be a count from 1 to 1000 (got {self.seeds}), e.g. seeds=3",

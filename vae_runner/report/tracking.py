@@ -295,10 +295,9 @@ class MLflowLogger(NoLogger):
         """A sweep's job: what varies (lr=0.001 seed=1); a single run: its folder, from where
         vae-train started (outputs/2026-12-02/07-23-41-299418)."""
         if parent:
-            shared = set(parent.get("constant_overrides") or ())
-            varying = [o for o in (self.run_name or "").split(" ") if o and o not in shared]
+            varying = child_name(self.run_name or "", parent.get("constant_overrides") or ())
             if varying:
-                return " ".join(varying)
+                return varying
         with contextlib.suppress(ValueError):
             return str(self.run_dir.resolve().relative_to(Path(self.start_dir or Path.cwd())))
         return str(self.run_dir)
@@ -480,6 +479,18 @@ def start_sweep(
     }
     write_json_atomic(path, record)
     return parent.info.run_id
+
+
+def _override_key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def child_name(job_overrides: str, constant: list[str] | tuple[str, ...]) -> str:
+    """A sweep job's name: its overrides less those every job shares, compared by key. Hydra
+    hands a job its shared overrides rewritten (`pictures=false` as `pictures=False`, a `:`
+    escaped), so comparing whole strings kept them in every child's name."""
+    shared = {_override_key(o) for o in constant}
+    return " ".join(o for o in job_overrides.split(" ") if o and _override_key(o) not in shared)
 
 
 def _constant(overrides: list[str]) -> list[str]:
