@@ -236,6 +236,37 @@ def test_a_store_that_fails_mid_run_warns_and_gets_the_epochs_once_it_answers(
         assert logged_epochs == [] and logged.info.status == "RUNNING"
 
 
+def test_a_store_deleted_mid_run_is_one_warning_line_each_and_no_traceback(
+    tmp_path, store, monkeypatch, capfd
+):
+    # MLflow logged each SQLAlchemy error with its traceback (114-166 lines on stderr) before
+    # raising it, and the warning quoted the whole SQL statement.
+    from vae_runner.training import runner as runner_module
+
+    db = tmp_path / "store" / "mlflow.db"
+    after_epoch = runner_module._after_epoch
+
+    def delete_the_store(t, history, record, *rest):
+        if record["epoch"] == 1:
+            db.unlink()
+        return after_epoch(t, history, record, *rest)
+
+    monkeypatch.setattr(runner_module, "_after_epoch", delete_the_store)
+    monkeypatch.setattr(tracking, "RETRY_SECONDS", 0)  # every epoch tries the store again
+    capfd.readouterr()
+    history = run(typed_config("logger=mlflow", *CHEAP), tmp_path / "run", console=quiet())
+    assert history["status"] == "completed"
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "[SQL:" not in err
+    warned = [w["message"] for w in history["warnings"] if w["kind"] == "tracking"]
+    assert warned[0] == (
+        "MLflow could not log epoch 1 ((sqlite3.OperationalError) no such table: runs); the run "
+        "goes on: history.json holds every epoch, and the store gets them once it answers"
+    )
+    assert warned[1].startswith("MLflow did not answer at the end")
+    assert len(warned) == 2 and len(err.strip().splitlines()) <= 3, err
+
+
 def test_a_missing_mlflow_or_a_store_that_cannot_be_opened_is_refused_before_any_file(
     tmp_path, monkeypatch, capsys
 ):

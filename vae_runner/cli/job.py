@@ -37,6 +37,7 @@ from vae_runner.rundir import (
 )
 from vae_runner.training import signals
 from vae_runner.training.history import HISTORY_FILE, failure_record
+from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
 NOTHING = float("inf")  # the objective of a job that has no best test loss
 
@@ -94,9 +95,14 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
             if attempt.history and attempt.history.get("status") in FINISHED:
                 log.info(finished_line(run_dir, attempt.history))
                 return _outcome(attempt.history)
+            if not attempt.has_checkpoint:  # finished epochs are never trained over afresh
+                refusal = missing_checkpoint_line(run_dir, attempt.history)
+                if refusal:
+                    raise ConfigError(refusal)
             remove_temporary_files(run_dir)  # what kills left of interrupted writes
             if attempt.has_checkpoint:
                 checkpoint, how = _earlier_checkpoint(run_dir), "restart"
+                check_checkpoint(run_dir, checkpoint, attempt.history)
         from vae_runner.training.runner import run  # imports torch: only once a job really runs
 
         history = run(

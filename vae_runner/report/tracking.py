@@ -93,6 +93,9 @@ def _mlflow():
         os.environ.setdefault(name, value)
     if "MLFLOW_LOGGING_LEVEL" not in os.environ:  # its INFO lines (tables made, migrations)
         logging.getLogger("mlflow").setLevel(logging.WARNING)
+        # A store that fails mid-run (deleted, read-only): MLflow logs each SQLAlchemy error
+        # with its traceback, then raises it, and the run records it as one warning line.
+        logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)  # "Retrying (...)"
     return mlflow
@@ -116,7 +119,9 @@ def _store_lock(uri: str) -> Iterator[None]:
 
 
 def first_line(err: BaseException) -> str:
-    text = " ".join(str(err).split())
+    # SQLAlchemy's errors go on with the whole statement ("[SQL: SELECT ...") and its
+    # parameters: the reason is what comes before
+    text = " ".join(re.split(r"\s\[SQL:", str(err))[0].split())
     return (text[:300] or type(err).__name__).rstrip(".")
 
 

@@ -18,6 +18,7 @@ from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
 from vae_runner.training.history import HISTORY_FILE
+from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
 CHANGEABLE_ON_RESUME = ("epochs", "device")
 
@@ -30,9 +31,13 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     if not run_dir.is_dir():
         raise ConfigError(f"resume={run_dir}: no such directory")
     last = run_dir / CHECKPOINT_DIR / LAST
+    recorded = _record(run_dir)
     if not last.exists():
         if not (run_dir / HISTORY_FILE).exists():
             raise ConfigError(f"resume={run_dir}: this directory holds no vae-train run")
+        refusal = missing_checkpoint_line(run_dir, recorded)
+        if refusal:
+            raise ConfigError(f"resume={refusal}")
         raise ConfigError(
             f"resume={run_dir}: the run has no {CHECKPOINT_DIR}/{LAST} (it stopped before its "
             f"first epoch finished): start it again with its own command and "
@@ -61,6 +66,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
         checkpoint = load_checkpoint(last)
     except CheckpointError as err:
         raise ConfigError(f"resume={run_dir}: {err}") from None
+    check_checkpoint(run_dir, checkpoint, recorded)  # before its settings become the run's
     saved = dict(checkpoint["config"])
     if "epochs" in given:
         saved["epochs"] = int(cli.epochs)
@@ -79,11 +85,17 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     return cfg, checkpoint
 
 
-def _has_final(run_dir: Path) -> bool:
-    """Whether the run's record holds its final evaluation (a stop or a kill during it leaves
-    every epoch checkpointed but no `final`: resume then only finishes the run)."""
+def _record(run_dir: Path) -> dict | None:
+    """The folder's history.json, or None when there is none or it cannot be read."""
     try:
         history = json.loads((run_dir / HISTORY_FILE).read_text())
     except (OSError, ValueError):
-        return False
-    return isinstance(history, dict) and history.get("final") is not None
+        return None
+    return history if isinstance(history, dict) else None
+
+
+def _has_final(run_dir: Path) -> bool:
+    """Whether the run's record holds its final evaluation (a stop or a kill during it leaves
+    every epoch checkpointed but no `final`: resume then only finishes the run)."""
+    history = _record(run_dir)
+    return history is not None and history.get("final") is not None
