@@ -267,6 +267,29 @@ def test_a_store_deleted_mid_run_is_one_warning_line_each_and_no_traceback(
     assert len(warned) == 2 and len(err.strip().splitlines()) <= 3, err
 
 
+@pytest.mark.parametrize("route", ["same command", "resume"])
+def test_a_finished_run_started_again_ends_an_mlflow_run_a_kill_left_running(
+    tmp_path, store, monkeypatch, route
+):
+    # SIGKILL while the run's files were uploaded at its end: history.json says completed,
+    # the MLflow run stays RUNNING, without its files. Started again, the run ends it.
+    run_dir = tmp_path / "run"
+    args = ("logger=mlflow", *CHEAP, "pictures=false", f"hydra.run.dir={run_dir}")
+    assert vae_train_in_process(monkeypatch, *args) == 0
+    client, logged = mlflow_run(run_dir)
+    run_id = logged.info.run_id
+    client.update_run(run_id, status="RUNNING")
+    client.set_tag(run_id, "vae.status", "running")
+    record = (run_dir / "history.json").read_bytes()
+    again = args if route == "same command" else (f"resume={run_dir}",)
+    assert vae_train_in_process(monkeypatch, *again) == (0 if route == "same command" else 2)
+    ended = client.get_run(run_id)
+    assert ended.info.status == "FINISHED" and ended.data.tags["vae.status"] == "completed"
+    assert "history.json" in artifacts(client, run_id)
+    assert [s for s, _ in steps(client, run_id, "train_loss")] == [1, 2, 3]  # once each
+    assert (run_dir / "history.json").read_bytes() == record
+
+
 def test_a_missing_mlflow_or_a_store_that_cannot_be_opened_is_refused_before_any_file(
     tmp_path, monkeypatch, capsys
 ):

@@ -234,11 +234,14 @@ def undo_unstarted(sweep_dir: Path | None) -> list[Path]:
     return undone
 
 
-def remove_temporary_files(run_dir: Path) -> None:
+def remove_temporary_files(run_dir: Path) -> list[Path]:
     """The temporary files of writes a kill interrupted (files.is_temporary): never anyone's
-    data, and each may be a whole checkpoint."""
+    data, and each may be a whole checkpoint. Returns those removed."""
+    removed = []
     for folder in (Path(run_dir), Path(run_dir) / "checkpoints", Path(run_dir) / "images"):
         for tmp in folder.glob(".*.tmp*"):
             if is_temporary(tmp.name):
                 with contextlib.suppress(OSError):
                     tmp.unlink()
+                    removed.append(tmp)
+    return removed

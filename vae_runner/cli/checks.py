@@ -128,6 +128,16 @@ def carry_on(run_dir: Path, typed: Config, overrides: list[str], key: str) -> At
     return attempt
 
 
+def repair(run_dir: Path, history: dict, typed: Config, start_dir: Path) -> None:
+    """A finished run started again: what a kill at its very end left undone (report.repair)."""
+    from vae_runner.report.console import log
+    from vae_runner.report.repair import repair_finished
+
+    done = repair_finished(run_dir, history, typed, start_dir)
+    if done:
+        log.info(f"{run_dir} was finished but a kill had interrupted its end: {'; '.join(done)}")
+
+
 def finished_line(run_dir: Path, history: dict) -> str:
     status = history.get("status")
     epochs = len(history.get("epoch") or [])
@@ -175,7 +185,7 @@ def check_run(cfg: DictConfig) -> None:
         )
     try:
         if cfg.resume is not None:
-            from vae_runner.training.resume import load_for_resume
+            from vae_runner.training.resume import RunFinished, load_for_resume
 
             target = Path(str(cfg.resume)).expanduser()
             if run_dir.expanduser().resolve() != target.resolve():
@@ -185,7 +195,11 @@ def check_run(cfg: DictConfig) -> None:
                 )
             if target.is_dir():
                 claim(target, "resume", hold=True)
-            load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+            try:
+                load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+            except RunFinished as finished:  # refused, once what a kill left is repaired
+                repair(target, finished.history or {}, finished.cfg, Path(cfg.hydra.runtime.cwd))
+                raise
             return
         refuse_empty_dir(run_dir, "hydra.run.dir")
         check_writable(run_dir, "hydra.run.dir")
@@ -193,6 +207,7 @@ def check_run(cfg: DictConfig) -> None:
         claim(run_dir, "hydra.run.dir", hold=True)
         attempt = carry_on(run_dir, typed, list(cfg.hydra.overrides.task), "hydra.run.dir")
         if attempt.history and attempt.history.get("status") in FINISHED:
+            repair(run_dir, attempt.history, typed, Path(cfg.hydra.runtime.cwd))
             line = finished_line(run_dir, attempt.history)
             raise Refused(line, code=exit_code(attempt.history), error=False)
     except BaseException:

@@ -20,7 +20,14 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_runner.cli.checks import FINISHED, carry_on, check_job, finished_line, job_config
+from vae_runner.cli.checks import (
+    FINISHED,
+    carry_on,
+    check_job,
+    finished_line,
+    job_config,
+    repair,
+)
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import explain
 from vae_runner.exit_codes import ExitCode, exit_code
@@ -74,10 +81,15 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
     try:
         checkpoint, how = None, "resume"
         if cfg.resume is not None:
-            from vae_runner.training.resume import load_for_resume  # imports torch
+            from vae_runner.training.resume import RunFinished, load_for_resume  # torch
 
-            typed, checkpoint = load_for_resume(run_dir, list(hydra_cfg.overrides.task), cfg)
             fresh = False
+            try:
+                typed, checkpoint = load_for_resume(run_dir, list(hydra_cfg.overrides.task), cfg)
+            except RunFinished as finished:  # refused, once what a kill left is repaired
+                repair(run_dir, finished.history or {}, finished.cfg, start_dir)
+                raise
+            remove_temporary_files(run_dir)  # what kills left of interrupted writes
         else:
             typed = job_config(cfg)
             if not single:
@@ -93,6 +105,7 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
             # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
             fresh = attempt.history is None and not attempt.has_checkpoint
             if attempt.history and attempt.history.get("status") in FINISHED:
+                repair(run_dir, attempt.history, typed, start_dir)
                 log.info(finished_line(run_dir, attempt.history))
                 return _outcome(attempt.history)
             if not attempt.has_checkpoint:  # finished epochs are never trained over afresh

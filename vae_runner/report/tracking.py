@@ -421,6 +421,18 @@ class MLflowLogger(NoLogger):
                 self.client.log_artifacts(self.run_id, str(self.run_dir / folder), under)
 
 
+def recorded_run_status(run_dir: Path) -> str | None:
+    """The status (RUNNING, FINISHED, ...) of the MLflow run that `run_dir` logs to; None when
+    it logs to none, or its store cannot say."""
+    earlier = _read_json(Path(run_dir) / RUN_FILE)
+    if not earlier:
+        return None
+    try:
+        return str(_client_for(earlier["tracking_uri"]).get_run(earlier["run_id"]).info.status)
+    except Exception:  # no store, no such run: nothing anyone can end there
+        return None
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     import json
 

@@ -23,6 +23,16 @@ from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_
 CHANGEABLE_ON_RESUME = ("epochs", "device")
 
 
+class RunFinished(ConfigError):
+    """`resume=` of a run that already finished its epochs: refused, after what a kill at its
+    very end left undone is repaired (report.repair), for which it carries the run's config
+    and record."""
+
+    def __init__(self, cfg: Config, history: dict | None, message: str) -> None:
+        super().__init__(message)
+        self.cfg, self.history = cfg, history
+
+
 def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, dict]:
     """The config and checkpoint to continue `run_dir` with; ConfigError says why not.
 
@@ -78,9 +88,11 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     if cfg.epochs == done and not _has_final(run_dir):
         return cfg, checkpoint  # every epoch is checkpointed, the final evaluation is not done
     if cfg.epochs <= done:
-        raise ConfigError(
+        raise RunFinished(
+            cfg,
+            recorded,
             f"resume={run_dir}: the run already finished {done} of epochs={cfg.epochs}; "
-            f"pass epochs=<more than {done}> to extend it"
+            f"pass epochs=<more than {done}> to extend it",
         )
     return cfg, checkpoint
 
