@@ -1,0 +1,164 @@
+"""loss_vs_<key>.png: a sweep's measure against the value it swept (sweep.against prepares it).
+
+Each completed seed a hollow dot, each setting's mean a bar with its 95% interval (Student's t,
+as in the settings table), the means of a numeric key joined by a line per series, the verdict's
+winner a gold star and the settings tied with it a hollow one. A job that did not complete has no
+loss to draw: it is a triangle at the top edge, named in the legend by its status, never dropped.
+
+matplotlib's Figure API only (no pyplot), as in report.plots.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+from vae_runner.report.plots import _colours, _save
+
+SEED_SPREAD = 0.12  # categories: seeds spread over this much of the gap between two categories
+
+
+def _positions(data: dict[str, Any], series_index: int) -> float:
+    """Categories: series side by side around each category's position (dodged)."""
+    n = len(data["series"])
+    return 0.0 if n == 1 else (series_index - (n - 1) / 2) * 0.6 / n
+
+
+def _seed_xs(x: float, n: int, kind: str) -> list[float]:
+    """Seeds of one setting, spread a little so that equal values stay visible."""
+    if n <= 1:
+        return [x] * n
+    steps = [i / (n - 1) - 0.5 for i in range(n)]
+    if kind == "category":
+        return [x + SEED_SPREAD * s for s in steps]
+    if kind == "log":
+        return [x * 10 ** (0.06 * s) for s in steps]
+    return [x] * n  # linear: at the exact value
+
+
+def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
+    """Draw one key's plot (see the module's docstring) and write it to `path`."""
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    kind, key = data["x"], data["key"]
+    width = 7.5 if kind != "category" else max(6.0, 1.3 * len(data["categories"]) + 3.5)
+    fig = Figure(figsize=(width, 5.4), layout="constrained")
+    ax, note = fig.subplots(2, 1, height_ratios=[1, 0.1])
+    colours = _colours(len(data["series"]))
+    lines = []  # the PNG's Description: one line per setting, what was drawn
+    off_statuses: set[str] = set()
+    for index, (series, colour) in enumerate(zip(data["series"], colours, strict=True)):
+        shift = _positions(data, index) if kind == "category" else 0.0
+        means_x, means_y = [], []
+        for point in series["points"]:
+            x = point["x"] + shift
+            ax.scatter(
+                _seed_xs(x, len(point["seeds"]), kind),
+                point["seeds"],
+                s=22,
+                facecolors="none",
+                edgecolors=[colour],
+                linewidths=1.1,
+                zorder=3,
+            )
+            if point["mean"] is not None:
+                low, high = point["ci95"] or (point["mean"], point["mean"])
+                ax.errorbar(
+                    [x],
+                    [point["mean"]],
+                    yerr=[[point["mean"] - low], [high - point["mean"]]],
+                    fmt="_",
+                    markersize=16,
+                    capsize=4,
+                    color=colour,
+                    linewidth=1.6,
+                    zorder=4,
+                )
+                means_x.append(x)
+                means_y.append(point["mean"])
+            if point["winner"] or point["tied"]:
+                ax.plot(
+                    [x],
+                    [point["mean"]],
+                    marker="*",
+                    markersize=17,
+                    markerfacecolor="gold" if point["winner"] else "none",
+                    markeredgecolor="black",
+                    linestyle="none",
+                    zorder=5,
+                )
+            for status in point["off"]:  # no loss to draw: a mark at the top edge
+                off_statuses.add(status)
+                ax.plot(
+                    [x],
+                    [0.97],
+                    marker="^",
+                    markersize=8,
+                    color="crimson",
+                    transform=ax.get_xaxis_transform(),  # x in data, y in axes units
+                    clip_on=False,
+                    linestyle="none",
+                    zorder=5,
+                )
+            lines.append(f"{point['label']}\t{point['mean']}\t{len(point['seeds'])}")
+        if kind != "category" and len(means_x) > 1:
+            ax.plot(means_x, means_y, color=colour, linewidth=1.0, alpha=0.7, zorder=2)
+    if kind == "log":
+        ax.set_xscale("log")
+    if kind == "category":
+        ax.set_xticks(range(len(data["categories"])), data["categories"])
+        ax.set_xlim(-0.6, len(data["categories"]) - 0.4)
+    else:
+        values = sorted({p["x"] for s in data["series"] for p in s["points"]})
+        ax.xaxis.set_major_locator(FixedLocator(values))
+        ax.set_xticks(values, [f"{v:g}" for v in values])
+        ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(key + (" (log scale)" if kind == "log" else ""))
+    ax.set_ylabel(f"{data['measure_name']} (nats per sample)")
+    ax.grid(True, alpha=0.3)
+    ax.set_title(f"{data['measure_name'].capitalize()} against {key}", fontsize=12)
+    ax.legend(handles=_legend(data, colours, off_statuses, Line2D), fontsize=8, loc="best")
+    note.axis("off")
+    note.text(0, 1, _caption(data), fontsize=8, va="top", ha="left", wrap=False)
+    _save(fig, Path(path), dpi=110, metadata={"Description": "\n".join(lines)})
+    return Path(path)
+
+
+def _legend(data, colours, off_statuses, Line2D) -> list:
+    handles = [
+        Line2D([], [], marker="o", markerfacecolor="none", color="grey", ls="none", label="a seed"),
+        Line2D([], [], marker="_", markersize=12, color="grey", label="mean, 95% interval"),
+    ]
+    points = [p for s in data["series"] for p in s["points"]]
+    winner = next((p["label"] for p in points if p["winner"]), None)
+    if winner:
+        handles.append(_star(Line2D, "gold", f"winner: {winner}"))
+    if any(p["tied"] for p in points):
+        tied = "identical to the best" if data["verdict"].get("kind") == "identical" else ""
+        handles.append(_star(Line2D, "none", tied or "tied with the best"))
+    for status in sorted(off_statuses):
+        label = f"{status}: no loss (at the top)"
+        handles.append(Line2D([], [], marker="^", color="crimson", ls="none", label=label))
+    if len(data["series"]) > 1:
+        for series, colour in zip(data["series"], colours, strict=True):
+            handles.append(Line2D([], [], color=colour, marker="s", ls="-", label=series["name"]))
+    return handles
+
+
+def _star(Line2D, face: str, label: str):
+    return Line2D(
+        [], [], marker="*", markersize=12, markerfacecolor=face, markeredgecolor="black",
+        ls="none", label=label,
+    )  # fmt: skip
+
+
+def _caption(data: dict[str, Any]) -> str:
+    sentence = data["verdict"].get("sentence") or ""
+    if data["others_vary"]:
+        sentence += (
+            f" Other keys vary too ({data['others_vary']} combinations): drawn as one series."
+        )
+    return textwrap.fill(sentence.strip(), width=110)
