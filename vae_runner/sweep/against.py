@@ -8,7 +8,8 @@ summary.ranked_on) against the value of the swept key, each seed a point, each s
 One plot per key whose value differs between settings. When more than one key varies, the other
 keys' values split the settings into series (one colour each); when they form more than
 MAX_SERIES combinations (a random search), the settings are drawn as one series and the plot says
-that other keys vary too.
+that other keys vary too. When more than MAX_KEYS keys vary (`vae-summary` over runs started
+separately, with unrelated overrides) no such plot is drawn: there is no one swept value.
 
 Imports no torch; matplotlib only in `draw_loss_vs`.
 """
@@ -27,6 +28,7 @@ from vae_runner.sweep.settings import MEASURES, SEED_KEY, rank_key
 
 LOG_SPAN = 100.0  # a numeric axis is logarithmic when its values are all > 0 and max/min >= this
 MAX_SERIES = 8  # more combinations of the other keys than this: drawn as one series
+MAX_KEYS = 3  # more keys varying than this (runs from unrelated invocations): no loss_vs plots
 DEFAULT = "(default)"  # the category of a setting that did not set the key
 
 
@@ -154,7 +156,8 @@ def draw_loss_vs(summary: dict[str, Any], out_dir: Path) -> list[dict[str, Any]]
     from vae_runner.report.sweep_plots import plot_loss_vs  # matplotlib: only when drawing
 
     drawn = []
-    for key in swept_keys(summary["settings"]):
+    keys = swept_keys(summary["settings"])
+    for key in keys if len(keys) <= MAX_KEYS else []:
         data = loss_vs(summary, key)
         plot_loss_vs(data, Path(out_dir) / data["file"])
         drawn.append({k: data[k] for k in ("key", "file", "x", "measure")})

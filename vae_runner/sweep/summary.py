@@ -381,6 +381,21 @@ def draw_plots(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
     return summary
 
 
+def redraw_plots(sweep_dir: Path) -> list[Path]:
+    """vae-plot SWEEP_DIR: draw the sweep's plots again from its jobs' records, without
+    rewriting its summary files. [] when it holds no run directories."""
+    jobs = collect_jobs([sweep_dir])
+    if not jobs:
+        return []
+    summary = draw_plots(build_summary(jobs, [sweep_dir]), jobs, sweep_dir)
+    return [Path(sweep_dir) / name for name in plot_files(summary)]
+
+
+def plot_files(summary: dict) -> list[str]:
+    """The pictures a summary records: curves.png, then each loss_vs_<key>.png."""
+    return [summary["plot"]["file"], *(p["file"] for p in summary.get("loss_vs") or [])]
+
+
 def summarize(
     sources: list[Path], out_dir: Path, *, sweep_over: bool = False, console=None
 ) -> dict | None:
