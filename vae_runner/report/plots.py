@@ -29,6 +29,7 @@ LINE_STYLES = ("-", "--", "-.", ":")
 # decide the answer; what is cut off is marked (focus_limits, plot_curves).
 FOCUSED = ("val_loss", "test_loss", "train_loss")
 LEADERS = 2
+ZOOM = 2.0  # fit the axis to the leaders only when that at least doubles their scale
 
 
 def _values(history: dict[str, Any], key: str) -> list[float]:
@@ -59,8 +60,9 @@ def focus_limits(
 
     From the lowest finite value of any series (nothing below the leaders is hidden) up to the
     highest of the leaders' values after their first `skip` epochs (every run starts far
-    above where it ends), widened by `margin` of that range on both sides. Each series is one
-    value per epoch (a mean, a band's edge); NaN and inf are ignored.
+    above where it ends), widened by `margin` of that range on both sides; only when that
+    magnifies the axis ZOOM times or more. Each series is one value per epoch (a mean, a band's
+    edge); NaN and inf are ignored.
     """
 
     def finite(series):
@@ -72,8 +74,8 @@ def focus_limits(
         return None
     low, high = min(lowest), max(top)
     pad = margin * (high - low) if high > low else margin * abs(high) or 1.0
-    if max(lowest) <= high + pad:
-        return None
+    if max(lowest) - low < ZOOM * (high - low + 2 * pad):
+        return None  # nothing is cut off, or too little is gained to be worth cutting
     return low - pad, high + pad
 
 
