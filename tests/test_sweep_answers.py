@@ -233,7 +233,7 @@ def test_a_kl_weight_that_never_reached_beta_is_cautioned(tmp_path):
     ramp = {"kl_weight": [0.1, 0.2, 0.3], "beta": 1.0}  # linear warm-up of 10 epochs, 3 run
     (said,) = _improving_sweep(tmp_path / "a", last_best=0, **ramp)["cautions"]
     assert said.startswith(
-        "the KL weight never reached beta in 3 of 3 jobs (at most 0.3 of beta=1)"
+        "the KL weight never reached beta in 3 of 3 jobs (it rose to 0.3 × beta, beta=1)"
     )
     assert "run more epochs than the annealing's warm-up" in said
     sigmoid = {"kl_weight": [2.0, 3.5, 3.97], "beta": 4.0}  # 99.25% of beta: reached

@@ -2,8 +2,9 @@
 
 Each completed seed a hollow dot, each setting's mean a bar with its 95% interval (Student's t,
 as in the settings table), the means of a numeric key joined by a line per series, the verdict's
-winner a gold star and the settings tied with it a hollow one. A job that did not complete has no
-loss to draw: it is a triangle at the top edge, named in the legend by its status, never dropped.
+winner a gold star just above its points and the settings tied with it a white one. A job that
+did not complete has no loss to draw: it is a triangle at the top edge, named in the legend by
+its status, never dropped.
 
 matplotlib's Figure API only (no pyplot), as in report.plots.
 """
@@ -42,6 +43,7 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
     from matplotlib.ticker import FixedLocator, NullLocator
+    from matplotlib.transforms import ScaledTranslation
 
     kind, key = data["x"], data["key"]
     width = 7.5 if kind != "category" else max(6.0, 1.3 * len(data["categories"]) + 3.5)
@@ -79,16 +81,19 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
                 )
                 means_x.append(x)
                 means_y.append(point["mean"])
-            if point["winner"] or point["tied"]:
+            if point["winner"] or point["tied"]:  # a star just above, not over, its points
+                top = max([*point["seeds"], *(point["ci95"] or [point["mean"]])])
                 ax.plot(
                     [x],
-                    [point["mean"]],
+                    [top],
                     marker="*",
-                    markersize=17,
-                    markerfacecolor="gold" if point["winner"] else "none",
+                    markersize=15,
+                    markerfacecolor="gold" if point["winner"] else "white",
                     markeredgecolor="black",
                     linestyle="none",
                     zorder=5,
+                    transform=ax.transData + ScaledTranslation(0, 0.16, fig.dpi_scale_trans),
+                    clip_on=False,
                 )
             for status in point["off"]:  # no loss to draw: a mark at the top edge
                 off_statuses.add(status)

@@ -52,10 +52,10 @@ def kl_short_of_beta(jobs: list[Job]) -> str | None:
     highest = max(w / b for w, b in short)
     betas = ", ".join(f"{b:g}" for b in sorted({b for _, b in short}))
     return (
-        f"the KL weight never reached beta in {len(short)} of {len(jobs)} jobs (at most "
-        f"{highest:.3g} of beta={betas}): the annealing was still ramping up when they stopped, "
-        "so they trained on a weaker KL term than asked for; run more epochs than the "
-        "annealing's warm-up, or change annealing."
+        f"the KL weight never reached beta in {len(short)} of {len(jobs)} jobs (it rose to "
+        f"{highest:.3g} × beta, beta={betas}): the annealing was still ramping up when they "
+        "stopped, so they trained on a weaker KL term than asked for; run more epochs than the "
+        "annealing's warm-up, or annealing=constant."
     )
 
 
