@@ -3,7 +3,7 @@
 Each completed seed a hollow dot, each setting's mean a bar with its 95% interval (Student's t,
 as in the settings table), the means of a numeric key joined by a line per series, the verdict's
 winner a gold star just above its points and the settings tied with it a white one. A job that
-did not complete has no loss to draw: it is a triangle at the top edge, named in the legend by
+did not complete has no loss to draw: it is a triangle just above the frame, named in the legend by
 its status, never dropped.
 
 matplotlib's Figure API only (no pyplot), as in report.plots.
@@ -17,7 +17,8 @@ from typing import Any
 
 from vae_runner.report.plots import _colours, _save
 
-SEED_SPREAD = 0.12  # categories: seeds spread over this much of the gap between two categories
+SEED_SPREAD = 0.25  # categories: seeds spread over this much of the gap between two categories
+MARGIN = 0.08  # the y-axis: the seeds and means, and this much of their range on either side
 
 
 def _positions(data: dict[str, Any], series_index: int) -> float:
@@ -26,13 +27,14 @@ def _positions(data: dict[str, Any], series_index: int) -> float:
     return 0.0 if n == 1 else (series_index - (n - 1) / 2) * 0.6 / n
 
 
-def _seed_xs(x: float, n: int, kind: str) -> list[float]:
-    """Seeds of one setting, spread a little so that equal values stay visible."""
+def _seed_xs(x: float, n: int, kind: str, n_series: int) -> list[float]:
+    """Seeds of one setting, spread a little so that equal values stay visible (on either side
+    of the mean's bar, and within the series' own slot of a category)."""
     if n <= 1:
         return [x] * n
     steps = [i / (n - 1) - 0.5 for i in range(n)]
     if kind == "category":
-        return [x + SEED_SPREAD * s for s in steps]
+        return [x + min(SEED_SPREAD, 0.5 / n_series) * s for s in steps]
     if kind == "log":
         return [x * 10 ** (0.06 * s) for s in steps]
     return [x] * n  # linear: at the exact value
@@ -46,7 +48,7 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
     from matplotlib.transforms import ScaledTranslation
 
     kind, key = data["x"], data["key"]
-    width = 7.5 if kind != "category" else max(6.0, 1.3 * len(data["categories"]) + 3.5)
+    width = 9.0 if kind != "category" else max(7.5, 1.3 * len(data["categories"]) + 5.0)
     fig = Figure(figsize=(width, 5.4), layout="constrained")
     ax, note = fig.subplots(2, 1, height_ratios=[1, 0.1])
     colours = _colours(len(data["series"]))
@@ -58,7 +60,7 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
         for point in series["points"]:
             x = point["x"] + shift
             ax.scatter(
-                _seed_xs(x, len(point["seeds"]), kind),
+                _seed_xs(x, len(point["seeds"]), kind, len(data["series"])),
                 point["seeds"],
                 s=22,
                 facecolors="none",
@@ -82,7 +84,7 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
                 means_x.append(x)
                 means_y.append(point["mean"])
             if point["winner"] or point["tied"]:  # a star just above, not over, its points
-                top = max([*point["seeds"], *(point["ci95"] or [point["mean"]])])
+                top = max([*point["seeds"], point["mean"]])
                 ax.plot(
                     [x],
                     [top],
@@ -99,7 +101,7 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
                 off_statuses.add(status)
                 ax.plot(
                     [x],
-                    [0.97],
+                    [1.025],  # just above the frame: never over a measured point
                     marker="^",
                     markersize=8,
                     color="crimson",
@@ -124,10 +126,19 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
     ax.set_xlabel(key + (" (log scale)" if kind == "log" else ""))
     ax.set_ylabel(f"{data['measure_name']} (nats per sample)")
     ax.grid(True, alpha=0.3)
-    ax.set_title(f"{data['measure_name'].capitalize()} against {key}", fontsize=12)
-    ax.legend(handles=_legend(data, colours, off_statuses, Line2D), fontsize=8, loc="best")
+    # The axis spans the seeds and means; an interval from two seeds (t = 12.7) can be far wider
+    # than any value measured and then runs off the axis, which shows it is wide.
+    measured = [v for s in data["series"] for p in s["points"] for v in (*p["seeds"], p["mean"])]
+    measured = [v for v in measured if v is not None]
+    if measured:
+        low, high = min(measured), max(measured)
+        pad = MARGIN * (high - low) or MARGIN * abs(high) or 1.0
+        ax.set_ylim(low - pad, high + pad)
+    ax.set_title(f"{data['measure_name'].capitalize()} against {key}", fontsize=12, pad=12)
+    handles = _legend(data, colours, off_statuses, Line2D)
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper")
     note.axis("off")
-    note.text(0, 1, _caption(data), fontsize=8, va="top", ha="left", wrap=False)
+    note.text(0, 1, _caption(data, int(width * 11)), fontsize=8, va="top", ha="left")
     _save(fig, Path(path), dpi=110, metadata={"Description": "\n".join(lines)})
     return Path(path)
 
@@ -145,7 +156,7 @@ def _legend(data, colours, off_statuses, Line2D) -> list:
         tied = "identical to the best" if data["verdict"].get("kind") == "identical" else ""
         handles.append(_star(Line2D, "none", tied or "tied with the best"))
     for status in sorted(off_statuses):
-        label = f"{status}: no loss (at the top)"
+        label = f"{status}: no loss (▲ above the frame)"
         handles.append(Line2D([], [], marker="^", color="crimson", ls="none", label=label))
     if len(data["series"]) > 1:
         for series, colour in zip(data["series"], colours, strict=True):
@@ -160,10 +171,10 @@ def _star(Line2D, face: str, label: str):
     )  # fmt: skip
 
 
-def _caption(data: dict[str, Any]) -> str:
+def _caption(data: dict[str, Any], width: int) -> str:
     sentence = data["verdict"].get("sentence") or ""
     if data["others_vary"]:
         sentence += (
             f" Other keys vary too ({data['others_vary']} combinations): drawn as one series."
         )
-    return textwrap.fill(sentence.strip(), width=110)
+    return textwrap.fill(sentence.strip(), width=width)

@@ -39,20 +39,23 @@ def still_improving(rows: list[dict[str, Any]]) -> str | None:
 
 
 def kl_short_of_beta(jobs: list[Job]) -> str | None:
-    """Jobs whose KL weight stayed below beta in every epoch they ran."""
-    short = []
+    """Jobs whose KL weight stayed below beta in every epoch they ran (of those that ran one)."""
+    short, ran = [], 0
     for job in jobs:
         history = job.history or {}
         beta = (history.get("config") or {}).get("beta")
         weights = [w for w in history.get("kl_weight") or [] if _finite(w)]
-        if _finite(beta) and beta > 0 and weights and max(weights) < REACHED * beta:
+        if not (_finite(beta) and beta > 0 and weights):
+            continue  # no epoch finished, or a record without the series
+        ran += 1
+        if max(weights) < REACHED * beta:
             short.append((max(weights), beta))
     if not short:
         return None
     highest = max(w / b for w, b in short)
     betas = ", ".join(f"{b:g}" for b in sorted({b for _, b in short}))
     return (
-        f"the KL weight never reached beta in {len(short)} of {len(jobs)} jobs (it rose to "
+        f"the KL weight never reached beta in {len(short)} of {ran} jobs (it rose to "
         f"{highest:.3g} × beta, beta={betas}): the annealing was still ramping up when they "
         "stopped, so they trained on a weaker KL term than asked for; run more epochs than the "
         "annealing's warm-up, or annealing=constant."
