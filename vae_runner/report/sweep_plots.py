@@ -44,10 +44,8 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
     """Draw one key's plot (see the module's docstring) and write it to `path`."""
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FixedLocator, NullLocator
-    from matplotlib.transforms import ScaledTranslation
 
-    kind, key = data["x"], data["key"]
+    kind = data["x"]
     width = 9.0 if kind != "category" else max(7.5, 1.3 * len(data["categories"]) + 5.0)
     fig = Figure(figsize=(width, 5.4), layout="constrained")
     ax, note = fig.subplots(2, 1, height_ratios=[1, 0.1])
@@ -56,75 +54,73 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
     off_statuses: set[str] = set()
     for index, (series, colour) in enumerate(zip(data["series"], colours, strict=True)):
         shift = _positions(data, index) if kind == "category" else 0.0
-        means_x, means_y = [], []
+        means = []
         for point in series["points"]:
             x = point["x"] + shift
-            ax.scatter(
-                _seed_xs(x, len(point["seeds"]), kind, len(data["series"])),
-                point["seeds"],
-                s=22,
-                facecolors="none",
-                edgecolors=[colour],
-                linewidths=1.1,
-                zorder=3,
-            )
+            _draw_setting(fig, ax, point, x, colour, kind, len(data["series"]))
+            off_statuses.update(point["off"])
             if point["mean"] is not None:
-                low, high = point["ci95"] or (point["mean"], point["mean"])
-                ax.errorbar(
-                    [x],
-                    [point["mean"]],
-                    yerr=[[point["mean"] - low], [high - point["mean"]]],
-                    fmt="_",
-                    markersize=16,
-                    capsize=4,
-                    color=colour,
-                    linewidth=1.6,
-                    zorder=4,
-                )
-                means_x.append(x)
-                means_y.append(point["mean"])
-            if point["winner"] or point["tied"]:  # a star just above, not over, its points
-                top = max([*point["seeds"], point["mean"]])
-                ax.plot(
-                    [x],
-                    [top],
-                    marker="*",
-                    markersize=15,
-                    markerfacecolor="gold" if point["winner"] else "white",
-                    markeredgecolor="black",
-                    linestyle="none",
-                    zorder=5,
-                    transform=ax.transData + ScaledTranslation(0, 0.16, fig.dpi_scale_trans),
-                    clip_on=False,
-                )
-            for status in point["off"]:  # no loss to draw: a mark at the top edge
-                off_statuses.add(status)
-                ax.plot(
-                    [x],
-                    [1.025],  # just above the frame: never over a measured point
-                    marker="^",
-                    markersize=8,
-                    color="crimson",
-                    transform=ax.get_xaxis_transform(),  # x in data, y in axes units
-                    clip_on=False,
-                    linestyle="none",
-                    zorder=5,
-                )
+                means.append((x, point["mean"]))
             lines.append(f"{point['label']}\t{point['mean']}\t{len(point['seeds'])}")
-        if kind != "category" and len(means_x) > 1:
-            ax.plot(means_x, means_y, color=colour, linewidth=1.0, alpha=0.7, zorder=2)
+        if kind != "category" and len(means) > 1:
+            xs, ys = [m[0] for m in means], [m[1] for m in means]
+            ax.plot(xs, ys, color=colour, linewidth=1.0, alpha=0.7, zorder=2)
+    _axes(ax, data)
+    handles = _legend(data, colours, off_statuses, Line2D)
+    fig.legend(handles=handles, fontsize=8, loc="outside right upper")
+    note.axis("off")
+    note.text(0, 1, _caption(data, int(width * 11)), fontsize=8, va="top", ha="left")
+    _save(fig, Path(path), dpi=110, metadata={"Description": "\n".join(lines)})
+    return Path(path)
+
+
+def _draw_setting(fig, ax, point: dict, x: float, colour, kind: str, n_series: int) -> None:
+    """One setting: its seeds, its mean and interval, its star, its jobs without a loss."""
+    from matplotlib.transforms import ScaledTranslation
+
+    seed_xs = _seed_xs(x, len(point["seeds"]), kind, n_series)
+    ax.scatter(
+        seed_xs, point["seeds"], s=22, facecolors="none", edgecolors=[colour], linewidths=1.1,
+        zorder=3,
+    )  # fmt: skip
+    if point["mean"] is not None:
+        mean = point["mean"]
+        low, high = point["ci95"] or (mean, mean)
+        ax.errorbar(
+            [x], [mean], yerr=[[mean - low], [high - mean]], fmt="_", markersize=16, capsize=4,
+            color=colour, linewidth=1.6, zorder=4,
+        )  # fmt: skip
+    if point["winner"] or point["tied"]:  # a star just above, not over, its points
+        ax.plot(
+            [x], [max([*point["seeds"], point["mean"]])], marker="*", markersize=15,
+            markerfacecolor="gold" if point["winner"] else "white", markeredgecolor="black",
+            linestyle="none", zorder=5, clip_on=False,
+            transform=ax.transData + ScaledTranslation(0, 0.16, fig.dpi_scale_trans),
+        )  # fmt: skip
+    for _ in point["off"]:  # no loss to draw: just above the frame, never over a measured point
+        ax.plot(
+            [x], [1.025], marker="^", markersize=8, color="crimson", linestyle="none", zorder=5,
+            transform=ax.get_xaxis_transform(), clip_on=False,  # x in data, y in axes units
+        )  # fmt: skip
+
+
+def _axes(ax, data: dict[str, Any]) -> None:
+    """The x-axis (log, linear at the values swept, or categories), labels and y-limits."""
+    from matplotlib.ticker import NullLocator
+
+    kind, key = data["x"], data["key"]
     if kind == "log":
         ax.set_xscale("log")
     if kind == "category":
         ax.set_xticks(range(len(data["categories"])), data["categories"])
         ax.set_xlim(-0.6, len(data["categories"]) - 0.4)
-    else:
+    else:  # a tick at each value swept, written as it reads: 1e-05, 0.0001, 0.01
         values = sorted({p["x"] for s in data["series"] for p in s["points"]})
-        ax.xaxis.set_major_locator(FixedLocator(values))
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel(key + (" (log scale)" if kind == "log" else ""))
     ax.set_ylabel(f"{data['measure_name']} (nats per sample)")
+    ax.set_title(f"{data['measure_name'].capitalize()} against {key}", fontsize=12, pad=12)
     ax.grid(True, alpha=0.3)
     # The axis spans the seeds and means; an interval from two seeds (t = 12.7) can be far wider
     # than any value measured and then runs off the axis, which shows it is wide.
@@ -134,13 +130,6 @@ def plot_loss_vs(data: dict[str, Any], path: Path) -> Path:
         low, high = min(measured), max(measured)
         pad = MARGIN * (high - low) or MARGIN * abs(high) or 1.0
         ax.set_ylim(low - pad, high + pad)
-    ax.set_title(f"{data['measure_name'].capitalize()} against {key}", fontsize=12, pad=12)
-    handles = _legend(data, colours, off_statuses, Line2D)
-    fig.legend(handles=handles, fontsize=8, loc="outside right upper")
-    note.axis("off")
-    note.text(0, 1, _caption(data, int(width * 11)), fontsize=8, va="top", ha="left")
-    _save(fig, Path(path), dpi=110, metadata={"Description": "\n".join(lines)})
-    return Path(path)
 
 
 def _legend(data, colours, off_statuses, Line2D) -> list:
