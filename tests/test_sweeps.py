@@ -86,6 +86,8 @@ def check_summary(sweep: Path, n_jobs: int) -> dict:
         assert image.format == "PNG" and image.size[0] > 1000 and image.size[1] > 300
         drawn = image.text["Description"].splitlines()
     assert drawn == summary["plot"]["lines"]
+    for plot in summary["loss_vs"]:  # the answer against each swept key: recorded and written
+        assert (sweep / plot["file"]).read_bytes()[:8] == PNG_SIGNATURE
     if summary["seeds_per_setting"] > 1:  # one curve per setting, its seeds' mean
         drawable = [s for s in settings if any(rows_of(summary, s, epochs=True))]
         assert len(drawn) == len(drawable)
@@ -533,4 +535,14 @@ def test_a_seeded_sweep_reports_each_settings_spread_and_a_verdict(tmp_path):
     out = " ".join(result.stdout.split())
     assert "settings: mean ± sd over seeds, ranked by mean best validation loss" in out
     assert " ".join(said["sentence"].split()) in out
-    assert "Caution" not in out  # ranked on the validation split
+    assert "ranked on the test set" not in out  # ranked on the validation split
+    # the answer against lr (1e-2 and 1e-3: 10x apart, a linear axis), each setting's lr typed
+    assert summary["loss_vs"] == [
+        {"key": "lr", "file": "loss_vs_lr.png", "x": "linear", "measure": "best_val_loss"}
+    ]
+    assert sorted(s["values"]["lr"] for s in summary["settings"]) == [0.001, 0.01]
+    # 2 epochs of a 10-epoch KL warm-up: the weight never reached beta, and the terminal says so
+    assert any(
+        c.startswith("the KL weight never reached beta in 4 of 4") for c in summary["cautions"]
+    )
+    assert f"Caution: {summary['cautions'][-1]}" in result.stdout

@@ -23,3 +23,9 @@ def keys(overrides: list[str]) -> list[str]:
 def by_key(overrides: list[str]) -> dict[str, str]:
     """Each override as written, by the key or group it sets (the last one wins, as in Hydra)."""
     return {o.key_or_group: o.input_line for o in parse(overrides)}
+
+
+def values_by_key(overrides: list[str]) -> dict[str, object]:
+    """Each override's value as Hydra types it (`lr=1e-2` -> 0.01, `flag=true` -> True,
+    `optimizer=sgd` -> "sgd", `~key` -> None), by key; the last one wins, as in Hydra."""
+    return {o.key_or_group: o.value() for o in parse(overrides)}

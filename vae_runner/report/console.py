@@ -282,6 +282,8 @@ def print_sweep_summary(
         colour = "bold green" if said["kind"] == "winner" else "bold yellow"
         heading = "Winner" if said["kind"] == "winner" else "Verdict"
         console.print(f"[{colour}]{heading}:[/] {escape(said['sentence'])}", soft_wrap=True)
+    for caution in summary.get("cautions") or []:  # sweep.cautions: the answer may not hold
+        console.print(f"[yellow]Caution:[/] {escape(caution)}", soft_wrap=True)
     if not on_val and len(summary.get("settings") or []) > 1:
         console.print(
             "[yellow]Caution:[/] ranked on the test set, the set the results are reported on; "

@@ -24,6 +24,13 @@ PANELS = (
 
 LINE_STYLES = ("-", "--", "-.", ":")
 
+# The loss panels' y-axis is fitted to the leading runs (the first LEADERS, ranked best first), so
+# that one far-off setting (lr=1e-5's slow start, a diverging run) cannot flatten the curves that
+# decide the answer; what is cut off is marked (focus_limits, plot_curves).
+FOCUSED = ("val_loss", "test_loss", "train_loss")
+LEADERS = 2
+ZOOM = 2.0  # fit the axis to the leaders only when that at least doubles their scale
+
 
 def _values(history: dict[str, Any], key: str) -> list[float]:
     """A per-epoch series with null (non-finite when written) as NaN: a gap in the line."""
@@ -40,6 +47,36 @@ def _mean_and_band(histories: list[dict[str, Any]], key: str) -> tuple[list, lis
     epochs = sorted(by_epoch)
     means = [math.fsum(by_epoch[e]) / len(by_epoch[e]) for e in epochs]
     return epochs, means, [min(by_epoch[e]) for e in epochs], [max(by_epoch[e]) for e in epochs]
+
+
+def focus_limits(
+    leaders: Sequence[Sequence[float]],
+    everyone: Sequence[Sequence[float]],
+    *,
+    skip: int = 1,
+    margin: float = 0.08,
+) -> tuple[float, float] | None:
+    """Y-limits that keep the leaders' curves readable, or None when every value fits anyway.
+
+    From the lowest finite value of any series (nothing below the leaders is hidden) up to the
+    highest of the leaders' values after their first `skip` epochs (every run starts far
+    above where it ends), widened by `margin` of that range on both sides; only when that
+    magnifies the axis ZOOM times or more. Each series is one value per epoch (a mean, a band's
+    edge); NaN and inf are ignored.
+    """
+
+    def finite(series):
+        return [v for v in series if math.isfinite(v)]
+
+    lowest = [v for series in everyone for v in finite(series)]
+    top = [v for s in leaders for v in finite(s[skip:] if len(s) > 2 * skip else s)]
+    if not lowest or not top:
+        return None
+    low, high = min(lowest), max(top)
+    pad = margin * (high - low) if high > low else margin * abs(high) or 1.0
+    if max(lowest) - low < ZOOM * (high - low + 2 * pad):
+        return None  # nothing is cut off, or too little is gained to be worth cutting
+    return low - pad, high + pad
 
 
 def plot_curves(
@@ -66,8 +103,10 @@ def plot_curves(
     axes = fig.subplots(1, len(panels))
     colours = _colours(len(runs))
     banded = False
+    clipped = []
     for ax, (key, panel_title) in zip(axes, panels, strict=True):
         finite: list[float] = []
+        drawn_series: list[tuple[int, list, list, Any]] = []  # run, x, y or band edge, colour
         for index, ((label, runs_of), colour) in enumerate(zip(runs, colours, strict=True)):
             seeds = runs_of if isinstance(runs_of, list) else [runs_of]
             x, y, low, high = _mean_and_band(seeds, key)
@@ -86,18 +125,29 @@ def plot_curves(
                 marker="o" if len(y) < 15 else None,
                 markersize=3,
             )
+            drawn_series.append((index, list(x), list(y), colour))
             if len(seeds) > 1:
                 ax.fill_between(x, low, high, color=colour, alpha=0.18, linewidth=0)
                 banded = True
                 finite += low + high
+                drawn_series += [(index, list(x), low, colour), (index, list(x), high, colour)]
             finite += [v for v in y if math.isfinite(v)]
-        if finite and min(finite) > 0 and max(finite) / min(finite) > 20:
+        limits = None
+        if key in FOCUSED and len(runs) > LEADERS:
+            leaders = [y for run, _, y, _ in drawn_series if run < LEADERS]
+            limits = focus_limits(leaders, [y for _, _, y, _ in drawn_series])
+        if limits is not None:
+            labels = [label for label, _ in runs]
+            _clip(ax, limits, [(labels[run], x, y, colour) for run, x, y, colour in drawn_series])
+            panel_title += "\n(axis fitted to the leaders; ▲ off the top)"
+            clipped.append(key)
+        elif finite and min(finite) > 0 and max(finite) / min(finite) > 20:
             ax.set_yscale("log")  # a diverging run would flatten every other curve
         ax.set_title(panel_title)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
-    drawn = [line.get_label() for line in axes[0].get_lines()]
+    drawn = [line.get_label() for line in axes[0].get_lines() if line.get_label()[:1] != "_"]
     if drawn:
         fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)
     if banded:
@@ -106,8 +156,36 @@ def plot_curves(
         )
     if title:
         fig.suptitle(title)
-    _save(fig, Path(path), dpi=90, metadata={"Description": "\n".join(drawn)})
+    metadata = {"Description": "\n".join(drawn), "Clipped": " ".join(clipped)}
+    _save(fig, Path(path), dpi=90, metadata=metadata)
     return drawn
+
+
+def _clip(ax, limits: tuple[float, float], drawn: list[tuple[str, list, list, Any]]) -> None:
+    """Fix the y-axis to `limits`, mark each epoch drawn above it by a ▲ at the top edge and
+    name the runs that are off the axis for most of their epochs."""
+    ax.set_ylim(*limits)
+    off = {}
+    for label, x, y, colour in drawn:
+        over = [e for e, v in zip(x, y, strict=False) if math.isfinite(v) and v > limits[1]]
+        if 2 * len(over) > len(x) and label not in off:
+            off[label] = colour
+        if over:
+            ax.plot(
+                over,
+                [1.0] * len(over),
+                marker="^",
+                markersize=5,
+                color=colour,
+                linestyle="none",
+                transform=ax.get_xaxis_transform(),  # x in epochs, y in axes units
+                clip_on=False,
+            )
+    for row, (label, colour) in enumerate(off.items()):  # name what is off the axis
+        ax.text(
+            0.98, 0.97 - 0.07 * row, f"▲ {label}", color=colour, fontsize=7, ha="right",
+            va="top", transform=ax.transAxes,
+        )  # fmt: skip
 
 
 def _save(fig, path: Path, **options) -> None:

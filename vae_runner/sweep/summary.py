@@ -21,6 +21,8 @@ import yaml
 from vae_runner.config.overrides import by_key
 from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.files import write_json_atomic, write_text_atomic
+from vae_runner.sweep.against import add_values, draw_loss_vs
+from vae_runner.sweep.cautions import cautions
 from vae_runner.sweep.rundirs import Job, collect_jobs
 from vae_runner.sweep.settings import (
     MEASURES,
@@ -237,6 +239,7 @@ def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False
     ]
     split = ranked_on(rows)
     settings, said = build_settings(rows, keys, jobs, split)
+    add_values(settings, jobs)  # each setting's swept values, typed: {"lr": 0.01}
     rows = rank_rows(rows, split)
     # The best job is the winner only when its setting is the verdict's winner.
     for row in rows:
@@ -261,6 +264,7 @@ def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False
         winner=None if winner is None else {k: winner[k] for k in WINNER_KEYS},
         seeds_per_setting=seeds,
         verdict=said,
+        cautions=cautions(rows, jobs),
         settings=settings,
         jobs=rows,
     )
@@ -345,11 +349,21 @@ def read_optuna_results(sweep_dir: Path) -> dict | None:
 
 
 def write_summary(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
-    """Write sweep_summary.json, sweep_summary.csv and curves.png into `out_dir`."""
-    from vae_runner.report.plots import plot_curves  # matplotlib: only when a summary is written
-
+    """Write sweep_summary.json, sweep_summary.csv, curves.png and loss_vs_<key>.png into
+    `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    draw_plots(summary, jobs, out_dir)
+    write_text_atomic(out_dir / SUMMARY_CSV, csv_text(summary["jobs"], summary["settings"]))
+    write_json_atomic(out_dir / SUMMARY_JSON, summary)
+    return summary
+
+
+def draw_plots(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
+    """Draw curves.png and loss_vs_<key>.png (sweep.against) into `out_dir`; record them in the
+    summary (`plot`, `loss_vs`)."""
+    from vae_runner.report.plots import plot_curves  # matplotlib: only when a summary is written
+
     by_name = {job.name: job for job in jobs}
     if summary["seeds_per_setting"] > 1:  # one curve per setting: its seeds' mean and band
         drawable = []
@@ -363,9 +377,23 @@ def write_summary(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
         drawable = [(label, h) for label, h in curves if h and h.get("epoch")]  # >= 1 epoch
     lines = plot_curves(drawable, out_dir / CURVES_PNG)
     summary["plot"] = {"file": CURVES_PNG, "lines": lines}
-    write_text_atomic(out_dir / SUMMARY_CSV, csv_text(summary["jobs"], summary["settings"]))
-    write_json_atomic(out_dir / SUMMARY_JSON, summary)
+    summary["loss_vs"] = draw_loss_vs(summary, out_dir)
     return summary
+
+
+def redraw_plots(sweep_dir: Path) -> list[Path]:
+    """vae-plot SWEEP_DIR: draw the sweep's plots again from its jobs' records, without
+    rewriting its summary files. [] when it holds no run directories."""
+    jobs = collect_jobs([sweep_dir])
+    if not jobs:
+        return []
+    summary = draw_plots(build_summary(jobs, [sweep_dir]), jobs, sweep_dir)
+    return [Path(sweep_dir) / name for name in plot_files(summary)]
+
+
+def plot_files(summary: dict) -> list[str]:
+    """The pictures a summary records: curves.png, then each loss_vs_<key>.png."""
+    return [summary["plot"]["file"], *(p["file"] for p in summary.get("loss_vs") or [])]
 
 
 def summarize(
