@@ -1,0 +1,165 @@
+"""Each category at its own best value: the fair comparison of a crossed sweep.
+
+A sweep that crosses one categorical setting with numeric ones (`optimizer=adam,sgd
+lr=1e-2,1e-3`, with seeds) asks which optimizer is better. One shared lr answers that badly:
+each optimizer has its own good lr, and "SGD is worse" at Adam's lr is mostly an untuned lr. So
+each category is taken at its own best numeric value and the categories are compared there:
+
+- the value is *chosen* on the mean best validation loss of its seeds (`best_val_loss`), among
+  the values whose every seed completed (a value that diverged in some seed is no good value;
+  only when a category has none are the others considered);
+- the categories are *compared* on the test loss at each seed's best-validation epoch
+  (`best_test_loss`), with the ranking and Welch verdict of settings.py. The validation numbers
+  that chose the value are not reused: the lowest of several noisy means is biased low (the
+  winner's curse), more so for a category whose values happen to be noisier. The test images
+  took no part in the choice. The seeds' training noise is shared by both splits, so a little
+  of that bias remains; a paper can confirm with fresh seeds at the chosen values.
+
+Without a validation split the value is chosen on the very test losses it is compared on: the
+comparison is still made, marked `optimistic`, and its sentence says so.
+
+Imports no torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vae_runner.config.overrides import parse
+from vae_runner.sweep.settings import SPLIT_NAMES, rank_key, setting_record, verdict
+
+COMPARED_ON = "best_test_loss"
+
+
+def typed_value(line: str) -> Any:
+    """An override's value as Hydra types it: `lr=1e-2` -> 0.01, `optimizer=sgd` -> 'sgd'."""
+    try:
+        (override,) = parse([line])
+        return override.value()
+    except Exception:  # an override this Hydra cannot read: its text, a category
+        return line
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def crossed_keys(keys: list[tuple]) -> tuple[str, list[str]] | None:
+    """(the categorical key, the numeric keys) when the settings cross exactly one varying key
+    whose values are not all numbers with at least one varying numeric key, and some category
+    was tried at more than one numeric value; else None."""
+    settings = [dict(key) for key in dict.fromkeys(keys)]
+    names = sorted({name for s in settings for name in s})
+    varying = [name for name in names if len({s.get(name) for s in settings}) > 1]
+    if not varying or any(name not in s for s in settings for name in varying):
+        return None
+    numeric = [n for n in varying if all(_is_number(typed_value(s[n])) for s in settings)]
+    categorical = [n for n in varying if n not in numeric]
+    if len(categorical) != 1 or not numeric:
+        return None
+    (category,) = categorical
+    values: dict[str, set] = {}
+    for s in settings:
+        values.setdefault(s[category], set()).add(tuple(s[n] for n in numeric))
+    return (category, numeric) if max(len(v) for v in values.values()) > 1 else None
+
+
+def _choose(members: list[dict], chosen_on: str) -> dict | None:
+    """The setting with the lowest mean `chosen_on`, among those whose every seed completed
+    (else among those with any completed seed); None when none completed."""
+    scored = [s for s in members if s["measures"][chosen_on]["mean"] is not None]
+    whole = [s for s in scored if s["n_completed"] == s["n_jobs"]]
+    pool = whole or scored
+    return min(pool, key=lambda s: s["measures"][chosen_on]["mean"]) if pool else None
+
+
+def fair_comparison(
+    rows: list[dict], keys: list[tuple], settings: list[dict], split: str
+) -> dict[str, Any] | None:
+    """The `fair_comparison` section of a crossed sweep's summary (None for any other sweep).
+    `rows` and `keys` are the job rows and their settings' keys, in the same order; `settings`
+    the setting records (settings.setting_record); `split` the split the sweep chose on."""
+    found = crossed_keys(keys)
+    if found is None:
+        return None
+    category, numeric = found
+    key_of = {row["setting"]: dict(key) for row, key in zip(rows, keys, strict=True)}
+    rows_of: dict[str, list[dict]] = {}
+    for row in rows:
+        rows_of.setdefault(row["setting"], []).append(row)
+    chosen_on = rank_key(split)
+    by_category: dict[str, list[dict]] = {}
+    for s in settings:
+        by_category.setdefault(key_of[s["label"]][category], []).append(s)
+
+    records, fair_label = [], {}
+    for line, members in by_category.items():
+        tried = sorted(members, key=lambda s: [typed_value(key_of[s["label"]][n]) for n in numeric])
+        best = _choose(members, chosen_on)
+        chosen = (
+            None if best is None else {n: typed_value(key_of[best["label"]][n]) for n in numeric}
+        )
+        label = (
+            line if best is None else " ".join([line, *(key_of[best["label"]][n] for n in numeric)])
+        )
+        record = setting_record(label, rows_of[best["label"]] if best else [], [], "test")
+        at_edge = best is not None and any(
+            chosen[n] in (min(vals), max(vals))
+            for n in numeric
+            for vals in [{typed_value(key_of[s["label"]][n]) for s in members}]
+            if len(vals) > 1
+        )
+        record.update(
+            category=typed_value(line),
+            chosen=chosen,
+            setting=None if best is None else best["label"],
+            chosen_mean=None if best is None else best["measures"][chosen_on]["mean"],
+            every_seed_completed=best is not None and best["n_completed"] == best["n_jobs"],
+            at_edge=at_edge,  # the best value is the grid's lowest or highest: try beyond it
+            tried=[
+                {
+                    "setting": s["label"],
+                    "values": {n: typed_value(key_of[s["label"]][n]) for n in numeric},
+                    "mean": s["measures"][chosen_on]["mean"],
+                    "n_completed": s["n_completed"],
+                    "n_jobs": s["n_jobs"],
+                }
+                for s in tried
+            ],
+        )
+        if best is not None:
+            fair_label[best["label"]] = label
+            record["_identical"] = best["identical_to"]
+        records.append(record)
+    for record in records:  # twins among the chosen settings compare nothing
+        record["identical_to"] = [
+            fair_label[t] for t in record.pop("_identical", []) if t in fair_label
+        ]
+
+    said = verdict(records, "test")
+    optimistic = split != "val"
+    numbers = " and ".join(numeric)
+    how = (
+        f"chosen on the mean best {SPLIT_NAMES[split]} loss, compared on the test loss at each "
+        "seed's best-validation epoch"
+        if not optimistic
+        else "chosen on the same test losses they are compared on"
+    )
+    sentence = f"Each {category} at its own best {numbers} ({how}): {said['sentence']}"
+    if optimistic:
+        sentence += (
+            f" Optimistic: the test set chose each {category}'s {numbers}; choose on a"
+            " validation split with data.val_fraction=0.1."
+        )
+    edges = [r["label"] for r in records if r["at_edge"]]
+    if edges:
+        sentence += f" At the edge of the {numbers} tried: {', '.join(edges)}."
+    return {
+        "category": category,
+        "numeric": numeric,
+        "chosen_on": chosen_on,
+        "compared_on": COMPARED_ON,
+        "optimistic": optimistic,
+        "verdict": {**said, "sentence": sentence},
+        "categories": records,
+    }
