@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from vae_runner.config.overrides import parse
-from vae_runner.sweep.settings import SPLIT_NAMES, rank_key, setting_record, verdict
+from vae_runner.sweep.settings import rank_key, setting_record, verdict
 
 COMPARED_ON = "best_test_loss"
 
@@ -73,6 +73,65 @@ def _choose(members: list[dict], chosen_on: str) -> dict | None:
     return min(pool, key=lambda s: s["measures"][chosen_on]["mean"]) if pool else None
 
 
+def _category_record(
+    line: str, members: list[dict], key_of: dict, rows_of: dict, numeric: list[str], on: str
+) -> dict[str, Any]:
+    """One category (`line`, e.g. `optimizer=sgd`) at its chosen value: a setting record of the
+    chosen setting's jobs, with what was chosen, from what, and on what."""
+
+    def values(setting: dict) -> dict[str, Any]:
+        return {n: typed_value(key_of[setting["label"]][n]) for n in numeric}
+
+    best = _choose(members, on)
+    chosen = None if best is None else values(best)
+    label = line if best is None else " ".join([line, *(key_of[best["label"]][n] for n in numeric)])
+    record = setting_record(label, rows_of[best["label"]] if best else [], [], "test")
+    tried = sorted(members, key=lambda s: list(values(s).values()))
+    grid = {n: sorted({values(s)[n] for s in members}) for n in numeric}
+    record.update(
+        category=typed_value(line),
+        chosen=chosen,
+        setting=None if best is None else best["label"],
+        chosen_mean=None if best is None else best["measures"][on]["mean"],
+        every_seed_completed=best is not None and best["n_completed"] == best["n_jobs"],
+        # the lowest or highest value tried: the best may lie beyond the grid
+        at_edge=chosen is not None
+        and any(len(g) > 1 and chosen[n] in (g[0], g[-1]) for n, g in grid.items()),
+        tried=[
+            {
+                "setting": s["label"],
+                "values": values(s),
+                "mean": s["measures"][on]["mean"],
+                "n_completed": s["n_completed"],
+                "n_jobs": s["n_jobs"],
+            }
+            for s in tried
+        ],
+        identical_to=[] if best is None else best["identical_to"],  # settings' labels, for now
+    )
+    return record
+
+
+def _sentence(category: str, numeric: list[str], said: dict, records: list, optimistic: bool):
+    numbers = " and ".join(numeric)
+    how = (
+        "chosen on the same test losses they are compared on"
+        if optimistic
+        else "chosen on the mean best validation loss, compared on the test loss at each "
+        "seed's best-validation epoch"
+    )
+    sentence = f"Each {category} at its own best {numbers} ({how}): {said['sentence']}"
+    if optimistic:
+        sentence += (
+            f" Optimistic: the test set chose each {category}'s {numbers}; choose on a"
+            " validation split with data.val_fraction=0.1."
+        )
+    edges = [r["label"] for r in records if r["at_edge"]]
+    if edges:
+        sentence += f" At the edge of the {numbers} tried: {', '.join(edges)}."
+    return sentence
+
+
 def fair_comparison(
     rows: list[dict], keys: list[tuple], settings: list[dict], split: str
 ) -> dict[str, Any] | None:
@@ -87,79 +146,25 @@ def fair_comparison(
     rows_of: dict[str, list[dict]] = {}
     for row in rows:
         rows_of.setdefault(row["setting"], []).append(row)
-    chosen_on = rank_key(split)
     by_category: dict[str, list[dict]] = {}
     for s in settings:
         by_category.setdefault(key_of[s["label"]][category], []).append(s)
-
-    records, fair_label = [], {}
-    for line, members in by_category.items():
-        tried = sorted(members, key=lambda s: [typed_value(key_of[s["label"]][n]) for n in numeric])
-        best = _choose(members, chosen_on)
-        chosen = (
-            None if best is None else {n: typed_value(key_of[best["label"]][n]) for n in numeric}
-        )
-        label = (
-            line if best is None else " ".join([line, *(key_of[best["label"]][n] for n in numeric)])
-        )
-        record = setting_record(label, rows_of[best["label"]] if best else [], [], "test")
-        at_edge = best is not None and any(
-            chosen[n] in (min(vals), max(vals))
-            for n in numeric
-            for vals in [{typed_value(key_of[s["label"]][n]) for s in members}]
-            if len(vals) > 1
-        )
-        record.update(
-            category=typed_value(line),
-            chosen=chosen,
-            setting=None if best is None else best["label"],
-            chosen_mean=None if best is None else best["measures"][chosen_on]["mean"],
-            every_seed_completed=best is not None and best["n_completed"] == best["n_jobs"],
-            at_edge=at_edge,  # the best value is the grid's lowest or highest: try beyond it
-            tried=[
-                {
-                    "setting": s["label"],
-                    "values": {n: typed_value(key_of[s["label"]][n]) for n in numeric},
-                    "mean": s["measures"][chosen_on]["mean"],
-                    "n_completed": s["n_completed"],
-                    "n_jobs": s["n_jobs"],
-                }
-                for s in tried
-            ],
-        )
-        if best is not None:
-            fair_label[best["label"]] = label
-            record["_identical"] = best["identical_to"]
-        records.append(record)
-    for record in records:  # twins among the chosen settings compare nothing
-        record["identical_to"] = [
-            fair_label[t] for t in record.pop("_identical", []) if t in fair_label
-        ]
-
+    on = rank_key(split)
+    records = [
+        _category_record(line, members, key_of, rows_of, numeric, on)
+        for line, members in by_category.items()
+    ]
+    fair_label = {r["setting"]: r["label"] for r in records if r["setting"] is not None}
+    for r in records:  # twins among the chosen settings (AdamW that is Adam) compare nothing
+        r["identical_to"] = [fair_label[t] for t in r["identical_to"] if t in fair_label]
     said = verdict(records, "test")
     optimistic = split != "val"
-    numbers = " and ".join(numeric)
-    how = (
-        f"chosen on the mean best {SPLIT_NAMES[split]} loss, compared on the test loss at each "
-        "seed's best-validation epoch"
-        if not optimistic
-        else "chosen on the same test losses they are compared on"
-    )
-    sentence = f"Each {category} at its own best {numbers} ({how}): {said['sentence']}"
-    if optimistic:
-        sentence += (
-            f" Optimistic: the test set chose each {category}'s {numbers}; choose on a"
-            " validation split with data.val_fraction=0.1."
-        )
-    edges = [r["label"] for r in records if r["at_edge"]]
-    if edges:
-        sentence += f" At the edge of the {numbers} tried: {', '.join(edges)}."
     return {
         "category": category,
         "numeric": numeric,
-        "chosen_on": chosen_on,
+        "chosen_on": on,
         "compared_on": COMPARED_ON,
         "optimistic": optimistic,
-        "verdict": {**said, "sentence": sentence},
+        "verdict": {**said, "sentence": _sentence(category, numeric, said, records, optimistic)},
         "categories": records,
     }
