@@ -119,6 +119,20 @@ def test_the_comparison_uses_the_test_loss_not_the_validation_loss_that_chose(tm
     said = fair["verdict"]
     assert said["kind"] == "tied" and said["winner"] is None
     assert "p=1 ≥ 0.05" in said["sentence"]
+    assert "Behind" not in said["sentence"]  # nobody is: the two are tied
+
+
+def test_a_tie_also_names_who_is_behind_it(tmp_path):
+    # adam's and adamw's chosen lrs tie on test (same values, other seeds); sgd's is 1 nat behind
+    results = {**SGD_TUNED, ("adamw", "0.001"): _seeds(24.2, 24.6)[::-1]}
+    results.update({("adamw", "0.01"): _seeds(25.3, 25.8), ("sgd", "0.01"): _seeds(23.0, 25.6)})
+    said = crossed_sweep(tmp_path, results)["fair_comparison"]["verdict"]
+    assert said["kind"] == "tied"
+    assert said["sentence"].endswith(
+        "Behind the best: optimizer=sgd lr=0.01 by 1 nats (p=0.00026). "  # P_ONE_NAT_SD_01_N3
+        "At the edge of the lr tried: optimizer=adam lr=0.001, optimizer=adamw lr=0.001, "
+        "optimizer=sgd lr=0.01."  # in rank order
+    )
 
 
 def test_a_value_that_diverged_in_some_seed_is_not_chosen(tmp_path):

@@ -126,6 +126,16 @@ def _sentence(category: str, numeric: list[str], said: dict, records: list, opti
             f" Optimistic: the test set chose each {category}'s {numbers}; choose on a"
             " validation split with data.val_fraction=0.1."
         )
+    if said["kind"] == "tied":  # the tie names the best and its equals: say who is behind
+        best = next(r for r in records if r["rank"] == 1)["measures"][COMPARED_ON]["mean"]
+        behind = [
+            f"{r['label']} by {r['measures'][COMPARED_ON]['mean'] - best:.2g} nats "
+            f"(p={r['p_vs_best']:.2g})"
+            for r in records
+            if r["rank"] > 1 and not r["tied_with_best"] and r["p_vs_best"] is not None
+        ]
+        if behind:
+            sentence += f" Behind the best: {', '.join(behind)}."
     edges = [r["label"] for r in records if r["at_edge"]]
     if edges:
         sentence += f" At the edge of the {numbers} tried: {', '.join(edges)}."
