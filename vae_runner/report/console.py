@@ -229,6 +229,52 @@ def print_settings_table(console: Console, settings: list[dict[str, Any]]) -> No
     console.print(table)
 
 
+def print_fair_comparison(console: Console, fair: dict[str, Any]) -> None:
+    """A crossed sweep's categories, each at its own best value (sweep/fair.py), and the verdict
+    on them: the table, then its sentence."""
+    from rich.text import Text
+
+    category, numeric = fair["category"], fair["numeric"]
+    chosen_on = "validation" if fair["chosen_on"] == "best_val_loss" else "test"
+    compared = "test loss at the best-validation epoch" if chosen_on == "validation" else "test"
+    table = Table(
+        title=f"each {category} at its own best {' and '.join(numeric)}: chosen on mean best "
+        f"{chosen_on} loss, compared on the {compared} (★ winner, = tied with the best)",
+        title_justify="left",
+    )
+    for name in ("#", category, *numeric, "seeds", f"{chosen_on} loss (chose)"):
+        table.add_column(name, justify="right" if name != category else "left", no_wrap=True)
+    for name in ("test loss", "95% interval", "p"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for c in fair["categories"]:
+        test = c["measures"]["best_test_loss"]
+        interval = (
+            "-" if test["ci95"] is None else f"{test['ci95'][0]:.4g} to {test['ci95'][1]:.4g}"
+        )
+        chosen = c["chosen"] or {}
+        mark = "★ " if c["winner"] else "= " if c["tied_with_best"] else ""
+        table.add_row(
+            f"{mark}{c['rank']}",
+            Text(str(c["category"])),
+            *(
+                "-" if n not in chosen else format(chosen[n], "g") + (" (edge)" * c["at_edge"])
+                for n in numeric
+            ),
+            f"{c['n_completed']} of {c['n_jobs']}",
+            _fmt(c["chosen_mean"], ".4g"),
+            _mean_sd(test),
+            interval,
+            "-" if c["p_vs_best"] is None else f"{c['p_vs_best']:.2g}",
+            style="bold" if c["winner"] else None,
+        )
+    console.print(table)
+    said = fair["verdict"]
+    good = said["kind"] == "winner" and not fair["optimistic"]
+    heading = "Winner" if good else "Verdict"
+    colour = "bold green" if good else "bold yellow"
+    console.print(f"[{colour}]{heading}:[/] {escape(said['sentence'])}", soft_wrap=True)
+
+
 def print_sweep_summary(
     console: Console, summary: dict[str, Any], out_dir: Path, where: str = "Sweep directory"
 ) -> None:
@@ -284,6 +330,8 @@ def print_sweep_summary(
         console.print(f"[{colour}]{heading}:[/] {escape(said['sentence'])}", soft_wrap=True)
     for caution in summary.get("cautions") or []:  # sweep.cautions: the answer may not hold
         console.print(f"[yellow]Caution:[/] {escape(caution)}", soft_wrap=True)
+    if summary.get("fair_comparison"):
+        print_fair_comparison(wide, summary["fair_comparison"])
     if not on_val and len(summary.get("settings") or []) > 1:
         console.print(
             "[yellow]Caution:[/] ranked on the test set, the set the results are reported on; "

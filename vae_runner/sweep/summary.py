@@ -23,6 +23,7 @@ from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.files import write_json_atomic, write_text_atomic
 from vae_runner.sweep.against import add_values, draw_loss_vs
 from vae_runner.sweep.cautions import cautions
+from vae_runner.sweep.fair import fair_comparison
 from vae_runner.sweep.rundirs import Job, collect_jobs
 from vae_runner.sweep.settings import (
     MEASURES,
@@ -240,6 +241,7 @@ def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False
     split = ranked_on(rows)
     settings, said = build_settings(rows, keys, jobs, split)
     add_values(settings, jobs)  # each setting's swept values, typed: {"lr": 0.01}
+    fair = fair_comparison(rows, keys, settings, split)  # None unless the sweep is crossed
     rows = rank_rows(rows, split)
     # The best job is the winner only when its setting is the verdict's winner.
     for row in rows:
@@ -266,6 +268,7 @@ def build_summary(jobs: list[Job], sources: list[Path], sweep_over: bool = False
         verdict=said,
         cautions=cautions(rows, jobs),
         settings=settings,
+        **({"fair_comparison": fair} if fair else {}),
         jobs=rows,
     )
 
@@ -311,13 +314,19 @@ def _setting_csv_row(setting: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def csv_text(rows: list[dict[str, Any]], settings: list[dict[str, Any]] = ()) -> str:
-    """One row per setting (`row` = setting), then one per job (`row` = job)."""
+def csv_text(
+    rows: list[dict[str, Any]], settings: list[dict[str, Any]] = (), fair: dict | None = None
+) -> str:
+    """One row per setting (`row` = setting), then, for a crossed sweep, one per category at its
+    own best value (`row` = fair, `setting`: the setting chosen), then one per job (`row` = job)."""
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for setting in settings:
         writer.writerow({k: csv_value(v) for k, v in _setting_csv_row(setting).items()})
+    for category in (fair or {}).get("categories", []):
+        cells = {**_setting_csv_row(category), "row": "fair", "setting": category["setting"]}
+        writer.writerow({k: csv_value(v) for k, v in cells.items()})
     for row in rows:
         cells = {key: csv_value(row.get(key)) for key in CSV_COLUMNS}
         writer.writerow({**cells, "row": "job"})
@@ -354,7 +363,10 @@ def write_summary(summary: dict, jobs: list[Job], out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     draw_plots(summary, jobs, out_dir)
-    write_text_atomic(out_dir / SUMMARY_CSV, csv_text(summary["jobs"], summary["settings"]))
+    write_text_atomic(
+        out_dir / SUMMARY_CSV,
+        csv_text(summary["jobs"], summary["settings"], summary.get("fair_comparison")),
+    )
     write_json_atomic(out_dir / SUMMARY_JSON, summary)
     return summary
 
