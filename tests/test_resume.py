@@ -386,7 +386,7 @@ def test_a_killed_sweep_run_again_keeps_finished_jobs_and_carries_on(tmp_path, u
 
 def test_sigterm_to_a_basic_sweep_stops_it_with_143_and_lists_what_never_started(tmp_path):
     sweep = tmp_path / "sweep"
-    args = ("-m", "lr=1e-3,1e-2", *RUN, f"hydra.sweep.dir={sweep}")
+    args = ("-m", "lr=1e-3,1e-2,1e-4,1e-5", *RUN, f"hydra.sweep.dir={sweep}")
     process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="batch:1:3")
     assert wait_for_hold(process)[0]["run_dir"] == str(sweep / "0")
     process.send_signal(signal.SIGTERM)
@@ -395,7 +395,14 @@ def test_sigterm_to_a_basic_sweep_stops_it_with_143_and_lists_what_never_started
     assert [(j["label"], j["status"]) for j in summary["jobs"]] == [
         ("lr=0.001", "interrupted"),
         ("lr=0.01", "not started"),
+        ("lr=0.0001", "not started"),
+        ("lr=1e-05", "not started"),
     ]
+    # The first job that would start ends the launcher's loop: the jobs after it are never
+    # composed or logged (1000 of them once took two minutes after a SIGTERM)
+    log = (tmp_path / "log").read_text()
+    assert "#1 : lr=0.01" in log and "#2 : " not in log and "#3 : " not in log
+    assert "Traceback" not in log
     assert history(sweep / "0")["interrupted_by"] == "SIGTERM"
     assert history(sweep / "0")["epoch"] == [1]
     assert not (sweep / ".vae-train.stop").exists()

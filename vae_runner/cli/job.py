@@ -42,6 +42,7 @@ from vae_runner.rundir import (
     remove_temporary_files,
     take_held,
 )
+from vae_runner.sweep import finish
 from vae_runner.training import signals
 from vae_runner.training.history import HISTORY_FILE, failure_record
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
@@ -57,6 +58,8 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
     stopped = signals.requested() or signals.read_stop_file(stop_file)
     if stopped:  # the sweep was asked to stop before this job began
         _leave_not_started(run_dir)
+        if not single and signals.requested() and finish.sweep_started():
+            raise signals.SweepStopped(stopped)  # the sweep's own process: skip the rest at once
         return signals.exit_status(stopped), NOTHING
     lock = take_held(run_dir)  # a single run's checks claimed its directory already
     if lock is None:

@@ -29,6 +29,7 @@ from vae_runner.files import WriteError
 from vae_runner.report.console import log, print_error
 from vae_runner.rundir import release_held, undo_unstarted
 from vae_runner.sweep import finish
+from vae_runner.training import signals
 
 # The single run's exit code, set by the job (run_job); a sweep's comes from its records.
 _single_run: dict[str, int] = {}
@@ -83,6 +84,8 @@ def main() -> None:
         else:
             log.info(refused.message)
         sys.exit(refused.code)  # before any job or directory: no sweep summary either
+    except signals.SweepStopped:  # a stopped sweep skipped its jobs not started
+        hydra_failed = True
     except BrokenPipeError:
         raise  # entry() quiets it
     except Exception as err:
