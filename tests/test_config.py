@@ -124,6 +124,10 @@ def test_scheduler_options_build_the_right_torch_classes():
 
 
 # ---------------------------------------------------------------- bad input, as vae-train says it
+# The words the issue asks for (issue 23), not OmegaConf's "AnyNode is not a ListConfig".
+BETAS_SHAPE = "optimizer.betas must be a list of two numbers, e.g. optimizer.betas=[0.9,0.999]"
+
+
 @pytest.mark.parametrize(
     "overrides, line",
     [
@@ -154,7 +158,12 @@ def test_scheduler_options_build_the_right_torch_classes():
         ),
         (["reduction.name=median"], "reduction.name=median is not a known reduction"),
         (["device.name=tpu"], "device.name=tpu is not a known device"),
-        (["optimizer.betas=abc"], "optimizer.betas: "),
+        # a value of the wrong shape: what the key holds, not OmegaConf's node types
+        (["optimizer.betas=0.9"], BETAS_SHAPE),
+        (["optimizer.betas=abc"], BETAS_SHAPE),
+        (["optimizer.betas={a:1}"], BETAS_SHAPE),
+        (["optimizer.betas=[a,b]"], BETAS_SHAPE),
+        (["optimizer=adamw", "optimizer.betas=0.9"], BETAS_SHAPE),
         # range rules (__post_init__)
         (["lr=-1"], "lr must be a finite number > 0 (got -1.0)"),
         (["lr=0"], "lr must be a finite number > 0"),

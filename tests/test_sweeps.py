@@ -23,7 +23,7 @@ from vae_runner.exit_codes import exit_code, sweep_exit_code
 from vae_runner.sweep.rundirs import collect_jobs
 from vae_runner.sweep.summary import COLUMNS, CSV_COLUMNS, build_summary, write_summary
 
-from helpers import help_text, run_cli
+from helpers import help_text, run_cli, vae_train_in_process
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EXPERIMENTS = ("lr_sweep", "optimizer_comparison", "optuna_search")
@@ -282,6 +282,37 @@ def test_the_slurm_launcher_config_extends_submitit_slurm():
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert {"partition", "gpus_per_node", "timeout_min", "array_parallelism"} <= set(launcher)
+
+
+def test_vae_summary_help_says_what_ranks(capsys):
+    """The sweep's rank: validation when every completed job has that split, else test."""
+    from vae_runner.cli.summary import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(["--help"])
+    assert ended.value.code == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert (
+        "Rank runs by best validation loss (by best test loss unless every completed run "
+        "has a validation split, data.val_fraction)" in said
+    )
+
+
+@pytest.mark.parametrize("launcher", ["slurm", "submitit_slurm"])
+def test_a_slurm_launcher_without_m_is_refused_rather_than_training_here(
+    tmp_path, monkeypatch, capsys, launcher
+):
+    """A launcher acts on -m only: a single run with it would train on this machine (a
+    cluster's login node), whether sbatch is there or not."""
+    run_dir = tmp_path / "run"
+    args = (f"hydra/launcher={launcher}", f"hydra.run.dir={run_dir}", "epochs=1")
+    assert vae_train_in_process(monkeypatch, *args) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"Error: hydra/launcher={launcher} launches the jobs of a sweep (-m): without -m this "
+        f"run would train here; submit it with -m (a sweep of one: vae-train -m "
+        f"hydra/launcher={launcher} ...), or drop hydra/launcher to train here"
+    )
+    assert not run_dir.exists()
 
 
 @pytest.mark.e2e

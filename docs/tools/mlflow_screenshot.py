@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +42,10 @@ def main(url: str, out: str) -> None:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Debian's chromium-headless-shell is a wrapper script: ending its process alone would
+        # leave Chromium's own processes running. In a session of its own, its process group
+        # holds all of them, and _end ends that group.
+        start_new_session=True,
     )
     try:
         page = _page()
@@ -78,7 +84,23 @@ def main(url: str, out: str) -> None:
         with open(out, "wb") as f:
             f.write(base64.b64decode(shot["data"]))
     finally:
-        browser.terminate()
+        _end(browser)
+
+
+def _end(browser: subprocess.Popen, grace_s: float = 10.0) -> None:
+    """SIGTERM to the browser's whole process group (its session's id is the wrapper's pid),
+    then SIGKILL to whatever of the group is left after `grace_s`."""
+    try:
+        os.killpg(browser.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            browser.poll()  # reaps the wrapper once it exits: a zombie would still count
+            os.killpg(browser.pid, 0)  # ProcessLookupError once no process of the group is left
+            time.sleep(0.1)
+        os.killpg(browser.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # the whole group has ended
+    browser.wait()
 
 
 def _page() -> dict:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
 from vae_runner.config.schema import Config
+from vae_runner.config.search_path import refuse_shadowed
 from vae_runner.config.typed import flat_config, to_typed
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.rundir import Attempt, claim, earlier_attempt, release_held
@@ -47,6 +48,7 @@ def check_new_job(cfg: DictConfig) -> Config:
     """Everything that can be known about a new job before it runs; returns its typed config.
     Relative data paths are read from where vae-train was started (hydra.runtime.cwd), by the
     run too, so hydra.job.chdir=true changes nothing for them."""
+    refuse_shadowed(cfg.hydra)  # a -cd folder's config.yaml that Hydra passed over
     typed = job_config(cfg)
     check_job(typed, Path(cfg.hydra.runtime.cwd))
     open_tracking_store(typed, Path(cfg.hydra.runtime.cwd))
@@ -178,6 +180,13 @@ def check_run(cfg: DictConfig) -> None:
             f"{what} is a sweep preset: run it with -m (vae-train -m {what}); "
             "without -m only its first job's settings would run"
         )
+    if str(cfg.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher"):
+        choice = cfg.hydra.runtime.choices.get("hydra/launcher")
+        raise ConfigError(
+            f"hydra/launcher={choice} launches the jobs of a sweep (-m): without -m this run "
+            f"would train here; submit it with -m (a sweep of one: vae-train -m "
+            f"hydra/launcher={choice} ...), or drop hydra/launcher to train here"
+        )
     if (cfg.get("seeds") or 1) > 1:
         raise ConfigError(
             f"seeds={cfg.seeds} runs every setting with seed=0..{cfg.seeds - 1}: that is a sweep, "
@@ -222,6 +231,7 @@ def check_multirun(cfg: DictConfig) -> None:
     if str(sweep_dir) in ("", "."):
         raise ConfigError("hydra.sweep.dir is empty: give the sweep its own folder")
     check_writable(sweep_dir, "hydra.sweep.dir")
+    refuse_shadowed(cfg.hydra)  # also for a sweeper that checks no job (Optuna)
     launcher = str(cfg.hydra.launcher.get("_target_", ""))
     if launcher.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise ConfigError(

@@ -47,11 +47,12 @@ from vae_runner.training import signals
 from vae_runner.training.history import HISTORY_FILE, failure_record
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
-NOTHING = float("inf")  # the objective of a job that has no best test loss
+NOTHING = float("inf")  # the objective of a job that has no best loss
 
 
 def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
-    """Run one job; returns (exit code, best test loss or inf). Never raises."""
+    """Run one job; returns (exit code, best validation loss, else best test loss, or inf).
+    Never raises."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
     single = hydra_cfg.mode == RunMode.RUN
     stop_file = None if single else Path(str(hydra_cfg.sweep.dir)).absolute() / signals.STOP_FILE

@@ -16,9 +16,10 @@ from vae_runner.training.history import HISTORY_FILE
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="vae-summary",
-        description="Rank runs by best test loss: writes sweep_summary.json, sweep_summary.csv "
-        "and curves.png, and prints the table. Exit status: 0 when every run completed, else "
-        "the highest of the runs' exit codes (as vae-train -m).",
+        description="Rank runs by best validation loss (by best test loss unless every "
+        "completed run has a validation split, data.val_fraction): writes sweep_summary.json, "
+        "sweep_summary.csv and curves.png, and prints the table. Exit status: 0 when every "
+        "run completed, else the highest of the runs' exit codes (as vae-train -m).",
     )
     parser.add_argument("dirs", nargs="+", type=Path, metavar="DIR", help="sweep or run dirs")
     parser.add_argument(

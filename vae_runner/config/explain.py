@@ -19,8 +19,10 @@ from hydra.errors import (
 from omegaconf.errors import (
     ConfigAttributeError,
     ConfigKeyError,
+    ConfigTypeError,
     MissingMandatoryValue,
     OmegaConfBaseException,
+    ValidationError,
 )
 
 from vae_runner.config.errors import ConfigError
@@ -87,8 +89,22 @@ def _omegaconf(err: OmegaConfBaseException) -> str:
             f"{key} has no value (removed with ~{key}?): every run needs one; give it as "
             f"{key}=<value>, or leave ~{key} out to keep the default"
         )
+    shape = _declared_shape(key) if isinstance(err, (ValidationError, ConfigTypeError)) else None
+    if shape:
+        return f"{key.partition('[')[0]} must be {shape}"
     first = (err.msg or type(err).__name__).strip().splitlines()[0]
     return f"{key}: {first}" if key else first
+
+
+def _declared_shape(full_key: str) -> str | None:
+    """What the schema says a key holds (its field's `shape`, e.g. optimizer.betas: a list of
+    two numbers), for a value of the wrong type; found from `full_key` (optimizer.betas[0] too)."""
+    section, _, name = full_key.partition("[")[0].rpartition(".")
+    for schema in _SECTIONS.get(section, {}).values():
+        for field in dataclasses.fields(schema):
+            if field.name == name and "shape" in field.metadata:
+                return field.metadata["shape"]
+    return None
 
 
 def _owner(err: OmegaConfBaseException) -> str:

@@ -11,7 +11,7 @@ Imports no torch: ``vae-train --help`` and ``--cfg job`` stay fast.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
 from omegaconf import MISSING
@@ -40,7 +40,11 @@ class OptimizerConfig:
 @dataclass
 class AdamConfig(OptimizerConfig):
     name: str = MISSING
-    betas: List[float] = MISSING
+    # `shape`: what config.explain says when a value of another type is given (betas=0.9)
+    betas: List[float] = field(
+        default=MISSING,
+        metadata={"shape": "a list of two numbers, e.g. optimizer.betas=[0.9,0.999]"},
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
