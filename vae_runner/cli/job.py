@@ -20,7 +20,14 @@ from pathlib import Path
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from vae_runner.cli.checks import FINISHED, carry_on, check_job, finished_line, job_config
+from vae_runner.cli.checks import (
+    carry_on,
+    check_job,
+    extended,
+    finished_line,
+    is_finished,
+    job_config,
+)
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import explain
 from vae_runner.exit_codes import ExitCode, exit_code
@@ -91,12 +98,15 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
                 return int(ExitCode.CONFIG), NOTHING
             # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
             fresh = attempt.history is None and not attempt.has_checkpoint
-            if attempt.history and attempt.history.get("status") in FINISHED:
+            if attempt.history and is_finished(attempt.history, typed):
                 log.info(finished_line(run_dir, attempt.history))
                 return _outcome(attempt.history)
             remove_temporary_files(run_dir)  # what kills left of interrupted writes
             if attempt.has_checkpoint:
-                checkpoint, how = _earlier_checkpoint(run_dir), "restart"
+                # With more epochs it is what resume=<job dir> epochs=N does; else the same job
+                # started again (a requeue, the same command run again).
+                how = "resume" if extended(attempt.history, typed) else "restart"
+                checkpoint = _earlier_checkpoint(run_dir)
         from vae_runner.training.runner import run  # imports torch: only once a job really runs
 
         history = run(
