@@ -132,14 +132,16 @@ def as_planned(found: list[Job], planned: list[list[str]]) -> None:
         return
     for job in found:
         try:
-            kept = [
-                o
-                for o, k in zip(job.overrides, keys(job.overrides), strict=True)
-                if not changeable(k)
-            ]
+            written = keys(job.overrides)
         except Exception:  # an overrides.yaml this Hydra cannot read: as written
             continue
-        job.overrides = kept + list(shared.values())
+        # The plan's value where the job's stood (its place kept), the others' last
+        left = dict(shared)
+        job.overrides = [
+            left.pop(k) if changeable(k) else o
+            for o, k in zip(job.overrides, written, strict=True)
+            if not changeable(k) or k in left
+        ] + list(left.values())
 
 
 def _not_started(planned: list[list[str]], found: list[Job]) -> list[Job]:
