@@ -13,7 +13,7 @@ import torch
 from vae_runner.training.checkpoint import CheckpointError, load_checkpoint
 from vae_runner.training.history import EPOCH_KEYS
 
-from helpers import run_cli, start_cli, wait_for_hold
+from helpers import run_cli, start_cli, vae_train_in_process, wait_for_hold
 
 pytestmark = pytest.mark.e2e
 
@@ -406,6 +406,29 @@ def test_sigterm_to_a_basic_sweep_stops_it_with_143_and_lists_what_never_started
     assert history(sweep / "0")["interrupted_by"] == "SIGTERM"
     assert history(sweep / "0")["epoch"] == [1]
     assert not (sweep / ".vae-train.stop").exists()
+
+
+def test_a_ctrl_c_sweep_prints_one_command_that_carries_every_job_on(tmp_path, monkeypatch):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "lr=1e-3,1e-2", "epochs=2", "eval.iw_samples=0", "pictures=false")
+    log = tmp_path / "log"
+    process = start_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, log=log, hold="batch:1:3")
+    assert wait_for_hold(process)[0]["run_dir"] == str(sweep / "0")
+    process.send_signal(signal.SIGINT)
+    assert process.wait() == 130
+    output = log.read_text()
+    assert f"To carry the whole sweep on: vae-train resume={sweep}\n" in output, output
+    assert f"resume={sweep}/0" not in output  # not job 0's own, which leaves job 1 not started
+    # Following it, in this process: job 0 carries on from epoch 1, job 1 starts
+    assert vae_train_in_process(monkeypatch, f"resume={sweep}") == 0
+    assert [history(sweep / job)["epoch"] for job in ("0", "1")] == [[1, 2], [1, 2]]
+    assert history(sweep / "0")["resumed"][0]["after_epoch"] == 1
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert sorted((j["label"], j["status"]) for j in summary["jobs"]) == [
+        ("lr=0.001", "completed"),
+        ("lr=0.01", "completed"),
+    ]
+    assert summary["exit_code"] == 0
 
 
 PARALLEL = {

@@ -19,11 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
+from vae_runner.config.overrides import by_key, changeable
 from vae_runner.config.schema import Config
 from vae_runner.config.search_path import refuse_shadowed
 from vae_runner.config.typed import flat_config, to_typed
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.rundir import Attempt, claim, earlier_attempt, release_held
+from vae_runner.sweep.resume import is_sweep_dir, multirun_arguments
 
 
 class Refused(BaseException):
@@ -37,6 +39,15 @@ class Refused(BaseException):
     def __init__(self, message: str, code: int = ExitCode.CONFIG, error: bool = True) -> None:
         super().__init__(message)
         self.message, self.code, self.error = message, int(code), error
+
+
+class CarryOnSweep(Refused):
+    """`resume=<sweep dir>`: not a run, but the sweep's own command (`arguments`) run again,
+    which cli.train runs as Hydra's multirun once this run has been given up."""
+
+    def __init__(self, sweep_dir: Path, arguments: list[str]) -> None:
+        super().__init__(f"carrying on the sweep in {sweep_dir}", code=ExitCode.COMPLETED)
+        self.arguments = arguments
 
 
 def job_config(cfg: DictConfig) -> Config:
@@ -89,20 +100,30 @@ def _settings(config: dict) -> dict[str, object]:
     return {k: v for k, v in flat_config(config).items() if k != "resume"}
 
 
-def _differences(attempt: Attempt, typed: Config, overrides: list[str]) -> list[str]:
+def _differences(
+    attempt: Attempt, typed: Config, overrides: list[str], extendable: bool
+) -> list[str]:
     """How this job's settings differ from those the earlier attempt recorded (none: the same
-    job started again). Compared as typed values, so lr=1e-3 and lr=0.001 are the same."""
+    job started again). Compared as typed values, so lr=1e-3 and lr=0.001 are the same.
+    `extendable`: epochs and device may differ (a sweep carried on with more epochs)."""
+    kept = (lambda key: not changeable(key)) if extendable else (lambda key: True)
     recorded = (attempt.history or {}).get("config")
     if recorded:
         there, here = _settings(recorded), _settings(asdict(typed))
         return [
             f"{k}={there.get(k)} there, {here.get(k)} here"
             for k in sorted(set(there) | set(here))
-            if there.get(k) != here.get(k)
+            if there.get(k) != here.get(k) and kept(k)
         ]
-    if attempt.overrides is not None and attempt.overrides != overrides:
-        return [f"overrides {' '.join(attempt.overrides) or '(none)'} there"]
-    return []
+    if attempt.overrides is None:
+        return []
+    if extendable:
+        there = {k: v for k, v in by_key(attempt.overrides).items() if kept(k)}
+        if there == {k: v for k, v in by_key(overrides).items() if kept(k)}:
+            return []
+    elif attempt.overrides == overrides:
+        return []
+    return [f"overrides {' '.join(attempt.overrides) or '(none)'} there"]
 
 
 def carry_on(run_dir: Path, typed: Config, overrides: list[str], key: str) -> Attempt:
@@ -110,8 +131,10 @@ def carry_on(run_dir: Path, typed: Config, overrides: list[str], key: str) -> At
 
     A job started again in its own directory (a requeue, a retry, the same command run again)
     carries on: from its last checkpoint, from scratch if it never finished an epoch, or not at
-    all if it already finished. Refused: a folder holding anything else, and a run there that
-    was started with other settings (its record is never written into).
+    all if it already finished. A sweep's job may also be carried on with more epochs (or on
+    another device), as `resume=<job dir> epochs=N` would (`vae-train resume=<sweep dir>
+    epochs=N`). Refused: a folder holding anything else, a run there that was started with
+    other settings (its record is never written into), and fewer epochs than it finished.
     """
     attempt = earlier_attempt(run_dir)
     if attempt.kind == "foreign":
@@ -120,12 +143,19 @@ def carry_on(run_dir: Path, typed: Config, overrides: list[str], key: str) -> At
             f"choose another {key}"
         )
     if attempt.kind == "run":
-        differences = _differences(attempt, typed, overrides)
+        extendable = key == "hydra.sweep.dir"
+        differences = _differences(attempt, typed, overrides, extendable)
         if differences:
             raise ConfigError(
                 f"{run_dir} already holds a run started with other settings "
                 f"({'; '.join(differences[:3])}); it is not overwritten: choose another {key}, "
                 f"or continue that run as it was with resume={run_dir}"
+            )
+        done = finished_epochs(attempt.history)
+        if extendable and typed.epochs < done:
+            raise ConfigError(
+                f"{run_dir} already finished {done} epochs, more than epochs={typed.epochs}: "
+                f"finished epochs are kept; give epochs={done} or more"
             )
     return attempt
 
@@ -138,6 +168,25 @@ def repair(run_dir: Path, history: dict, typed: Config, start_dir: Path) -> None
     done = repair_finished(run_dir, history, typed, start_dir)
     if done:
         log.info(f"{run_dir} was finished but a kill had interrupted its end: {'; '.join(done)}")
+
+
+def finished_epochs(history: dict | None) -> int:
+    return len((history or {}).get("epoch") or [])
+
+
+def is_finished(history: dict | None, typed: Config) -> bool:
+    """A run that ended for good: diverged, or completed with every epoch `typed` asks for
+    (a completed run asked for more epochs is extended)."""
+    status = (history or {}).get("status")
+    if status == "completed":
+        return finished_epochs(history) >= typed.epochs
+    return status in FINISHED
+
+
+def extended(history: dict | None, typed: Config) -> bool:
+    """Whether this attempt asks the earlier one's run for another number of epochs."""
+    recorded = ((history or {}).get("config") or {}).get("epochs")
+    return recorded is not None and recorded != typed.epochs
 
 
 def finished_line(run_dir: Path, history: dict) -> str:
@@ -202,6 +251,10 @@ def check_run(cfg: DictConfig) -> None:
                     f"resume={cfg.resume} continues that run in its own directory: "
                     "drop hydra.run.dir"
                 )
+            if is_sweep_dir(target):
+                claim(target, "resume").release()  # another process's sweep: refused here
+                overrides = list(cfg.hydra.overrides.task)
+                raise CarryOnSweep(target, multirun_arguments(target, overrides))
             if target.is_dir():
                 claim(target, "resume", hold=True)
             try:

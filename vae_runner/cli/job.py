@@ -21,10 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_runner.cli.checks import (
-    FINISHED,
     carry_on,
     check_job,
+    extended,
     finished_line,
+    is_finished,
     job_config,
     repair,
 )
@@ -108,7 +109,7 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
                 return int(ExitCode.CONFIG), NOTHING
             # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
             fresh = attempt.history is None and not attempt.has_checkpoint
-            if attempt.history and attempt.history.get("status") in FINISHED:
+            if attempt.history and is_finished(attempt.history, typed):
                 repair(run_dir, attempt.history, typed, start_dir)
                 log.info(finished_line(run_dir, attempt.history))
                 return _outcome(attempt.history)
@@ -118,7 +119,10 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
                     raise ConfigError(refusal)
             remove_temporary_files(run_dir)  # what kills left of interrupted writes
             if attempt.has_checkpoint:
-                checkpoint, how = _earlier_checkpoint(run_dir), "restart"
+                # With more epochs it is what resume=<job dir> epochs=N does; else the same job
+                # started again (a requeue, the same command run again).
+                how = "resume" if extended(attempt.history, typed) else "restart"
+                checkpoint = _earlier_checkpoint(run_dir)
                 check_checkpoint(run_dir, checkpoint, attempt.history)
         from vae_runner.training.runner import run  # imports torch: only once a job really runs
 

@@ -10,7 +10,9 @@ Imports no torch: `vae-train --help` and `vae-train --cfg job` answer at once.
 
 from __future__ import annotations
 
+import functools
 import os
+import shlex
 import sys
 import traceback
 from pathlib import Path
@@ -20,7 +22,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from vae_runner import __version__
-from vae_runner.cli.checks import Refused
+from vae_runner.cli.checks import CarryOnSweep, Refused
+from vae_runner.cli.relaunch import run_hydra
 from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.cpu_threads import wait_passively
@@ -33,10 +36,10 @@ from vae_runner.training import signals
 
 # The single run's exit code, set by the job (run_job); a sweep's comes from its records.
 _single_run: dict[str, int] = {}
+CONFIG_PATH, CONFIG_NAME = "pkg://vae_runner.conf", "config"
 
 
-@hydra.main(version_base="1.3", config_path="pkg://vae_runner.conf", config_name="config")
-def _hydra_main(cfg: DictConfig) -> float:
+def _task(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from vae_runner.cli.job import run_job
@@ -45,6 +48,11 @@ def _hydra_main(cfg: DictConfig) -> float:
     if HydraConfig.get().mode == RunMode.RUN:
         _single_run["code"] = code
     return objective
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name=CONFIG_NAME)(
+    _task
+)
 
 
 def _print_version() -> None:
@@ -58,14 +66,30 @@ def _print_version() -> None:
 def main() -> None:
     wait_passively()  # before anything imports torch: its OpenMP runtime reads it once
     register()
+    finish.reset()
+    _single_run.clear()
     _print_version()
     # With HYDRA_FULL_ERROR set, Hydra raises its compose errors (lr=abc, optimizer=foo) to us
     # instead of printing them: explain() then says them in one line from the exception's fields.
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
+    hydra_failed, code = _launch(_hydra_main, wants_traceback)
+    sweep_code = finish.finish_multirun(hydra_failed)
+    if sweep_code is not None and code in (None, ExitCode.FAILED):
+        code = sweep_code
+    sys.exit(code if code is not None else _single_run.get("code", ExitCode.COMPLETED))
+
+
+def _launch(launch, wants_traceback: bool) -> tuple[bool, int | None]:
+    """Run Hydra (`launch`); returns whether it failed and the exit code it decided, if any."""
     hydra_failed, code = False, None
     try:
-        _hydra_main()
+        launch()
+    except CarryOnSweep as carry:  # resume=<sweep dir>: its own command, as Hydra's multirun
+        arguments = carry.arguments
+        log.info(f"{carry.message}: vae-train {shlex.join(arguments)}")
+        again = functools.partial(run_hydra, _task, arguments, CONFIG_PATH, CONFIG_NAME)
+        return _launch(again, wants_traceback)
     except SystemExit as exit_:
         if not finish.sweep_started():
             if exit_.code == ExitCode.CONFIG:  # argparse refused the command line: its usage
@@ -98,10 +122,7 @@ def main() -> None:
                 traceback.print_exc()
             print_error(line or f"{type(err).__name__}: {err}")
             code = ExitCode.CONFIG if line is not None else ExitCode.FAILED
-    sweep_code = finish.finish_multirun(hydra_failed)
-    if sweep_code is not None and code in (None, ExitCode.FAILED):
-        code = sweep_code
-    sys.exit(code if code is not None else _single_run.get("code", ExitCode.COMPLETED))
+    return hydra_failed, code
 
 
 # Hydra's own flags (`vae-train --help` lists them): argparse takes them anywhere, but the

@@ -10,6 +10,12 @@ from __future__ import annotations
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
+from vae_runner.config.errors import ConfigError
+
+# What continuing a run may change: more epochs, another device. Anything else would make the
+# result another run than the one that was started (resume=DIR, a sweep carried on).
+CHANGEABLE_ON_RESUME = ("epochs", "device")
+
 
 def parse(overrides: list[str]) -> list[Override]:
     return OverridesParser.create().parse_overrides([str(o) for o in overrides])
@@ -29,3 +35,28 @@ def values_by_key(overrides: list[str]) -> dict[str, object]:
     """Each override's value as Hydra types it (`lr=1e-2` -> 0.01, `flag=true` -> True,
     `optimizer=sgd` -> "sgd", `~key` -> None), by key; the last one wins, as in Hydra."""
     return {o.key_or_group: o.value() for o in parse(overrides)}
+
+
+def changeable(key: str) -> bool:
+    """Whether continuing a run may change `key` (`epochs`, `device`, `device.threads`)."""
+    return key.split(".")[0] in CHANGEABLE_ON_RESUME
+
+
+def refuse_changes(overrides: list[str]) -> None:
+    """resume=: only epochs= and device= may be given again (and Hydra's own settings)."""
+    removed = [o.input_line for o in parse(overrides) if o.is_delete()]
+    if removed:
+        raise ConfigError(
+            f"{removed[0]}: resume continues the run with the config it was started with, so "
+            "nothing can be removed; drop it (only epochs= and device= may be given on resume)"
+        )
+    refused = [
+        k
+        for k in keys(overrides)
+        if k != "resume" and not changeable(k) and not k.startswith("hydra")
+    ]
+    if refused:
+        raise ConfigError(
+            f"resume continues the run with the config it was started with: drop "
+            f"{', '.join(refused)} (only epochs= and device= may be given on resume)"
+        )

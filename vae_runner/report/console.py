@@ -113,8 +113,11 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> None:
-    """The end-of-run table; its last line names the run directory."""
+def print_summary(
+    console: Console, history: dict[str, Any], run_dir: Path, in_sweep: bool = False
+) -> None:
+    """The end-of-run table; its last line names the run directory. A sweep's job leaves the
+    resume command to its sweep's end, which prints the one that carries every job on."""
     status = history["status"]
     colour = {"completed": "green", "diverged": "red"}.get(status, "yellow")
     table = Table(title="vae-train summary", show_header=False, title_justify="left")
@@ -161,7 +164,7 @@ def print_summary(console: Console, history: dict[str, Any], run_dir: Path) -> N
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
-    if status == "interrupted":
+    if status == "interrupted" and not in_sweep:
         how = (
             f"continue with: vae-train resume={Path(run_dir).resolve()}"
             if history["epoch"]

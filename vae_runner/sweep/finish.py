@@ -18,9 +18,10 @@ from pathlib import Path
 
 from vae_runner.exit_codes import ExitCode, exit_code, sweep_exit_code
 from vae_runner.files import WriteError
-from vae_runner.report.console import make_console, print_error
+from vae_runner.report.console import log, make_console, print_error
 from vae_runner.rundir import release_held
-from vae_runner.sweep.rundirs import collect_jobs
+from vae_runner.sweep.resume import carry_on_command
+from vae_runner.sweep.rundirs import KILLED, NOT_STARTED, collect_jobs, planned_overrides
 from vae_runner.sweep.summary import summarize
 from vae_runner.training import signals
 
@@ -34,6 +35,13 @@ class SweepState:
 
 
 state = SweepState()
+
+
+def reset() -> None:
+    """No multirun has started in this process yet (each vae-train command starts here: a
+    program or a test that runs several in one process must not see an earlier one's sweep)."""
+    state.sweep_dir, state.summary_attempted = None, False
+UNFINISHED = ("interrupted", KILLED, NOT_STARTED)  # what resume=<sweep dir> carries on
 
 
 def _stop_file() -> Path | None:
@@ -95,6 +103,15 @@ def _finish_tracking(summary: dict | None) -> None:
         print_error(f"MLflow could not record the sweep's end: {first_line(err)}")
 
 
+def _print_carry_on(jobs: list) -> None:
+    """A sweep with jobs stopped, killed or never started: the one command that carries all of
+    them on (a grid sweep's; an Optuna search has no plan to carry on)."""
+    if not any(job.status(sweep_over=True) in UNFINISHED for job in jobs):
+        return
+    if planned_overrides(state.sweep_dir) is not None:
+        log.info(f"To carry the whole sweep on: {carry_on_command(state.sweep_dir)}")
+
+
 def finish_multirun(hydra_failed: bool) -> int | None:
     """After Hydra returns (or raises) in a multirun: its summary, then the sweep's exit code.
     None when no multirun started in this process."""
@@ -103,9 +120,10 @@ def finish_multirun(hydra_failed: bool) -> int | None:
     write_sweep_summary()
     _stop_file().unlink(missing_ok=True)
     release_held()  # the sweep directory's claim
+    jobs = collect_jobs([state.sweep_dir]) if state.sweep_dir.is_dir() else []
+    _print_carry_on(jobs)
     if signals.requested() is not None:  # stopped by a signal: as a shell reports it
         return signals.exit_status(signals.requested())
-    jobs = collect_jobs([state.sweep_dir]) if state.sweep_dir.is_dir() else []
     if not jobs:
         return int(ExitCode.FAILED if hydra_failed else ExitCode.COMPLETED)
     code = sweep_exit_code([exit_code(job.record(sweep_over=True)) for job in jobs])

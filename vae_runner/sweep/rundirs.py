@@ -111,13 +111,45 @@ def planned_overrides(sweep_dir: Path) -> list[list[str]] | None:
         return None
 
 
-def _not_started(sweep_dir: Path, found: list[Job]) -> list[Job]:
-    planned = planned_overrides(sweep_dir) or []
-    seen = Counter(tuple(job.overrides) for job in found)
+def _shared_changes(planned: list[list[str]]) -> dict[str, str] | None:
+    """The epochs= and device= overrides that every planned job shares (None: the plan varies
+    them, or there is no plan)."""
+    from vae_runner.config.overrides import by_key, changeable
+
+    shared = [{k: v for k, v in by_key(job).items() if changeable(k)} for job in planned]
+    return shared[0] if shared and all(s == shared[0] for s in shared) else None
+
+
+def as_planned(found: list[Job], planned: list[list[str]]) -> None:
+    """A sweep carried on with epochs=N (`vae-train resume=<sweep dir> epochs=N`) keeps each
+    job's .hydra/overrides.yaml as the job was started, while its plan (multirun.yaml) and the
+    jobs it started say epochs=N. Every job is listed with the plan's epochs= and device=, which
+    its history.json now runs to: they tell no jobs apart."""
+    from vae_runner.config.overrides import changeable, keys
+
+    shared = _shared_changes(planned)
+    if shared is None:
+        return
+    for job in found:
+        try:
+            written = keys(job.overrides)
+        except Exception:  # an overrides.yaml this Hydra cannot read: as written
+            continue
+        # The plan's value where the job's stood (its place kept), the others' last
+        left = dict(shared)
+        job.overrides = [
+            left.pop(k) if changeable(k) else o
+            for o, k in zip(job.overrides, written, strict=True)
+            if not changeable(k) or k in left
+        ] + list(left.values())
+
+
+def _not_started(planned: list[list[str]], found: list[Job]) -> list[Job]:
+    seen = Counter(tuple(sorted(job.overrides)) for job in found)
     missing = []
     for num, overrides in enumerate(planned):
-        if seen[tuple(overrides)] > 0:
-            seen[tuple(overrides)] -= 1
+        if seen[tuple(sorted(overrides))] > 0:
+            seen[tuple(sorted(overrides))] -= 1
         else:
             missing.append(Job(f"#{num}", None, overrides, None))
     return missing
@@ -136,7 +168,9 @@ def collect_jobs(dirs: list[Path]) -> list[Job]:
         ]
         # Planned jobs count once one started: Hydra writes multirun.yaml before it checks every
         # job's overrides, so a sweep it refused outright has a plan but no jobs.
-        planned = _not_started(given, found) if found else []
+        plan = (planned_overrides(given) or []) if found else []
+        as_planned(found, plan)
+        planned = _not_started(plan, found)
         jobs += found + [Job(prefix + j.name, None, j.overrides, None) for j in planned]
     names = [job.name for job in jobs]
     for job in jobs:

@@ -13,14 +13,12 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.overrides import keys, parse
+from vae_runner.config.overrides import keys, refuse_changes
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
 from vae_runner.training.history import HISTORY_FILE
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
-
-CHANGEABLE_ON_RESUME = ("epochs", "device")
 
 
 class RunFinished(ConfigError):
@@ -53,25 +51,8 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
             f"first epoch finished): start it again with its own command and "
             f"hydra.run.dir={run_dir}, which begins it afresh there"
         )
-    removed = [o.input_line for o in parse(overrides) if o.is_delete()]
-    if removed:
-        raise ConfigError(
-            f"{removed[0]}: resume continues the run with the config it was started with, so "
-            "nothing can be removed; drop it (only epochs= and device= may be given on resume)"
-        )
+    refuse_changes(overrides)
     given = keys(overrides)
-    refused = [
-        k
-        for k in given
-        if k != "resume"
-        and k.split(".")[0] not in CHANGEABLE_ON_RESUME
-        and not k.startswith("hydra")
-    ]
-    if refused:
-        raise ConfigError(
-            f"resume continues the run with the config it was started with: drop "
-            f"{', '.join(refused)} (only epochs= and device= may be given on resume)"
-        )
     try:
         checkpoint = load_checkpoint(last)
     except CheckpointError as err:

@@ -393,7 +393,7 @@ def run(
                 from vae_runner.report.plots import plot_run  # matplotlib: only when needed
 
                 plot_run(run_dir, history)
-            print_summary(console, history, run_dir)
+            print_summary(console, history, run_dir, in_sweep=sweep_dir is not None)
         except StopNow:
             log.info("stopped before the plots were drawn: vae-plot RUN_DIR draws them")
         finally:  # after the files it sends to its tracker, and also when they failed
