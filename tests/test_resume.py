@@ -227,7 +227,7 @@ def test_a_truncated_or_missing_checkpoint_is_one_clear_line(tmp_path, finished_
         (["batch_size=5000"], 2, "batch_size=5000 is larger than the training set (1438 images"),
         (["data.limit=0"], 2, "data.limit must be >= 1"),
         (["scheduler.patience=-1"], 2, "scheduler.patience must be >= 0"),
-        (["epochs=2", "annealing.warmup_epochs=20"], 0, "longer than the run (epochs=2)"),
+        (["epochs=2", "annealing.warmup_epochs=20"], 0, "KL weight is 0.1 of beta=1"),
     ],
 )
 def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
@@ -240,17 +240,17 @@ def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
 def test_doubtful_settings_are_kept_in_the_history_once_each(tmp_path, finished_run):
     # (a resume with the same settings adds none: assert_same_run compares the warnings)
     # one_epoch_run: epochs=1 under the default 10-epoch KL warm-up
-    warm_up = "annealing.warmup_epochs=10 is longer than the run (epochs={}): the KL weight "
+    warm_up = (
+        "annealing.warmup_epochs=10 puts the KL ramp's middle past the last epoch (epochs={}): "
+        "the last epoch's KL weight is {} of beta=1, so the whole run trains far below the beta "
+        "it reports; use a smaller annealing.warmup_epochs or more epochs"
+    )
     (first,) = history(finished_run)["warnings"]
-    assert first == {
-        "epoch": 0,
-        "kind": "config",
-        "message": warm_up.format(1) + "only reaches 0.10 * beta",
-    }
+    assert first == {"epoch": 0, "kind": "config", "message": warm_up.format(1, 0.1)}
     assert run_cli(f"resume={finished_run}", "epochs=2", cwd=tmp_path).returncode == 0
     assert history(finished_run)["warnings"] == [
         first,
-        {"epoch": 1, "kind": "config", "message": warm_up.format(2) + "only reaches 0.20 * beta"},
+        {"epoch": 1, "kind": "config", "message": warm_up.format(2, 0.2)},
     ]
 
 
