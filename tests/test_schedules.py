@@ -3,13 +3,16 @@ warning for a KL ramp that leaves the weight far below beta."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
 import pytest
 import torch
+from rich.console import Console
 from test_annealing import fu_eq5
 
+from vae_runner.training.runner import run
 from vae_runner.training.schedules import cosine_lr, extension_line
 from vae_runner.training.trainer import _config_warnings
 
@@ -42,6 +45,16 @@ def test_cosine_within_its_horizon_is_torchs_cosine_annealing_lr():
         optimizer.step()
         torch_cosine.step()
     assert [cosine_lr(e, 1e-3, 1e-5, 6) for e in range(1, 7)] == pytest.approx(torchs)
+
+
+def test_a_t_max_shorter_than_the_run_never_trains_an_epoch_at_lr_0(tmp_path):
+    # main (torch's chained CosineAnnealingLR): 1e-3, 5e-4, 0, 5e-4
+    cfg = typed_config("scheduler=cosine", "scheduler.t_max=2", "epochs=4", *SMALL)
+    recorded = run(cfg, tmp_path, Console(file=io.StringIO()))["lr"]
+    assert recorded == pytest.approx(
+        [closed_form(0, 1e-3, 0, 2)] + [closed_form(1, 1e-3, 0, 2)] * 3
+    )
+    assert recorded == pytest.approx([1e-3, 5e-4, 5e-4, 5e-4])
 
 
 def history(run_dir):
