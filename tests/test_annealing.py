@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from vae_runner.config.schema import (
@@ -29,6 +31,29 @@ def test_linear_scales_with_beta_and_warmup_zero_is_constant():
 def test_constant_is_beta_every_epoch():
     cfg = ConstantAnnealingConfig(name="constant", free_bits=0.0)
     assert [kl_weight(cfg, e, 0.7, 20) for e in (1, 10, 20)] == [0.7, 0.7, 0.7]
+
+
+def fu_eq5(t: int, T: int, M: int, R: float, beta: float) -> float:
+    """Fu et al. 2019, eq. (5), written out as the paper prints it (a reference for the tests)."""
+    tau = math.fmod(t - 1, math.ceil(T / M)) / (T / M)
+    f = tau / R if tau <= R else 1.0
+    return beta * f
+
+
+def test_cyclical_is_the_issues_example_every_cycle_restarting_at_zero():
+    # annealing=cyclical annealing.cycles=4 annealing.ratio=0.5 epochs=10: ceil(10/4) = 3-epoch
+    # cycles, tau = 0, 0.4, 0.8 of T/M = 2.5 (main recorded [0, .8, 1, .4, 1, 0, .8, 1, .4, 1])
+    weights = [cyclical(e, 1.0, 10, 4, 0.5) for e in range(1, 11)]
+    assert weights == pytest.approx([0, 0.8, 1, 0, 0.8, 1, 0, 0.8, 1, 0], abs=1e-12)
+
+
+@pytest.mark.parametrize("ratio", [0.25, 0.5, 0.8, 1.0])
+def test_cyclical_follows_eq5_for_every_epochs_and_cycles(ratio):
+    # Every (T, M) up to 60 epochs, most of them not dividing evenly (the default 50/4 is one).
+    for T in range(1, 61):
+        for M in range(1, T + 1):
+            ours = [cyclical(t, 2.0, T, M, ratio) for t in range(1, T + 1)]
+            assert ours == pytest.approx([fu_eq5(t, T, M, ratio, 2.0) for t in range(1, T + 1)])
 
 
 def test_cyclical_starts_each_cycle_at_zero_rises_for_ratio_then_holds():

@@ -255,8 +255,9 @@ def test_a_run_writes_images_plots_final_measures_and_tensorboard(tmp_path):
 @pytest.mark.e2e
 def test_collapse_is_warned_on_the_terminal_and_in_the_history(tmp_path):
     run_dir = tmp_path / "run"
-    # a warm-up longer than the run: a config warning first, which must not hide the collapse
-    args = ("beta=30", "annealing.warmup_epochs=5", "epochs=4", "eval.iw_samples=0")
+    # a warm-up whose middle lies past the run: a config warning first, which must not hide the
+    # collapse (the first epoch's KL weight is 54 / 9 = 6)
+    args = ("beta=54", "annealing.warmup_epochs=9", "epochs=4", "eval.iw_samples=0")
     result = run_cli(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     history = json.loads((run_dir / "history.json").read_text())

@@ -18,7 +18,8 @@ from helpers import run_cli, start_cli, vae_train_in_process, wait_for_hold
 pytestmark = pytest.mark.e2e
 
 # Signals land where a test holds the run (start_cli(hold=...)), never where a timer guesses.
-RUN = ("epochs=5", "batch_size=16", "seed=3")
+# (its warm-up never reaches half of beta: a config warning, which a resume must not repeat)
+RUN = ("epochs=5", "batch_size=16", "seed=3", "annealing.warmup_epochs=11")
 # every per-epoch series but the wall-clock one must match bit for bit
 COMPARED = tuple(key for key in EPOCH_KEYS if key != "epoch_seconds")
 
@@ -63,6 +64,7 @@ def assert_same_run(resumed, reference):
         assert got[key] == want[key], key  # bit for bit: exact float equality
     assert got["best_epoch"] == want["best_epoch"]
     assert got["warnings"] == want["warnings"]  # RUN's warm-up warning, not once per resume
+    assert "annealing.warmup_epochs=11" in got["warnings"][0]["message"]
     mine, theirs = weights(resumed), weights(reference)
     assert mine.keys() == theirs.keys()
     for name in mine:
@@ -227,7 +229,7 @@ def test_a_truncated_or_missing_checkpoint_is_one_clear_line(tmp_path, finished_
         (["batch_size=5000"], 2, "batch_size=5000 is larger than the training set (1438 images"),
         (["data.limit=0"], 2, "data.limit must be >= 1"),
         (["scheduler.patience=-1"], 2, "scheduler.patience must be >= 0"),
-        (["epochs=2", "annealing.warmup_epochs=20"], 0, "longer than the run (epochs=2)"),
+        (["epochs=2", "annealing.warmup_epochs=20"], 0, "KL weight is 0.1 of beta=1"),
     ],
 )
 def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
@@ -240,17 +242,17 @@ def test_bad_input_is_a_clear_error_or_warning(tmp_path, args, code, words):
 def test_doubtful_settings_are_kept_in_the_history_once_each(tmp_path, finished_run):
     # (a resume with the same settings adds none: assert_same_run compares the warnings)
     # one_epoch_run: epochs=1 under the default 10-epoch KL warm-up
-    warm_up = "annealing.warmup_epochs=10 is longer than the run (epochs={}): the KL weight "
+    warm_up = (
+        "annealing.warmup_epochs=10 puts the KL ramp's middle past the last epoch (epochs={}): "
+        "the last epoch's KL weight is {} of beta=1, so the whole run trains far below the beta "
+        "it reports; use a smaller annealing.warmup_epochs or more epochs"
+    )
     (first,) = history(finished_run)["warnings"]
-    assert first == {
-        "epoch": 0,
-        "kind": "config",
-        "message": warm_up.format(1) + "only reaches 0.10 * beta",
-    }
+    assert first == {"epoch": 0, "kind": "config", "message": warm_up.format(1, 0.1)}
     assert run_cli(f"resume={finished_run}", "epochs=2", cwd=tmp_path).returncode == 0
     assert history(finished_run)["warnings"] == [
         first,
-        {"epoch": 1, "kind": "config", "message": warm_up.format(2) + "only reaches 0.20 * beta"},
+        {"epoch": 1, "kind": "config", "message": warm_up.format(2, 0.2)},
     ]
 
 

@@ -41,6 +41,8 @@ def reset() -> None:
     """No multirun has started in this process yet (each vae-train command starts here: a
     program or a test that runs several in one process must not see an earlier one's sweep)."""
     state.sweep_dir, state.summary_attempted = None, False
+
+
 UNFINISHED = ("interrupted", KILLED, NOT_STARTED)  # what resume=<sweep dir> carries on
 
 

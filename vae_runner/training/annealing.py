@@ -27,13 +27,14 @@ def linear(epoch: int, beta: float, warmup_epochs: int) -> float:
 
 
 def cyclical(epoch: int, beta: float, epochs: int, cycles: int, ratio: float) -> float:
-    """Fu et al. 2019, eq. (5) at epoch granularity.
+    """Fu et al. 2019, eq. (5), with t the 1-based epoch, T = `epochs`, M = `cycles`, R = `ratio`:
 
-    tau = ((epoch - 1) mod (T / M)) / (T / M); the weight rises as tau / ratio, then holds beta.
-    Each cycle starts at 0.
+    tau = mod(t - 1, ceil(T / M)) / (T / M); the weight is beta * tau / R while tau <= R, then
+    beta. A cycle lasts ceil(T / M) whole epochs and each one starts at 0; when M does not
+    divide T the last cycle is cut short by the end of the run.
     """
-    period = epochs / cycles
-    tau = math.fmod(epoch - 1, period) / period
+    period = -(-epochs // cycles)  # ceil(T / M) in integers: no float rounding at the edges
+    tau = ((epoch - 1) % period) / (epochs / cycles)
     return beta * min(1.0, tau / ratio)
 
 

@@ -110,8 +110,10 @@ def build_optimizer(cfg: OptimizerConfig, params, lr: float) -> torch.optim.Opti
         return kind(params, lr=lr, foreach=True, **options)
 
 
-def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, epochs: int):
-    """An epoch-level LR scheduler, or None. The plateau one must be stepped with the test loss."""
+def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer):
+    """An epoch-level LR scheduler that keeps a state, or None. The plateau one must be stepped
+    with the test loss. Cosine keeps none: it is a pure function of the epoch, set at the start
+    of each one (training.schedules.epoch_lr), so a resume or an extension cannot bend it."""
     from torch.optim import lr_scheduler
 
     match cfg:
@@ -124,12 +126,9 @@ def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer, epoc
                 threshold=cfg.threshold,
                 min_lr=cfg.min_lr,
             )
-        case CosineConfig():
-            t_max = cfg.t_max if cfg.t_max is not None else epochs
-            return lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=cfg.eta_min)
         case StepConfig():
             return lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-        case NoSchedulerConfig():
+        case NoSchedulerConfig() | CosineConfig():
             return None
         case _:
             assert_never(cfg)

@@ -48,6 +48,7 @@ from vae_runner.training.diagnostics import collapse_warning
 from vae_runner.training.epoch import TrainSums, evaluate, train_epoch
 from vae_runner.training.history import new_history, save_history, selected_on, with_epoch
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
+from vae_runner.training.schedules import extension_line, planned_horizon, set_lr
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 from vae_runner.training.trainer import Trainer, build_trainer
 
@@ -97,6 +98,7 @@ def _fresh_history(t: Trainer) -> dict[str, Any]:
             n_parameters=sum(p.numel() for p in t.model.parameters()),
             active_units_threshold=cfg.active_threshold,
             active_units_burda_threshold=BURDA_THRESHOLD,
+            schedule_horizon=t.horizon,  # epochs at the start: a resume never re-plans them
             started_at=_now(),
             finished_at=None,
             process=_process(),
@@ -127,6 +129,7 @@ def _restore(t: Trainer, checkpoint: dict[str, Any], how: str) -> dict[str, Any]
     history["status"] = "running"
     history["finished_at"] = None
     history["config"] = asdict(t.cfg)  # as resumed: epochs= and device= may have changed
+    history["schedule_horizon"] = t.horizon  # (a record from before the field: now it has it)
     history["process"] = _process()
     history.pop("error", None)
     resumed = {"after_epoch": checkpoint["epoch"], "at": _now(), "how": how}
@@ -234,7 +237,9 @@ def _train_epochs(
     progress = BatchProgress(console, math.ceil(len(t.data.train) / cfg.batch_size))
     for epoch in range(start, cfg.epochs + 1):
         started = time.perf_counter()
-        kl_w = annealed_kl_weight(cfg.annealing, epoch, cfg.beta, cfg.epochs)
+        kl_w = annealed_kl_weight(cfg.annealing, epoch, cfg.beta, t.horizon)
+        if t.epoch_lr is not None:
+            set_lr(t.optimizer, t.epoch_lr(epoch))
         lr = t.optimizer.param_groups[0]["lr"]
         with progress.epoch(epoch):
             train = train_epoch(
@@ -292,13 +297,17 @@ def _train(
     """Build, train and evaluate; returns the history, its status set, and the run's logger
     (started; `run` finishes it once the last files are written). Once the history exists,
     any failure is recorded in it (`failed`, with the error's line) before it rises."""
-    t = build_trainer(cfg, console, start_dir)
+    horizon = None if checkpoint is None else planned_horizon(checkpoint)
+    t = build_trainer(cfg, console, start_dir, horizon)
     t.job_label = job_label
     if checkpoint is None:
         history, start = _fresh_history(t), 1
     else:
         history, start = _restore(t, checkpoint, how), checkpoint["epoch"] + 1
         log.info(f"Resuming {run_dir} after epoch {checkpoint['epoch']}")
+        extended = extension_line(cfg, t.horizon, checkpoint["config"]["epochs"])
+        if extended:
+            log.info(extended)
     for message in t.config_warnings:  # once each, also over resumes
         if not any(w["message"] == message for w in history["warnings"]):
             history["warnings"].append({"epoch": start - 1, "kind": "config", "message": message})

@@ -14,6 +14,7 @@ from vae_runner.report.console import print_warning
 from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.build import build_device, build_model, build_optimizer, build_scheduler
 from vae_runner.training.model import VAE
+from vae_runner.training.schedules import epoch_lr, kl_far_below_warning
 
 
 @dataclass
@@ -29,22 +30,20 @@ class Trainer:
     shuffle: torch.Generator  # the batch order's own generator (CPU), seeded by `seed`
     train_model: Any  # what the training step calls: `model`, or its torch.compile'd form
     config_warnings: list[str]  # legal but doubtful settings: printed, and kept in the history
+    horizon: int  # the epochs the run started with: what cyclical and cosine are laid out over
+    epoch_lr: Any  # the lr as a pure function of the epoch (scheduler=cosine), or None
     job_label: str | None = None  # a sweep job's overrides, to name it in its warnings
 
 
-def _config_warnings(cfg: Config) -> list[str]:
-    """Settings that are valid but probably not what was meant."""
-    found = []
-    warmup = getattr(cfg.annealing, "warmup_epochs", 0)
-    if warmup > cfg.epochs:
-        found.append(
-            f"annealing.warmup_epochs={warmup} is longer than the run (epochs={cfg.epochs}): "
-            f"the KL weight only reaches {cfg.epochs / warmup:.2f} * beta"
-        )
-    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and cfg.epochs / cfg.annealing.cycles < 2:
+def _config_warnings(cfg: Config, horizon: int | None = None) -> list[str]:
+    """Settings that are valid but probably not what was meant. `horizon`: the epochs the run
+    started with (training.schedules), when a resume changed `epochs`."""
+    horizon = horizon or cfg.epochs
+    found = [w for w in [kl_far_below_warning(cfg, horizon)] if w]
+    if isinstance(cfg.annealing, CyclicalAnnealingConfig) and horizon / cfg.annealing.cycles < 2:
         found.append(
             f"annealing=cyclical with annealing.cycles={cfg.annealing.cycles} over "
-            f"epochs={cfg.epochs}: a cycle is shorter than 2 epochs, so the KL weight barely "
+            f"epochs={horizon}: a cycle is shorter than 2 epochs, so the KL weight barely "
             "rises (it starts every cycle at 0); use fewer cycles or more epochs"
         )
     if cfg.plot_every and not cfg.pictures:
@@ -66,7 +65,11 @@ def _config_warnings(cfg: Config) -> list[str]:
 FLOAT32_HALF_ULP = 2.0**-25
 
 
-def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Trainer:
+def build_trainer(
+    cfg: Config, console, start_dir: Path | None = None, horizon: int | None = None
+) -> Trainer:
+    """`horizon`: the epochs the run started with (training.schedules); default `epochs`."""
+    horizon = horizon or cfg.epochs
     device = build_device(cfg.device)
     if device.type == "cpu":
         reuse_freed_blocks()
@@ -75,13 +78,13 @@ def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Traine
     torch.manual_seed(cfg.seed)  # model init and the reparameterisation noise
     shuffle = torch.Generator().manual_seed(cfg.seed)
     data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: checked by Config
-    config_warnings = _config_warnings(cfg)
+    config_warnings = _config_warnings(cfg, horizon)
     for warning in config_warnings:
         print_warning(console, warning)
     data = data.to(device)
     model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
     optimizer = build_optimizer(cfg.optimizer, model.parameters(), cfg.lr)
-    scheduler = build_scheduler(cfg.scheduler, optimizer, cfg.epochs)
+    scheduler = build_scheduler(cfg.scheduler, optimizer)
     train_model = model
     if cfg.device.compile:
         # On CUDA, "reduce-overhead" also captures CUDA graphs: the launch cost of a small
@@ -89,5 +92,15 @@ def build_trainer(cfg: Config, console, start_dir: Path | None = None) -> Traine
         mode = "reduce-overhead" if device.type == "cuda" else "default"
         train_model = torch.compile(model, mode=mode)
     return Trainer(
-        cfg, device, data, model, optimizer, scheduler, shuffle, train_model, config_warnings
+        cfg,
+        device,
+        data,
+        model,
+        optimizer,
+        scheduler,
+        shuffle,
+        train_model,
+        config_warnings,
+        horizon,
+        epoch_lr(cfg, horizon),
     )
