@@ -1,8 +1,13 @@
 """`vae-train resume=<run_dir>`: continue a run from its last finished epoch, as it was started.
 
-The config comes from the checkpoint, not from the command line: only `epochs` (to extend a run)
-and `device` may be given again; any other override would make the result differ from the run
-that was started, so it is refused.
+The config comes from the checkpoint, not from the command line: only `epochs` (to extend a run),
+`early_stop` (when to stop it) and `device` may be given again; any other override would make
+the result differ from the run that was started, so it is refused.
+
+A run that its early_stop rule ended stays stopped when resumed with the same rule (the rule,
+applied to the same record, says the same): resume refuses in one line. With a larger
+`early_stop.patience` (or 0, off) it trains on, and its patience counter, recomputed from the
+record (training/early_stop.py), goes on from where it was.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from vae_runner.config.overrides import keys, parse
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
+from vae_runner.training.early_stop import stops_early, why
 from vae_runner.training.history import HISTORY_FILE
 
-CHANGEABLE_ON_RESUME = ("epochs", "device")
+CHANGEABLE_ON_RESUME = ("epochs", "early_stop", "device")
 
 
 def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, dict]:
@@ -42,7 +48,8 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     if removed:
         raise ConfigError(
             f"{removed[0]}: resume continues the run with the config it was started with, so "
-            "nothing can be removed; drop it (only epochs= and device= may be given on resume)"
+            "nothing can be removed; drop it (only epochs=, early_stop.* and device= may be "
+            "given on resume)"
         )
     given = keys(overrides)
     refused = [
@@ -55,7 +62,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     if refused:
         raise ConfigError(
             f"resume continues the run with the config it was started with: drop "
-            f"{', '.join(refused)} (only epochs= and device= may be given on resume)"
+            f"{', '.join(refused)} (only epochs=, early_stop.* and device= may be given on resume)"
         )
     try:
         checkpoint = load_checkpoint(last)
@@ -66,9 +73,18 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
         saved["epochs"] = int(cli.epochs)
     if any(k == "device" or k.startswith("device.") for k in given):
         saved["device"] = OmegaConf.to_container(cli.device)
+    # A run from before early stopping existed had it off, as the default (null) is.
+    if "early_stop" not in saved or any(k.split(".")[0] == "early_stop" for k in given):
+        saved["early_stop"] = OmegaConf.to_container(cli.early_stop)
     saved["resume"] = str(run_dir)
     cfg = to_typed(saved)
     done = checkpoint["epoch"]
+    if stops_early(checkpoint["history"], cfg.early_stop) and _has_final(run_dir):
+        raise ConfigError(
+            f"resume={run_dir}: the run stays stopped after epoch {done}: "
+            f"{why(checkpoint['history'], cfg.early_stop)}; to train on, give a larger "
+            f"early_stop.patience (its count goes on from the record) or early_stop.patience=0"
+        )
     if cfg.epochs == done and not _has_final(run_dir):
         return cfg, checkpoint  # every epoch is checkpointed, the final evaluation is not done
     if cfg.epochs <= done:
