@@ -73,9 +73,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
         saved["epochs"] = int(cli.epochs)
     if any(k == "device" or k.startswith("device.") for k in given):
         saved["device"] = OmegaConf.to_container(cli.device)
-    # A run from before early stopping existed had it off, as the default (null) is.
-    if "early_stop" not in saved or any(k.split(".")[0] == "early_stop" for k in given):
-        saved["early_stop"] = OmegaConf.to_container(cli.early_stop)
+    saved["early_stop"] = _early_stop(saved, given, cli)
     saved["resume"] = str(run_dir)
     cfg = to_typed(saved)
     done = checkpoint["epoch"]
@@ -93,6 +91,14 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
             f"pass epochs=<more than {done}> to extend it"
         )
     return cfg, checkpoint
+
+
+def _early_stop(saved: dict, given: list[str], cli) -> dict:
+    """The run's early_stop with the keys given on resume changed (early_stop.patience=10
+    keeps its min_delta). A run from before early_stop existed had it off, as the default."""
+    rule = dict(saved.get("early_stop") or OmegaConf.to_container(cli.early_stop))
+    changed = {k.partition(".")[2] for k in given if k.split(".")[0] == "early_stop"}
+    return {k: cli.early_stop[k] if k in changed or "" in changed else v for k, v in rule.items()}
 
 
 def _has_final(run_dir: Path) -> bool:
