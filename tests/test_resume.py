@@ -142,7 +142,10 @@ def test_resume_refuses_overrides_that_change_the_run(tmp_path, finished_run, ov
     before = (run_dir / "history.json").read_bytes()
     result = run_cli(f"resume={run_dir}", "epochs=3", override, cwd=tmp_path)
     assert result.returncode == 2
-    assert f"drop {refused} (only epochs= and device= may be given on resume)" in result.stderr
+    assert (
+        f"drop {refused} (only epochs=, early_stop.* and device= may be given on resume)"
+        in result.stderr
+    )
     assert (run_dir / "history.json").read_bytes() == before
 
 

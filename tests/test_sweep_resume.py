@@ -94,7 +94,10 @@ def test_the_same_sweep_command_with_more_epochs_extends_it_too(monkeypatch, swe
     "args, line",
     [
         (("epochs=1",), "already finished 2 epochs, more than epochs=1: finished epochs are kept"),
-        (("epochs=3", "lr=0.1"), "drop lr (only epochs= and device= may be given on resume)"),
+        (
+            ("epochs=3", "lr=0.1"),
+            "drop lr (only epochs=, early_stop.* and device= may be given on resume)",
+        ),
     ],
 )
 def test_a_sweep_resume_that_cannot_work_is_one_line(monkeypatch, capsys, sweep, args, line):

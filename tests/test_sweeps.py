@@ -503,6 +503,31 @@ def test_an_optuna_search_records_its_best_parameters(tmp_path):
 
 
 @e2e
+def test_an_optuna_search_with_early_stopping_runs_and_says_where_each_trial_stopped(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "-m",
+        "experiment=optuna_search",
+        "hydra.sweeper.n_trials=2",
+        "epochs=4",
+        "early_stop.patience=2",
+        "early_stop.min_delta=1e9",  # no epoch after the first improves: each stops after 3
+        "eval.iw_samples=0",
+        "pictures=false",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = check_summary(sweep, 2)
+    for row in summary["jobs"]:
+        assert (row["status"], row["stopped_early"], row["stopped_epoch"]) == ("completed", True, 3)
+        assert (row["epochs_run"], row["epochs"]) == (3, 4)
+    assert result.stdout.count("completed (stopped early at 3)") == 2  # the ranked table
+    results = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert results["best_value"] == summary["jobs"][0]["best_val_loss"]
+
+
+@e2e
 def test_an_optuna_search_whose_every_trial_diverged_names_no_best(tmp_path):
     sweep = tmp_path / "sweep"
     result = run_cli(

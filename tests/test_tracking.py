@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -121,6 +122,7 @@ def test_a_run_is_one_mlflow_run_with_params_tags_metrics_per_epoch_and_artifact
     tags = logged.data.tags
     assert tags["optimizer"] == "adamw" and tags["scheduler"] == "plateau"
     assert tags["data"] == "digits" and tags["vae.status"] == "completed"
+    assert tags["stopped_early"] == "false" and "stopped_epoch" not in logged.data.metrics
     assert tags["vae.run_dir"] == str(run_dir.resolve())
     # every per-epoch series, step = epoch, the values history.json holds
     run_id = logged.info.run_id
@@ -145,6 +147,19 @@ def test_a_run_is_one_mlflow_run_with_params_tags_metrics_per_epoch_and_artifact
     assert json.loads(local.read_text())["status"] == "completed"
     # the artifacts lie beside the store's file, not in an mlruns/ of the working directory
     assert logged.info.artifact_uri.startswith(str(tmp_path / "store" / tracking.ARTIFACTS_DIR))
+
+
+def test_an_early_stopped_run_is_tagged_and_logs_the_epoch_it_stopped_after(tmp_path, store):
+    # min_delta=1e9: the first epoch improves on nothing, the second cannot improve enough,
+    # so patience=1 stops the run after epoch 2
+    rule = ("early_stop.patience=1", "early_stop.min_delta=1e9")
+    history = run(typed_config("logger=mlflow", *CHEAP, *rule), tmp_path / "run", console=quiet())
+    assert (history["status"], history["stopped_epoch"]) == ("completed", 2)
+    _, logged = mlflow_run(tmp_path / "run")
+    assert (logged.info.status, logged.data.tags["vae.status"]) == ("FINISHED", "completed")
+    assert logged.data.tags["stopped_early"] == "true"
+    assert logged.data.metrics["stopped_epoch"] == 2
+    assert logged.data.metrics["final/test_loss"] == pytest.approx(history["test_loss"][1])
 
 
 def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed(tmp_path, store):
@@ -253,6 +268,9 @@ def test_a_store_deleted_mid_run_is_one_warning_line_each_and_no_traceback(
 
     monkeypatch.setattr(runner_module, "_after_epoch", delete_the_store)
     monkeypatch.setattr(tracking, "RETRY_SECONDS", 0)  # every epoch tries the store again
+    # no handler an earlier in-process vae-train left on the root logger (its stream is gone):
+    # the warnings reach stderr through logging's last resort, as the terminal would show them
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
     capfd.readouterr()
     history = run(typed_config("logger=mlflow", *CHEAP), tmp_path / "run", console=quiet())
     assert history["status"] == "completed"

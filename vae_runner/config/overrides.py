@@ -14,7 +14,7 @@ from vae_runner.config.errors import ConfigError
 
 # What continuing a run may change: more epochs, another device. Anything else would make the
 # result another run than the one that was started (resume=DIR, a sweep carried on).
-CHANGEABLE_ON_RESUME = ("epochs", "device")
+CHANGEABLE_ON_RESUME = ("epochs", "early_stop", "device")
 
 
 def parse(overrides: list[str]) -> list[Override]:
@@ -43,12 +43,14 @@ def changeable(key: str) -> bool:
 
 
 def refuse_changes(overrides: list[str]) -> None:
-    """resume=: only epochs= and device= may be given again (and Hydra's own settings)."""
+    """resume=: only epochs=, early_stop.* and device= may be given again (and Hydra's own
+    settings)."""
     removed = [o.input_line for o in parse(overrides) if o.is_delete()]
     if removed:
         raise ConfigError(
             f"{removed[0]}: resume continues the run with the config it was started with, so "
-            "nothing can be removed; drop it (only epochs= and device= may be given on resume)"
+            "nothing can be removed; drop it (only epochs=, early_stop.* and device= may be "
+            "given on resume)"
         )
     refused = [
         k
@@ -58,5 +60,5 @@ def refuse_changes(overrides: list[str]) -> None:
     if refused:
         raise ConfigError(
             f"resume continues the run with the config it was started with: drop "
-            f"{', '.join(refused)} (only epochs= and device= may be given on resume)"
+            f"{', '.join(refused)} (only epochs=, early_stop.* and device= may be given on resume)"
         )

@@ -469,6 +469,32 @@ class EvalConfig:
         )
 
 
+# --------------------------------------------------------------------------- early stopping
+@dataclass
+class EarlyStopConfig:
+    """Stop a run once its selected loss (val_loss, else test_loss) has not improved by more
+    than `min_delta` nats for `patience` epochs (training/early_stop.py)."""
+
+    patience: Optional[int] = MISSING  # epochs; 0 or null = off
+    min_delta: float = MISSING  # nats
+
+    def __post_init__(self) -> None:
+        _require(
+            self.patience is None or self.patience >= 0,
+            f"early_stop.patience must be >= 0 epochs or null (got {self.patience}); "
+            "0 or null turns early stopping off, e.g. early_stop.patience=5",
+        )
+        _require(
+            math.isfinite(self.min_delta) and self.min_delta >= 0,
+            f"early_stop.min_delta must be a finite number >= 0 nats (got {self.min_delta}); "
+            "0 counts any decrease as an improvement",
+        )
+
+    @property
+    def on(self) -> bool:
+        return bool(self.patience)
+
+
 # --------------------------------------------------------------------------- top level
 # Far more than any VAE run needs (the course trains 50), and small enough that a mistyped
 # count (epochs=100000000000000000000) is refused instead of running for ever.
@@ -489,6 +515,7 @@ class Config:
     likelihood: Any = MISSING  # one of GROUP_SCHEMAS['likelihood'], chosen by its `name`
     logger: Any = MISSING  # one of GROUP_SCHEMAS['logger'], chosen by its `name`
     eval: EvalConfig = MISSING
+    early_stop: EarlyStopConfig = MISSING
 
     lr: float = MISSING
     beta: float = MISSING

@@ -127,8 +127,13 @@ def print_summary(
     def last(key: str) -> Any:
         return history[key][-1] if history[key] else None
 
+    stopped = (
+        f" (stopped early after epoch {history['stopped_epoch']})"
+        if history.get("stopped_early")
+        else ""
+    )
     rows = [
-        ("status", f"[{colour}]{status}[/]"),
+        ("status", f"[{colour}]{status}[/]{stopped}"),
         ("epochs run", f"{len(history['epoch'])} of {history['config']['epochs']}"),
         ("best epoch", _fmt(history["best_epoch"], "d")),
         *(
@@ -153,6 +158,8 @@ def print_summary(
     ]
     final = history.get("final") or {}
     if final:
+        # which model the final measures are of: the last epoch's (last.pt), not best.pt's
+        rows.append(("final evaluation", f"epoch {final['epoch']} (the last epoch's model)"))
         rows.append(("test ELBO", _fmt(final["test_elbo"])))
         if final.get("test_nll_iw") is not None:
             rows.append(
@@ -301,7 +308,9 @@ def print_sweep_summary(
         table.add_row(
             f"{'★ ' if row['winner'] else ''}{row['rank']}",
             Text(row["label"]),  # overrides may hold [ ]: never markup
-            f"[{colour}]{row['status']}[/]" + (" [red](collapsed)[/]" if row["collapsed"] else ""),
+            f"[{colour}]{row['status']}[/]"
+            + (f" (stopped early at {row['stopped_epoch']})" if row.get("stopped_early") else "")
+            + (" [red](collapsed)[/]" if row["collapsed"] else ""),
             *([_fmt(row["best_val_loss"], ".6g")] if on_val else []),
             _fmt(row["best_test_loss"], ".6g"),
             _fmt(row["best_epoch"], "d"),

@@ -41,8 +41,9 @@ SCALAR_TAGS = {
 }
 
 # The final measures, as TensorBoard's HParams tab and MLflow show them: the record's own
-# best_* fields, and its `final` section's measures as final/<name>
-BEST_KEYS = ("best_epoch", "best_val_loss", "best_test_loss")
+# best_* fields (and stopped_epoch when early_stop ended the run), and its `final` section's
+# measures as final/<name>
+BEST_KEYS = ("best_epoch", "best_val_loss", "best_test_loss", "stopped_epoch")
 FINAL_KEYS = ("test_loss", "test_elbo", "test_nll_iw", "active_units", "active_units_burda")
 
 

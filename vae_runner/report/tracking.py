@@ -402,6 +402,8 @@ class MLflowLogger(NoLogger):
         status = str(history.get("status"))
         self._try("log the final measures", self.client.log_batch, self.run_id, measures)
         self._try("log the status", self.client.set_tag, self.run_id, "vae.status", status)
+        stopped = "true" if history.get("stopped_early") else "false"  # epoch: stopped_epoch
+        self._try("log the status", self.client.set_tag, self.run_id, "stopped_early", stopped)
         self._try("log the artifacts", self._log_artifacts)
         self._try(
             "end the MLflow run",

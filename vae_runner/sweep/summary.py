@@ -69,6 +69,8 @@ COLUMNS = (
     "collapsed",
     "epochs_run",
     "epochs",
+    "stopped_early",  # early_stop.patience ended the job (its status stays completed)
+    "stopped_epoch",
     "seconds",
     "overrides",
     "run_dir",
@@ -136,6 +138,8 @@ def job_row(job: Job, label: str, sweep_over: bool, setting: str = "") -> dict[s
         collapsed=_collapsed(h),
         epochs_run=len(h.get("epoch") or []),
         epochs=(h.get("config") or {}).get("epochs"),
+        stopped_early=bool(h.get("stopped_early")),
+        stopped_epoch=h.get("stopped_epoch"),
         seconds=round(sum(seconds), 3) if job.history else None,
         overrides=list(job.overrides),
         run_dir=str(job.run_dir.resolve()) if job.run_dir else None,

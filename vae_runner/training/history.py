@@ -66,6 +66,8 @@ def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
         best_test_loss=None,  # with a validation split: the test loss at the best epoch
         **({"best_val_loss": None} if with_val else {}),
         initial_test_loss=None,
+        stopped_early=False,  # early_stop.patience ended the run (still `completed`)
+        stopped_epoch=None,  # then: its last epoch, the one the final evaluation uses
         final=None,
         warnings=[],
         **meta,

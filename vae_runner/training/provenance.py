@@ -18,8 +18,9 @@ from vae_runner.config.typed import flat_config
 
 LAST_FILE = "checkpoints/last.pt"
 # What may differ between a checkpoint's config and the record's: `resume=` may change these
+# (early_stop: a stopped run resumed with a larger patience)
 # (an extension writes its record before its first new checkpoint), and `resume` is a route.
-MAY_DIFFER = ("epochs", "device", "resume")
+MAY_DIFFER = ("epochs", "early_stop", "device", "resume")
 
 
 def recorded_epochs(history: dict[str, Any] | None) -> list[int]:

@@ -1,8 +1,13 @@
 """`vae-train resume=<run_dir>`: continue a run from its last finished epoch, as it was started.
 
-The config comes from the checkpoint, not from the command line: only `epochs` (to extend a run)
-and `device` may be given again; any other override would make the result differ from the run
-that was started, so it is refused.
+The config comes from the checkpoint, not from the command line: only `epochs` (to extend a run),
+`early_stop` (when to stop it) and `device` may be given again; any other override would make
+the result differ from the run that was started, so it is refused.
+
+A run that its early_stop rule ended stays stopped when resumed with the same rule (the rule,
+applied to the same record, says the same): resume refuses in one line. With a larger
+`early_stop.patience` (or 0, off) it trains on, and its patience counter, recomputed from the
+record (training/early_stop.py), goes on from where it was.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from vae_runner.config.overrides import keys, refuse_changes
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
+from vae_runner.training.early_stop import stops_early, why
 from vae_runner.training.history import HISTORY_FILE
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
@@ -63,9 +69,18 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
         saved["epochs"] = int(cli.epochs)
     if any(k == "device" or k.startswith("device.") for k in given):
         saved["device"] = OmegaConf.to_container(cli.device)
+    saved["early_stop"] = _early_stop(saved, given, cli)
     saved["resume"] = str(run_dir)
     cfg = to_typed(saved)
     done = checkpoint["epoch"]
+    if stops_early(checkpoint["history"], cfg.early_stop) and _has_final(run_dir):
+        raise RunFinished(
+            cfg,
+            recorded,
+            f"resume={run_dir}: the run stays stopped after epoch {done}: "
+            f"{why(checkpoint['history'], cfg.early_stop)}; to train on, give a larger "
+            f"early_stop.patience (its count goes on from the record) or early_stop.patience=0",
+        )
     if cfg.epochs == done and not _has_final(run_dir):
         return cfg, checkpoint  # every epoch is checkpointed, the final evaluation is not done
     if cfg.epochs <= done:
@@ -85,6 +100,14 @@ def _record(run_dir: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return history if isinstance(history, dict) else None
+
+
+def _early_stop(saved: dict, given: list[str], cli) -> dict:
+    """The run's early_stop with the keys given on resume changed (early_stop.patience=10
+    keeps its min_delta). A run from before early_stop existed had it off, as the default."""
+    rule = dict(saved.get("early_stop") or OmegaConf.to_container(cli.early_stop))
+    changed = {k.partition(".")[2] for k in given if k.split(".")[0] == "early_stop"}
+    return {k: cli.early_stop[k] if k in changed or "" in changed else v for k, v in rule.items()}
 
 
 def _has_final(run_dir: Path) -> bool:

@@ -36,6 +36,7 @@ from vae_runner.report.console import (
 )
 from vae_runner.report.images import save_grids
 from vae_runner.report.loggers import NoLogger, build_logger
+from vae_runner.training import early_stop
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import step_scheduler
 from vae_runner.training.checkpoint import (
@@ -132,6 +133,7 @@ def _restore(t: Trainer, checkpoint: dict[str, Any], how: str) -> dict[str, Any]
     history["schedule_horizon"] = t.horizon  # (a record from before the field: now it has it)
     history["process"] = _process()
     history.pop("error", None)
+    early_stop.clear_stopped(history)  # it stops again below if its rule still says so
     resumed = {"after_epoch": checkpoint["epoch"], "at": _now(), "how": how}
     history.setdefault("resumed", []).append(resumed)
     return history
@@ -212,6 +214,7 @@ def _final_evaluation(t: Trainer, history: dict, run_dir: Path, logger, stop) ->
         "test_nll_iw": None,
         "iw_samples": t.cfg.eval.iw_samples,
         "iw_seconds": None,
+        "checkpoint": "last.pt",  # the model evaluated: the last epoch's, not best.pt's
     }
     if t.cfg.eval.iw_samples:
         log.info(f"Estimating the test NLL with {t.cfg.eval.iw_samples} importance samples")
@@ -236,6 +239,14 @@ def _train_epochs(
     cfg = t.cfg
     progress = BatchProgress(console, math.ceil(len(t.data.train) / cfg.batch_size))
     for epoch in range(start, cfg.epochs + 1):
+        # Before each epoch, from the record alone: a restarted or resumed run decides as the
+        # uninterrupted one did (training/early_stop.py).
+        if early_stop.stops_early(history, cfg.early_stop):
+            log.info(
+                f"Stopping early after epoch {epoch - 1}: {early_stop.why(history, cfg.early_stop)}"
+            )
+            early_stop.mark_stopped(history)
+            return
         started = time.perf_counter()
         kl_w = annealed_kl_weight(cfg.annealing, epoch, cfg.beta, t.horizon)
         if t.epoch_lr is not None:
