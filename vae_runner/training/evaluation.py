@@ -30,6 +30,7 @@ from vae_runner.config.typed import to_typed
 from vae_runner.data import idx
 from vae_runner.data.images import load_data
 from vae_runner.rundir import is_live
+from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.build import build_device, build_model
 from vae_runner.training.checkpoint import BEST, CHECKPOINT_DIR, LAST, CheckpointError
 from vae_runner.training.checkpoint import load_checkpoint as read_checkpoint
@@ -123,6 +124,8 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     device_cfg = cfg.device if device_name is None else replace(cfg.device, name=device_name)
     device = build_device(device_cfg)
+    if device.type == "cpu":
+        reuse_freed_blocks()  # the estimate frees and remakes its chunks: keep them, as runs do
     # Only the test set is kept: the training images are not needed (and Fashion-MNIST's are
     # 47 MB).
     check_data(cfg.data, start_dir)
