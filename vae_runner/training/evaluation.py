@@ -111,6 +111,39 @@ def check_data(cfg: DataConfig, start_dir: Path) -> None:
     )
 
 
+def _model_and_test_set(cfg: Config, checkpoint: dict[str, Any], device, start_dir: Path):
+    """The checkpoint's model and its run's test set (no training images), on `device`."""
+    check_data(cfg.data, start_dir)
+    data_cfg = cfg.data
+    if isinstance(data_cfg, MNISTDataConfig):
+        data_cfg = replace(data_cfg, download=False)
+    # Only the test set is kept: Fashion-MNIST's training images alone are 47 MB.
+    data = load_data(data_cfg, cfg.likelihood, start_dir).without_train().to(device)
+    model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as err:  # shapes or names: the file does not hold this config's model
+        first = str(err).strip().splitlines()[0]
+        raise CheckpointError(
+            f"the checkpoint's weights do not fit its config: {first[:200]}"
+        ) from None
+    return model, data
+
+
+def _likelihood(model, data, iw_samples: int) -> dict[str, Any]:
+    """The IW estimate's fields (history.json's `final` names), none when K = 0."""
+    if not iw_samples:
+        return {"test_nll_iw": None, "test_nll_iw_se": None, "iw_seconds": None}
+    estimate = importance_weighted_nll(model, data.test, iw_samples, to_float=data.to_float)
+    return {
+        "test_elbo": -estimate.neg_elbo,  # from the same samples: never tighter than the NLL
+        "elbo_samples": estimate.samples,
+        "test_nll_iw": estimate.nll,
+        "test_nll_iw_se": estimate.nll_se,
+        "iw_seconds": estimate.seconds,
+    }
+
+
 def evaluate_checkpoint(
     cfg: Config,
     checkpoint: dict[str, Any],
@@ -126,42 +159,14 @@ def evaluate_checkpoint(
     device = build_device(device_cfg)
     if device.type == "cpu":
         reuse_freed_blocks()  # the estimate frees and remakes its chunks: keep them, as runs do
-    # Only the test set is kept: the training images are not needed (and Fashion-MNIST's are
-    # 47 MB).
-    check_data(cfg.data, start_dir)
-    data_cfg = cfg.data
-    if isinstance(data_cfg, MNISTDataConfig):
-        data_cfg = replace(data_cfg, download=False)
-    data = load_data(data_cfg, cfg.likelihood, start_dir).without_train().to(device)
-    model = build_model(cfg.model, cfg.likelihood, data.image_shape).to(device)
-    try:
-        model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:  # shapes or names: the file does not hold this config's model
-        first = str(err).strip().splitlines()[0]
-        raise CheckpointError(
-            f"the checkpoint's weights do not fit its config: {first[:200]}"
-        ) from None
+    model, data = _model_and_test_set(cfg, checkpoint, device, start_dir)
     torch.manual_seed(cfg.seed)  # the test pass samples z: the same draws every time
     test = evaluate(model, data, batch_size)
-    result: dict[str, Any] = {
-        "test_elbo": -(test.recon + test.kl),
-        "elbo_samples": 1,
-        "test_nll_iw": None,
-        "test_nll_iw_se": None,
-        "iw_samples": iw_samples,
-        "iw_seconds": None,
-    }
-    if iw_samples:
-        estimate = importance_weighted_nll(model, data.test, iw_samples, to_float=data.to_float)
-        result.update(
-            test_elbo=-estimate.neg_elbo,  # from the same samples: never tighter than the NLL
-            elbo_samples=estimate.samples,
-            test_nll_iw=estimate.nll,
-            test_nll_iw_se=estimate.nll_se,
-            iw_seconds=estimate.seconds,
-        )
     return {
-        **result,
+        "test_elbo": -(test.recon + test.kl),  # one sample, unless the estimate gives its own
+        "elbo_samples": 1,
+        "iw_samples": iw_samples,
+        **_likelihood(model, data, iw_samples),
         "test_loss": test.recon + cfg.beta * test.kl,  # one z sample per image, as every epoch
         "test_recon": test.recon,
         "test_kl": test.kl,
