@@ -109,10 +109,17 @@ def _evaluate(args: argparse.Namespace) -> int:
     threads = cfg.device.threads or default_threads(cpu_count())  # the run's own rule
     if threads:
         torch.set_num_threads(threads)
+    iw_samples = cfg.eval.iw_samples if args.iw_samples is None else args.iw_samples
+    console = make_console()
+    # The estimate can take many minutes (K=5000 on Fashion-MNIST, docs/eval.md): say what runs.
+    estimate = f", with the IW estimate at K={iw_samples}" if iw_samples else ""
+    console.print(
+        f"Evaluating {path} (epoch {checkpoint['epoch']}){estimate}", markup=False, soft_wrap=True
+    )
     measures = evaluation.evaluate_checkpoint(
         cfg,
         checkpoint,
-        iw_samples=cfg.eval.iw_samples if args.iw_samples is None else args.iw_samples,
+        iw_samples=iw_samples,
         batch_size=args.batch_size or cfg.batch_size,
         start_dir=Path.cwd(),
         device_name=args.device,
@@ -133,5 +140,5 @@ def _evaluate(args: argparse.Namespace) -> int:
     except WriteError as err:  # its message names the file and the reason
         print_error(str(err.strerror))
         return ExitCode.FAILED
-    print_evaluation(make_console(), result, out)
+    print_evaluation(console, result, out)
     return ExitCode.COMPLETED
