@@ -223,6 +223,17 @@ def test_an_earlier_evaluation_is_never_overwritten(finished_run, tmp_path, caps
     assert out.read_text() == "earlier\n"
 
 
+def test_an_out_file_that_cannot_be_made_is_refused_before_any_work(finished_run, tmp_path, capsys):
+    err = one_line_refusal(capsys, finished_run, "--out", tmp_path)
+    assert (
+        err == f"Error: --out {tmp_path} is a folder: give a file name, e.g. {tmp_path}/eval.json"
+    )
+    missing = tmp_path / "absent" / "eval.json"
+    err = one_line_refusal(capsys, finished_run, "--out", missing)
+    assert err == f"Error: --out {missing}: no such folder {missing.parent}"
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_missing_data_files_are_refused_in_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("VAE_RUNNER_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)

@@ -90,14 +90,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(ExitCode.INTERRUPTED)
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from vae_runner.training import evaluation
-
-    run_dir: Path = args.run_dir
-    path = evaluation.checkpoint_file(run_dir, args.checkpoint)
-    out: Path = args.out if args.out is not None else run_dir / EVAL_FILE
+def _output_file(args: argparse.Namespace) -> Path:
+    """Where eval.json goes; refused before any work when that would overwrite something."""
+    if args.out is not None and args.out.is_dir():
+        _refuse(f"--out {args.out} is a folder: give a file name, e.g. {args.out / EVAL_FILE}")
+    out: Path = args.out if args.out is not None else args.run_dir / EVAL_FILE
     if out.exists():
         _refuse(
             f"{out} already exists (an earlier evaluation): write this one elsewhere with "
@@ -105,6 +102,17 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
     if not out.parent.is_dir():
         _refuse(f"--out {out}: no such folder {out.parent}")
+    return out
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from vae_runner.training import evaluation
+
+    run_dir: Path = args.run_dir
+    path = evaluation.checkpoint_file(run_dir, args.checkpoint)
+    out = _output_file(args)
     cfg, checkpoint = evaluation.load_run(path)
     threads = cfg.device.threads or default_threads(cpu_count())  # the run's own rule
     if threads:
