@@ -358,3 +358,42 @@ def print_sweep_summary(
             f"Optuna best parameters: {optuna['best_params']}", markup=False, soft_wrap=True
         )
     console.print(f"{where}: {Path(out_dir).resolve()}", soft_wrap=True, markup=False)
+
+
+def print_evaluation(console: Console, result: dict[str, Any], out: Path) -> None:
+    """vae-eval's table (its fields are eval.json's); the last line names the file written."""
+    table = Table(title="vae-eval", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    status = result["run_status"] or "unknown"
+    k = result["iw_samples"]
+    if result["test_nll_iw"] is None:
+        nll = "not estimated (the run's eval.iw_samples=0): pass --iw-samples K"
+    else:
+        nll = (
+            f"{result['test_nll_iw']:.4f} ± {result['test_nll_iw_se']:.2f} (s.e.)  "
+            f"({result['iw_seconds']:.1f} s)"
+        )
+    rows = [
+        ("run", f"{result['run_dir']} ({status})"),
+        ("checkpoint", f"{result['checkpoint']}.pt: epoch {result['epoch']} of {result['epochs']}"),
+        ("test set", f"{result['n_test']} images of {result['data_name']}"),
+        (f"test ELBO ({result['elbo_samples']} samples)", _fmt(result["test_elbo"])),
+        (f"test NLL, IW (K={k})", nll),
+        (
+            "test loss (recon / KL)",
+            f"{_fmt(result['test_loss'])} ({_fmt(result['test_recon'])} / "
+            f"{_fmt(result['test_kl'])})",
+        ),
+        (
+            "active units (KL / Burda)",
+            f"{result['active_units']} / {result['active_units_burda']} of {result['latent_dim']}",
+        ),
+        ("KL per dimension", " ".join(f"{kl:.2f}" for kl in result["kl_by_dim"])),
+        ("device", f"{result['device']}, {result['threads']} thread(s)"),
+        ("seconds", f"{result['seconds']:.1f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, escape(value) if name in ("run",) else value)
+    console.print(table)
+    console.print(f"Wrote {Path(out).resolve()}", soft_wrap=True, markup=False)

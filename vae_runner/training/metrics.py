@@ -31,6 +31,10 @@ class LikelihoodEstimate(NamedTuple):
     neg_elbo: float  # -ELBO from the same samples, nats per test image
     samples: int
     seconds: float
+    # the standard error of `nll` over the images: the sd of the per-image estimates / sqrt(N)
+    # (NaN for one image). It holds the Monte Carlo noise too, so two estimates of the same
+    # images that differ by more than a few of these differ by more than chance.
+    nll_se: float = math.nan
 
 
 def _log_normal(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -74,15 +78,21 @@ def importance_weighted_nll(
     generator = torch.Generator().manual_seed(seed)
     per_image = max(1, math.prod(images.shape[1:]))
     chunk = max(1, CHUNK_VALUES // (samples * per_image))
-    # float64 sums kept on the device and read once: no host sync per chunk
-    sums = torch.zeros(2, dtype=torch.float64, device=images.device)
+    # float64 sums kept on the device and read once: no host sync per chunk (-NLL, -ELBO and
+    # the per-image NLL's squares, for its spread)
+    sums = torch.zeros(3, dtype=torch.float64, device=images.device)
     for start in range(0, len(images), chunk):
         if check is not None:
             check()
         x = images[start : start + chunk]
         log_w = log_weights(model, x if to_float is None else to_float(x), samples, generator)
-        sums[0] -= (torch.logsumexp(log_w, dim=0) - math.log(samples)).double().sum()
+        log_px = (torch.logsumexp(log_w, dim=0) - math.log(samples)).double()  # per image
+        sums[0] -= log_px.sum()
         sums[1] -= log_w.double().mean(dim=0).sum()
+        sums[2] += log_px.pow(2).sum()
     n = len(images)
-    nll_sum, neg_elbo_sum = sums.tolist()
-    return LikelihoodEstimate(nll_sum / n, neg_elbo_sum / n, samples, time.perf_counter() - started)
+    nll_sum, neg_elbo_sum, square_sum = sums.tolist()
+    nll = nll_sum / n
+    spread = math.sqrt(max(0.0, square_sum - n * nll**2) / (n - 1)) if n > 1 else math.nan
+    seconds = time.perf_counter() - started
+    return LikelihoodEstimate(nll, neg_elbo_sum / n, samples, seconds, spread / math.sqrt(n))
