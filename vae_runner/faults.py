@@ -6,6 +6,7 @@ Imports no torch: the job's error path uses it before torch may have been import
 from __future__ import annotations
 
 import re
+import sys
 
 # torch's CPU allocator says "can't allocate memory: you tried to allocate N bytes" (a plain
 # RuntimeError); CUDA's is torch.OutOfMemoryError, "CUDA out of memory. Tried to allocate ...".
@@ -31,4 +32,19 @@ def out_of_memory_line(err: BaseException) -> str | None:
     return (
         f"out of memory{size}: choose smaller model sizes (model.hidden_dim, model.latent_dim, "
         "model.channels) or a smaller batch_size"
+    )
+
+
+def worker_died_line(err: BaseException) -> str | None:
+    """One line for a joblib worker process that died mid-job (SIGKILL, the out-of-memory
+    killer); None for anything else. loky then ends the whole pool: the jobs of the other
+    workers are killed too (docs/reliability.md, Known limits), each with its finished epochs
+    checkpointed. Told by loky's exception type, which only a loaded joblib can raise."""
+    loky = sys.modules.get("joblib.externals.loky.process_executor")
+    if loky is None or not isinstance(err, loky.TerminatedWorkerError):
+        return None
+    return (
+        "a joblib worker process died (killed, or out of memory): its job and those running "
+        "beside it stopped; every finished epoch is kept; run the same command again to carry "
+        "the sweep on"
     )

@@ -28,6 +28,7 @@ from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.cpu_threads import wait_passively
 from vae_runner.exit_codes import ExitCode
+from vae_runner.faults import worker_died_line
 from vae_runner.files import WriteError
 from vae_runner.report.console import log, print_error
 from vae_runner.rundir import release_held, undo_unstarted
@@ -43,8 +44,10 @@ def _task(cfg: DictConfig) -> float:
     from hydra.types import RunMode
 
     from vae_runner.cli.job import run_job
+    from vae_runner.cli.orphan import watched_job
 
-    code, objective = run_job(cfg, HydraConfig.get())
+    with watched_job(HydraConfig.get()):  # a joblib worker: ends if the sweep's process does
+        code, objective = run_job(cfg, HydraConfig.get())
     if HydraConfig.get().mode == RunMode.RUN:
         _single_run["code"] = code
     return objective
@@ -115,7 +118,13 @@ def _launch(launch, wants_traceback: bool) -> tuple[bool, int | None]:
     except Exception as err:
         hydra_failed = True
         line = explain(err)  # Hydra's MissingConfigException is an OSError too
-        if line is None and isinstance(err, OSError):
+        fault = worker_died_line(err)
+        if fault is not None:  # the jobs' records say the rest: the summary, the exit code
+            if wants_traceback:
+                traceback.print_exc()
+            print_error(fault)
+            code = ExitCode.FAILED
+        elif line is None and isinstance(err, OSError):
             code = _unwritable_record(err)  # Hydra could not write a run's .hydra/: a full disk
         else:
             if wants_traceback or line is None:

@@ -43,6 +43,12 @@ def _note(signum: int) -> None:
         _process["signum"] = signum
 
 
+def request_stop(signum: int) -> None:
+    """Stop this process's runs as `signum` would, without a signal (from any thread): a joblib
+    worker whose sweep process is gone (cli.orphan). Each run reads it at its next batch."""
+    _note(signum)
+
+
 class Interrupted(Exception):
     """Raised by the run at a batch boundary after a stop was requested."""
 
@@ -80,6 +86,8 @@ class StopRequest:
 
     def check(self) -> None:
         """At a batch boundary: raise Interrupted once a stop was requested."""
+        if self.signum is None:
+            self.signum = requested()  # a signal to this process, or request_stop()
         if self.signum is None and self._stop_file is not None:
             now = time.monotonic()
             if now >= self._next_poll:
