@@ -52,7 +52,7 @@ def test_multirun_writes_one_complete_run_per_job(tmp_path):
     "override, words",
     [
         ("lr=-1", "lr must be a finite number > 0 (got -1.0)"),
-        ("epochs=0", "epochs must be >= 1 (got 0)"),
+        ("epochs=0", "epochs must be from 1 to 1000000 (got 0)"),
         ("+misspelt=1", "misspelt is not a key of the config"),
         ("device=cuda", "device=cuda but torch sees no CUDA GPU"),
     ],

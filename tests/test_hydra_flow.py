@@ -42,7 +42,9 @@ def test_a_config_dir_preset_is_checked_in_one_line_and_leaves_nothing(tmp_path)
     presets, run_dir = user_presets(tmp_path), tmp_path / "run"
     result = run_cli("-cd", str(presets), "epochs=0", f"hydra.run.dir={run_dir}", cwd=tmp_path)
     assert result.returncode == 2
-    assert one_error_line(result) == "Error: epochs must be >= 1 (got 0)"
+    assert one_error_line(result) == (
+        "Error: epochs must be from 1 to 1000000 (got 0); 50 is the course's"
+    )
     assert not run_dir.exists()
 
 

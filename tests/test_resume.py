@@ -219,7 +219,11 @@ def test_a_truncated_or_missing_checkpoint_is_one_clear_line(tmp_path, finished_
     assert truncated.stderr.count("\n") == 1 and "not a usable checkpoint" in truncated.stderr
     last.unlink()
     missing = run_cli(f"resume={run_dir}", "epochs=2", cwd=tmp_path)
-    assert missing.returncode == 2 and "has no checkpoints/last.pt" in missing.stderr
+    # its record holds a finished epoch: never "stopped before its first epoch", never afresh
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "history.json records 1 finished epoch but checkpoints/last.pt is missing" in (
+        missing.stderr
+    )
     empty = tmp_path / "empty"
     empty.mkdir()
     nothing = run_cli(f"resume={empty}", cwd=tmp_path)

@@ -35,7 +35,8 @@ def missing_checkpoint_line(run_dir: Path, history: dict[str, Any] | None) -> st
     if not done:
         return None
     return (
-        f"{run_dir}/history.json records {len(done)} finished epochs but {LAST_FILE} is "
+        f"{run_dir}/history.json records {len(done)} finished "
+        f"epoch{'' if len(done) == 1 else 's'} but {LAST_FILE} is "
         "missing, so the run cannot carry on and is not started afresh over them: restore "
         "the checkpoint, or start a new run in another folder"
     )
