@@ -85,7 +85,6 @@ class JobConfigs:
     def __init__(self, load: Load, dirname: Dirname) -> None:
         self._load, self._dirname = load, dirname
         self._settings: dict[tuple[str, ...], tuple[DictConfig, Config]] = {}
-        self.compositions = 0  # how many times Hydra composed (the tests count them)
 
     def checked(self, job: PlannedJob, check: Check) -> tuple[DictConfig, Config]:
         """The job's config as Hydra composes it (without hydra.job.num, which the launcher
@@ -101,7 +100,6 @@ class JobConfigs:
         if derived is not None:
             cfg, typed = derived[0], check(*derived)
         else:
-            self.compositions += 1
             cfg = self._load(list(job.overrides))
             typed = check(cfg, None)
         if setting is not None:
