@@ -143,6 +143,27 @@ def test_a_second_signal_waits_for_the_end_of_a_critical_section():
         request._handle(signal.SIGTERM, None)  # outside one: at once
 
 
+def test_start_ups_sigint_handler_raises_once_and_is_never_chained_after_a_run(monkeypatch):
+    """vae-train's start-up handler (cli.start): the first SIGINT raises KeyboardInterrupt, the
+    next ones nothing; a run's handler, which chains what was there before, never calls it."""
+    monkeypatch.setattr(signal, "getsignal", lambda s: signal.default_int_handler)
+    installed = {}
+    monkeypatch.setattr(signal, "signal", lambda s, h: installed.update({s: h}))
+    signals.take_over_sigint()
+    assert installed[signal.SIGINT] is signals.interrupt_once
+    with pytest.raises(KeyboardInterrupt):
+        signals.interrupt_once(signal.SIGINT, None)
+    installed[signal.SIGINT](signal.SIGINT, None)  # the second: nothing raised
+    monkeypatch.setitem(signals._process, "signum", None)  # this process's stop, put back
+    for before in (signals.interrupt_once, installed[signal.SIGINT]):
+        monkeypatch.setattr(signal, "getsignal", lambda s, before=before: before)
+        with signals.graceful_stop() as stop:
+            stop._handle(signal.SIGINT, None)
+            stop.chain()  # once the run recorded its stop: no KeyboardInterrupt from start-up's
+        assert stop._chained == {}
+        signals._process["signum"] = None
+
+
 def test_a_sweeps_stop_file_stops_a_job_at_its_next_check(tmp_path):
     stop_file = tmp_path / signals.STOP_FILE
     request = signals.StopRequest(stop_file)

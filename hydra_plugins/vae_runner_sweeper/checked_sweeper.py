@@ -10,11 +10,14 @@ nothing heavy, and vae_runner's checks only when a sweep runs.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-# Hydra's grid sweeper has no public import path; this is the only module of vae_runner that
-# imports hydra._internal, so a move of the class upstream is mended here alone.
+# Hydra's grid sweeper and its override_dirname have no public import path; this is the only
+# module of vae_runner that imports hydra._internal, so a move upstream is mended here alone.
+from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from omegaconf import DictConfig
 
 
 @dataclass
@@ -71,9 +74,22 @@ def planned_jobs(arguments: List[str], seeds: Optional[int] = None) -> List[List
     return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
+def dirname(overrides: List[Override], cfg: DictConfig) -> str:
+    """`hydra.job.override_dirname` of a job's task overrides, made by Hydra's own function as
+    its config says (`hydra.job.config.override_dirname`)."""
+    how = cfg.hydra.job.config.override_dirname
+    return get_overrides_dirname(
+        overrides=overrides,
+        exclude_keys=how.exclude_keys,
+        item_sep=how.item_sep,
+        kv_sep=how.kv_sep,
+    )
+
+
 class CheckedSweeper(BasicSweeper):
     def sweep(self, arguments: List[str]) -> Any:
-        from vae_runner.cli.checks import check_sweep_job, check_sweep_overrides
+        from vae_runner.cli.checks import Once, check_sweep_job, check_sweep_overrides
+        from vae_runner.cli.sweep_configs import JobConfigs, plan
 
         assert self.config is not None and self.hydra_context is not None
         preset = self._parse_config()  # hydra.sweeper.params, which super().sweep adds itself
@@ -85,11 +101,13 @@ class CheckedSweeper(BasicSweeper):
             raise Refused(str(err)) from None
         arguments = every[len(preset) :]  # the preset's params come first, unchanged
         check_sweep_overrides(OverridesParser.create().parse_overrides(every))
-        jobs = planned_jobs(every)
+        jobs = plan(planned_jobs(every))
         loader = self.hydra_context.config_loader
+        # Hydra composes a job of each setting; its other seeds are derived (cli.sweep_configs)
+        configs = JobConfigs(lambda job: loader.load_sweep_config(self.config, job), dirname)
+        once = Once()
         for number, job in enumerate(jobs):
-            compose = lambda job=job: loader.load_sweep_config(self.config, list(job))  # noqa: E731
-            check_sweep_job(compose, job if len(jobs) > 1 else None, number)
+            check_sweep_job(configs, job, number, len(jobs) > 1, once)
         return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:

@@ -12,6 +12,8 @@ the process holds at the places it names (comma-separated), writes a marker
   history.json does, until the process is killed.
 - `stop`: after the first stop, inside the critical section that writes the `interrupted`
   record, until a second signal arrives (which a critical section defers).
+- `start` (alone): not a hold, a marker once vae-train has taken over SIGINT and imports the
+  command: a signal sent after it lands in vae-train's start-up, never in Python's own.
 
 SIGKILL and SIGSTOP find the run held. Every process of a sweep (joblib's workers, submitit's
 jobs) inherits the environment. A run directory holds once at each place: a requeued or
@@ -98,5 +100,27 @@ def _install(spec: str, marks: str) -> None:
     signals.StopRequest.check = holding_check
 
 
-if os.environ.get("VAE_TEST_HOLD"):
+def _mark_start(marks: str) -> None:
+    """`start`: a marker (at `start`, no run_dir) once vae-train's console script has taken over
+    SIGINT and begins to import the command (vae_runner.cli.train); it does not hold, and
+    imports nothing of vae-train's before it."""
+    import json
+    import sys
+    from pathlib import Path
+
+    class MarkStart:
+        def find_spec(self, name, path=None, target=None):
+            if name == "vae_runner.cli.train":
+                marker = Path(marks) / f"{os.getpid()}-start.json"
+                partial = marker.with_suffix(".part")
+                partial.write_text(json.dumps(dict(pid=os.getpid(), run_dir=None, at="start")))
+                partial.rename(marker)
+            return None  # found as usual
+
+    sys.meta_path.insert(0, MarkStart())
+
+
+if os.environ.get("VAE_TEST_HOLD") == "start":
+    _mark_start(os.environ["VAE_TEST_HOLD_DIR"])
+elif os.environ.get("VAE_TEST_HOLD"):
     _install(os.environ["VAE_TEST_HOLD"], os.environ["VAE_TEST_HOLD_DIR"])

@@ -17,6 +17,7 @@ from pathlib import Path
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vae_runner.cli.sweep_configs import JobConfigs, PlannedJob
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
 from vae_runner.config.overrides import by_key, changeable
@@ -55,14 +56,33 @@ def job_config(cfg: DictConfig) -> Config:
     return to_typed(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
-def check_new_job(cfg: DictConfig) -> Config:
-    """Everything that can be known about a new job before it runs; returns its typed config.
+class Once:
+    """Checks that many jobs share, run once for each distinct value they check: a sweep of
+    1000 seeds looks for its data files, its device and its tracking store once."""
+
+    def __init__(self) -> None:
+        self._done: list[tuple] = []  # compared with ==: the typed groups are dataclasses
+
+    def __call__(self, key: tuple, check: Callable[[], object]) -> None:
+        if key not in self._done:
+            check()
+            self._done.append(key)
+
+
+def check_new_job(cfg: DictConfig, typed: Config | None = None, once: Once | None = None) -> Config:
+    """Everything that can be known about a new job before it runs; returns its typed config
+    (`typed`: the one already made of `cfg`; `once`: what earlier jobs of a sweep checked).
     Relative data paths are read from where vae-train was started (hydra.runtime.cwd), by the
     run too, so hydra.job.chdir=true changes nothing for them."""
-    refuse_shadowed(cfg.hydra)  # a -cd folder's config.yaml that Hydra passed over
-    typed = job_config(cfg)
-    check_job(typed, Path(cfg.hydra.runtime.cwd))
-    open_tracking_store(typed, Path(cfg.hydra.runtime.cwd))
+    once = Once() if once is None else once
+    hydra, start_dir = cfg.hydra, Path(cfg.hydra.runtime.cwd)
+    # a -cd folder's config.yaml that Hydra passed over; keyed by all that refuse_shadowed reads
+    search_path = (str(hydra.job.config_name), str(hydra.runtime.choices))
+    once(search_path + (str(hydra.runtime.config_sources),), lambda: refuse_shadowed(hydra))
+    typed = job_config(cfg) if typed is None else typed
+    once(("data", typed.data, start_dir), lambda: check_data(typed, start_dir))
+    once(("device", typed.device), lambda: check_device(typed))
+    once(("tracking", typed.logger, start_dir), lambda: open_tracking_store(typed, start_dir))
     return typed
 
 
@@ -79,10 +99,19 @@ def open_tracking_store(typed: Config, start_dir: Path) -> None:
 
 def check_job(typed: Config, start_dir: Path) -> None:
     """What the typed config alone cannot say: the data files are there, the device exists."""
+    check_data(typed, start_dir)
+    check_device(typed)
+
+
+def check_data(typed: Config, start_dir: Path) -> None:
     from vae_runner.data.images import check_available
-    from vae_runner.training.build import build_device
 
     check_available(typed.data, start_dir)
+
+
+def check_device(typed: Config) -> None:
+    from vae_runner.training.build import build_device
+
     build_device(typed.device)  # device=cuda without CUDA is refused here, not mid-run
 
 
@@ -341,16 +370,24 @@ def check_sweep_overrides(overrides: list[Override]) -> None:
             )
 
 
-def check_sweep_job(compose: Callable[[], DictConfig], job: list[str] | None, number: int) -> None:
-    """Job `number` of a basic sweep, composed (by `compose`) as Hydra will launch it."""
-    where = f"job {' '.join(job)}: " if job else ""
-    try:
-        cfg = compose()
+def check_sweep_job(
+    configs: JobConfigs, job: PlannedJob, number: int, name_it: bool, once: Once
+) -> None:
+    """Job `number` of a basic sweep, composed and typed (by `configs`) as Hydra will launch it;
+    `once`: what the sweep's earlier jobs checked (the same data, device, store). `name_it`:
+    the refusal names the job (a sweep of more than one)."""
+    where = f"job {' '.join(job.overrides)}: " if name_it else ""
+
+    def check(cfg: DictConfig, typed: Config | None) -> Config:
         with open_dict(cfg.hydra.job):
             cfg.hydra.job.num = number  # as the launcher sets it, so hydra.sweep.subdir resolves
         job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-        typed = check_new_job(cfg)
+        typed = check_new_job(cfg, typed, once)
         carry_on(job_dir, typed, list(cfg.hydra.overrides.task), "hydra.sweep.dir")
+        return typed
+
+    try:
+        configs.checked(job, check)
     except Exception as err:
         line = explain(err)
         if line is None:

@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from vae_runner import __version__
 from vae_runner.cli.checks import CarryOnSweep, Refused
 from vae_runner.cli.relaunch import run_hydra
+from vae_runner.cli.start import interrupted_while_starting
 from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.cpu_threads import wait_passively
@@ -34,6 +35,7 @@ from vae_runner.report.console import log, print_error
 from vae_runner.rundir import release_held, undo_unstarted
 from vae_runner.sweep import finish
 from vae_runner.training import signals
+from vae_runner.training.signals import take_over_sigint
 
 # The single run's exit code, set by the job (run_job); a sweep's comes from its records.
 _single_run: dict[str, int] = {}
@@ -169,16 +171,17 @@ def _unwritable_record(err: OSError) -> int:
 
 
 def entry() -> None:
-    """The console script: main(), quiet when its output pipe closes (`vae-train --help | head`),
-    and one line for a Ctrl-C before any run began (while Python and Hydra start)."""
+    """main(), quiet when its output pipe closes (`vae-train --help | head`), and one line for a
+    Ctrl-C before any run began (while Hydra and torch start); the console script is cli.start's,
+    which takes over SIGINT before this module's imports."""
+    take_over_sigint()
     try:
         main()
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(ExitCode.FAILED)
     except KeyboardInterrupt:
-        print_error("interrupted while starting; nothing was run")
-        sys.exit(ExitCode.INTERRUPTED)
+        interrupted_while_starting()
 
 
 if __name__ == "__main__":

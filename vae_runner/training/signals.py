@@ -147,15 +147,38 @@ def graceful_stop(stop_file: Path | None = None) -> Iterator[StopRequest]:
     for s in HANDLED:
         signal.signal(s, request._handle)
     # A handler that was there before (submitit's for SIGUSR2, a sweep's) runs after the stop
-    # is recorded; Python's default SIGINT handler would only raise KeyboardInterrupt.
-    request._chained = {
-        s: h for s, h in previous.items() if callable(h) and h is not signal.default_int_handler
-    }
+    # is recorded; Python's default SIGINT handler and start-up's only raise KeyboardInterrupt.
+    request._chained = {s: h for s, h in previous.items() if callable(h) and h not in STARTING}
     try:
         yield request
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+def interrupt_once(signum, frame) -> None:
+    """SIGINT while vae-train starts (cli.start), before a run or sweep installs its own: the
+    first raises KeyboardInterrupt, as Python's default handler does, and start-up stops in one
+    line. Every later one is ignored: a second Ctrl-C a few ms after the first would raise in
+    the middle of the first one's unwinding, its line being printed or the interpreter's exit
+    (a traceback from rich, "Exception ignored in threading._shutdown")."""
+    signal.signal(signal.SIGINT, _after_the_first)
+    raise KeyboardInterrupt
+
+
+def _after_the_first(signum, frame) -> None:
+    """Nothing: the first SIGINT is already stopping vae-train (a Python handler rather than
+    SIG_IGN, which a process started now would inherit)."""
+
+
+def take_over_sigint() -> None:
+    """`interrupt_once` in place of Python's default SIGINT handler (a process started with
+    SIGINT ignored, in the background of a script, keeps ignoring it)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, interrupt_once)
+
+
+STARTING = (signal.default_int_handler, interrupt_once, _after_the_first)  # never chained
 
 
 def exit_status(signum: int) -> int:
