@@ -143,17 +143,27 @@ def test_a_second_signal_waits_for_the_end_of_a_critical_section():
         request._handle(signal.SIGTERM, None)  # outside one: at once
 
 
-def test_start_ups_sigint_handler_raises_once_and_is_never_chained_after_a_run(monkeypatch):
-    """vae-train's start-up handler (cli.start): the first SIGINT raises KeyboardInterrupt, the
-    next ones nothing; a run's handler, which chains what was there before, never calls it."""
+def test_start_ups_sigint_handler_requests_a_stop_and_is_never_chained_after_a_run(monkeypatch):
+    """vae-train's start-up handler (cli.start): a SIGINT is a stop request, never an exception
+    (raised inside torch's C++ import code one aborted the process); the next ones change
+    nothing; a run's handler, which chains what was there before, never calls it."""
     monkeypatch.setattr(signal, "getsignal", lambda s: signal.default_int_handler)
     installed = {}
     monkeypatch.setattr(signal, "signal", lambda s, h: installed.update({s: h}))
     signals.take_over_sigint()
     assert installed[signal.SIGINT] is signals.interrupt_once
-    with pytest.raises(KeyboardInterrupt):
-        signals.interrupt_once(signal.SIGINT, None)
-    installed[signal.SIGINT](signal.SIGINT, None)  # the second: nothing raised
+    monkeypatch.setitem(signals._process, "signum", None)
+    signals.interrupt_once(signal.SIGINT, None)  # nothing raised: a request
+    assert signals.requested() == signal.SIGINT
+    installed[signal.SIGINT](signal.SIGINT, None)  # the second: nothing either
+    from vae_runner.cli.checks import Refused, stop_if_interrupted
+
+    with pytest.raises(Refused) as stopped:  # honoured at start-up's next safe point
+        stop_if_interrupted()
+    assert (stopped.value.message, stopped.value.code) == (
+        "interrupted while starting; nothing was run",
+        130,
+    )
     monkeypatch.setitem(signals._process, "signum", None)  # this process's stop, put back
     for before in (signals.interrupt_once, installed[signal.SIGINT]):
         monkeypatch.setattr(signal, "getsignal", lambda s, before=before: before)

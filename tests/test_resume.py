@@ -362,12 +362,16 @@ def test_a_double_ctrl_c_after_finished_epochs_keeps_them(tmp_path):
 
 
 def test_a_ctrl_c_while_starting_is_one_line(tmp_path):
-    process = start_cli("epochs=1", cwd=tmp_path, log=tmp_path / "log")
+    # Once vae-train's own code runs (the `start` marker): a SIGINT in Python's first tens of
+    # milliseconds, while it imports its site module, is Python's ("Fatal Python error:
+    # init_import_site", exit 1), before any code of vae-train could take it.
+    process = start_cli("epochs=1", cwd=tmp_path, log=tmp_path / "log", hold="start")
+    wait_for_hold(process, at="start")
     process.send_signal(signal.SIGINT)  # wherever it lands: imports, composing, the run
     code = process.wait()
     output = (tmp_path / "log").read_text()
-    # -2: the signal came before Python could install its handler (nothing printed)
-    assert code in (-2, 0, 130) and "Traceback" not in output, output
+    # 0: the SIGINT was swallowed by a library bare `except:` while it imported (the run went on)
+    assert code in (0, 130) and "Traceback" not in output, output
 
 
 # After vae-train has taken over SIGINT (the `start` marker): 0 lands in its imports, the last

@@ -247,9 +247,22 @@ def check_writable(path: Path, key: str) -> None:
         ) from None
 
 
+def stop_if_interrupted() -> None:
+    """A Ctrl-C while vae-train started (training.signals.interrupt_once) is honoured here,
+    before anything is made for a run, a sweep or a job: one line, exit 130."""
+    from vae_runner.training import signals
+
+    signum = signals.requested()
+    if signum is not None:
+        from vae_runner.cli.start import LINE
+
+        raise Refused(LINE, code=signals.exit_status(signum))
+
+
 def check_run(cfg: DictConfig) -> None:
     """A single run (RunMode.RUN), before Hydra writes anything in its directory. The run's
     directory is claimed here, for the run's whole life (cli.job releases it)."""
+    stop_if_interrupted()
     run_dir = Path(str(cfg.hydra.run.dir))
     if cfg.hydra.sweeper.get("params"):
         choice = cfg.hydra.runtime.choices.get("experiment")
@@ -295,6 +308,7 @@ def check_run(cfg: DictConfig) -> None:
         refuse_empty_dir(run_dir, "hydra.run.dir")
         check_writable(run_dir, "hydra.run.dir")
         typed = check_new_job(cfg)
+        stop_if_interrupted()  # checking imported torch: seconds
         claim(run_dir, "hydra.run.dir", hold=True)
         attempt = carry_on(run_dir, typed, list(cfg.hydra.overrides.task), "hydra.run.dir")
         if attempt.history and attempt.history.get("status") in FINISHED:
@@ -309,6 +323,7 @@ def check_run(cfg: DictConfig) -> None:
 def check_multirun(cfg: DictConfig) -> None:
     """A sweep as a whole (RunMode.MULTIRUN), before its jobs are checked and launched. The
     sweep directory is claimed: one sweep at a time writes into it."""
+    stop_if_interrupted()
     sweep_dir = Path(str(cfg.hydra.sweep.dir))
     if str(sweep_dir) in ("", "."):
         raise ConfigError("hydra.sweep.dir is empty: give the sweep its own folder")
@@ -376,6 +391,7 @@ def check_sweep_job(
     """Job `number` of a basic sweep, composed and typed (by `configs`) as Hydra will launch it;
     `once`: what the sweep's earlier jobs checked (the same data, device, store). `name_it`:
     the refusal names the job (a sweep of more than one)."""
+    stop_if_interrupted()  # checking 1000 jobs takes a while
     where = f"job {' '.join(job.overrides)}: " if name_it else ""
 
     def check(cfg: DictConfig, typed: Config | None) -> Config:

@@ -60,6 +60,13 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
     stopped = signals.requested() or signals.read_stop_file(stop_file)
     if stopped:  # the sweep was asked to stop before this job began
         _leave_not_started(run_dir)
+        if single:  # a Ctrl-C while starting that Python could not raise where it landed
+            from vae_runner.cli.start import LINE
+
+            held = take_held(run_dir)  # its checks' claim: given back, the empty folder too
+            if held is not None:
+                held.release(remove_empty_dir=True)
+            print_error(LINE)
         if not single and signals.requested() and finish.sweep_started():
             raise signals.SweepStopped(stopped)  # the sweep's own process: skip the rest at once
         return signals.exit_status(stopped), NOTHING

@@ -1,10 +1,11 @@
 """`vae-train`'s console script: a Ctrl-C while vae-train starts is one line and exit 130.
 
 Before anything heavy is imported (Hydra, then torch, take seconds), SIGINT is taken over from
-Python's default handler (training.signals.interrupt_once): the first Ctrl-C stops start-up,
-later ones are ignored, so they cannot raise in the middle of the first one's unwinding or
-its line. Then cli.train runs the command. (Only standard modules are imported before: a
-Ctrl-C in the first few hundredths of a second, while Python itself starts, is Python's.)
+Python's default handler (training.signals.interrupt_once): a Ctrl-C is a stop request that
+start-up honours at its next safe point (never an exception raised wherever it lands, which
+inside torch's import can abort the process), and later ones change nothing. Then cli.train
+runs the command. (Only standard modules are imported before: a Ctrl-C in the first few
+hundredths of a second, while Python itself starts, is Python's.)
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import os
 import sys
 
 from vae_runner.exit_codes import ExitCode
-from vae_runner.training.signals import take_over_sigint
+from vae_runner.training.signals import interrupted_at_start, take_over_sigint
 
 LINE = "interrupted while starting; nothing was run"
 
 
 def entry() -> None:
     take_over_sigint()
-    try:
-        from vae_runner.cli.train import entry as run
-    except KeyboardInterrupt:  # while Hydra or vae-train's own modules were imported
+    from vae_runner.cli.train import entry as run
+
+    if interrupted_at_start():  # a Ctrl-C while Hydra and vae-train's modules were imported
         interrupted_while_starting()
     run()
 

@@ -10,6 +10,7 @@ Imports no torch: `vae-train --help` and `vae-train --cfg job` answer at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
@@ -180,7 +181,11 @@ def entry() -> None:
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(ExitCode.FAILED)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Python's own handler (vae-train started without cli.start)
+        # It can land after Hydra made the run's folder and .hydra/ (its logging, the job's
+        # callbacks) but before the run began: "nothing was run" leaves nothing either.
+        with contextlib.suppress(Exception):
+            undo_unstarted(finish.state.sweep_dir)
         interrupted_while_starting()
 
 

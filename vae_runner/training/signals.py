@@ -157,13 +157,15 @@ def graceful_stop(stop_file: Path | None = None) -> Iterator[StopRequest]:
 
 
 def interrupt_once(signum, frame) -> None:
-    """SIGINT while vae-train starts (cli.start), before a run or sweep installs its own: the
-    first raises KeyboardInterrupt, as Python's default handler does, and start-up stops in one
-    line. Every later one is ignored: a second Ctrl-C a few ms after the first would raise in
-    the middle of the first one's unwinding, its line being printed or the interpreter's exit
-    (a traceback from rich, "Exception ignored in threading._shutdown")."""
+    """SIGINT while vae-train starts (cli.start), before a run or sweep installs its own: a
+    stop request, never an exception. A KeyboardInterrupt raised wherever the signal lands
+    cannot always be caught: inside torch's C++ import code it aborts the process (SIGABRT),
+    inside a callback of the import system Python only prints it ("Exception ignored in ...")
+    and start-up goes on. So start-up stops at its next safe point instead (after the imports,
+    before the run's folder, before each job is checked or started), in one line; a second
+    Ctrl-C changes nothing."""
     signal.signal(signal.SIGINT, _after_the_first)
-    raise KeyboardInterrupt
+    _note(signum)
 
 
 def _after_the_first(signum, frame) -> None:
@@ -176,6 +178,11 @@ def take_over_sigint() -> None:
     SIGINT ignored, in the background of a script, keeps ignoring it)."""
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         signal.signal(signal.SIGINT, interrupt_once)
+
+
+def interrupted_at_start() -> bool:
+    """Whether a SIGINT reached `interrupt_once` in this process."""
+    return signal.getsignal(signal.SIGINT) is _after_the_first
 
 
 STARTING = (signal.default_int_handler, interrupt_once, _after_the_first)  # never chained
