@@ -34,6 +34,7 @@ from vae_runner.config.explain import explain
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError, write_json_atomic
+from vae_runner.record import HISTORY_FILE
 from vae_runner.report.console import log, print_error
 from vae_runner.rundir import (
     Busy,
@@ -45,7 +46,7 @@ from vae_runner.rundir import (
 )
 from vae_runner.sweep import finish
 from vae_runner.training import signals
-from vae_runner.training.history import HISTORY_FILE, failure_record
+from vae_runner.training.history import failure_record
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
 NOTHING = float("inf")  # the objective of a job that has no best loss
