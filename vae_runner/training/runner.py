@@ -36,7 +36,8 @@ from vae_runner.report.console import (
     print_warning,
 )
 from vae_runner.report.images import save_grids
-from vae_runner.report.loggers import NoLogger, build_logger
+from vae_runner.report.logger_choice import build_logger
+from vae_runner.report.loggers import NoLogger
 from vae_runner.training import early_stop
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import step_scheduler
