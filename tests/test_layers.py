@@ -83,7 +83,7 @@ def imports(modules: dict[str, Path]) -> dict[str, list[tuple[str, int]]]:
                 target = _known(name, modules)
                 if target is not None and target != module:
                     edges.append((target, node.lineno))
-        graph[module] = edges
+        graph[module] = sorted(set(edges), key=lambda edge: (edge[1], edge[0]))  # once a line
     return graph
 
 
