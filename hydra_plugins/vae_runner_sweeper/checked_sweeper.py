@@ -15,9 +15,9 @@ from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 # The plan (seeds=N, every job's overrides) is vae_runner's, below this plugin, so that a
-# sweep's summary reads it too; Hydra's grid sweeper, which has no public import path, comes
-# from there (vae_runner.sweep.plan is the only module that imports hydra._internal).
-from vae_runner.sweep.plan import BasicSweeper, SeedsConflict, expand_seeds, planned_jobs
+# sweep's summary reads it too; so is the one import of Hydra's grid sweeper (basic_sweeper),
+# which has no public import path.
+from vae_runner.sweep.plan import SeedsConflict, basic_sweeper, expand_seeds, planned_jobs
 
 
 @dataclass
@@ -30,7 +30,9 @@ class CheckedSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="checked", node=CheckedSweeperConf)
 
 
-class CheckedSweeper(BasicSweeper):
+# Looked up as this module runs: Hydra runs it again at each app start, after its own basic
+# sweeper's module, whose class is then another one.
+class CheckedSweeper(basic_sweeper()):
     def sweep(self, arguments: List[str]) -> Any:
         from vae_runner.cli.checks import check_sweep_job, check_sweep_overrides
 

@@ -8,13 +8,7 @@ Imports no torch, and nothing of vae_runner.
 
 from __future__ import annotations
 
-# Hydra's grid sweeper has no public import path; this is the only module of vae_runner that
-# imports hydra._internal (the checked sweeper takes its base class from here), so a move of
-# the class upstream is mended here alone.
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
-
-__all__ = ["MAX_SEEDS", "BasicSweeper", "SeedsConflict", "expand_seeds", "planned_jobs"]
 
 MAX_SEEDS = 1000  # the bound config.schema.Config puts on `seeds`
 
@@ -52,9 +46,22 @@ def expand_seeds(arguments: list[str], default: int | None) -> list[str]:
     return kept + [f"seed=range({count})"]
 
 
+def basic_sweeper() -> type:
+    """Hydra's grid sweeper class, as Hydra has it loaded now. Each Hydra app start runs its
+    plugin modules again in place (a new class each time, which its own __init__ names), so the
+    class is looked up when asked for, never kept from an earlier start (in-process runs).
+
+    It has no public import path; this is the only import of hydra._internal in vae_runner and
+    its plugin (the checked sweeper subclasses what this returns), so a move upstream is mended
+    here alone."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    return BasicSweeper
+
+
 def planned_jobs(arguments: list[str], seeds: int | None = None) -> list[list[str]]:
     """Every job's overrides, in job order, as the checked sweeper expands `arguments` (with
     the config's `seeds`)."""
     expanded = expand_seeds(arguments, seeds)
     overrides = OverridesParser.create().parse_overrides(expanded)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
+    return [job for batch in basic_sweeper().split_arguments(overrides, None) for job in batch]
