@@ -10,7 +10,7 @@ import torch
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import GROUP_SCHEMAS, Config
 from vae_runner.config.typed import to_typed
-from vae_runner.report.loggers import build_logger
+from vae_runner.report.logger_choice import build_logger
 from vae_runner.training.build import (
     build_device,
     build_model,

@@ -17,11 +17,12 @@ from vae_runner.cli.checks import carry_on
 from vae_runner.config.errors import ConfigError
 from vae_runner.exit_codes import exit_code
 from vae_runner.files import WriteError
+from vae_runner.record import EPOCH_KEYS
 from vae_runner.rundir import LOCK_FILE, Busy, claim, earlier_attempt, is_live
 from vae_runner.training import runner as runner_module
 from vae_runner.training import signals
 from vae_runner.training.checkpoint import load_checkpoint
-from vae_runner.training.history import EPOCH_KEYS, new_history, with_epoch
+from vae_runner.training.history import new_history, with_epoch
 from vae_runner.training.resume import load_for_resume
 from vae_runner.training.runner import run
 

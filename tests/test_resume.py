@@ -11,8 +11,8 @@ import time
 import pytest
 import torch
 
+from vae_runner.record import EPOCH_KEYS
 from vae_runner.training.checkpoint import CheckpointError, load_checkpoint
-from vae_runner.training.history import EPOCH_KEYS
 
 from helpers import run_cli, start_cli, vae_train_in_process, wait_for_hold
 

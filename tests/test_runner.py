@@ -13,8 +13,8 @@ from rich.console import Console
 
 from vae_runner.data.images import load_data
 from vae_runner.files import write_json_atomic
+from vae_runner.record import EPOCH_KEYS
 from vae_runner.training.epoch import train_epoch
-from vae_runner.training.history import EPOCH_KEYS
 from vae_runner.training.model import MLPVAE
 from vae_runner.training.runner import release_training_state, run
 from vae_runner.training.trainer import build_trainer

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hydra_plugins.vae_runner_sweeper.checked_sweeper import expand_seeds
+from vae_runner.sweep.plan import SeedsConflict, expand_seeds
 from vae_runner.sweep.rundirs import collect_jobs
 from vae_runner.sweep.settings import spread, welch_p
 from vae_runner.sweep.summary import build_summary, write_summary
@@ -155,14 +155,13 @@ def test_seeds_expands_to_a_seed_dimension():
     assert expand_seeds(["lr=1e-3", "seed=7"], 3) == ["lr=1e-3", "seed=7"]  # seed= wins a preset's
     assert expand_seeds(["seeds=1"], 3) == []  # one seed: the configured seed
     assert expand_seeds(["seeds=null"], 3) == []
-    # a ValueError: Hydra imports plugin modules anew, so its SeedsConflict is another class
     # seeds=0 once ran one job with the configured seed: the typed rule holds here too
     for bad in ("0", "-1", "1001"):
         with pytest.raises(
             ValueError, match=f"seeds must be a count from 1 to 1000 \\(got {bad}\\)"
         ):
             expand_seeds([f"seeds={bad}"], None)
-    with pytest.raises(ValueError, match="seeds=3 runs seed=0..2 and seed=1,2 names seeds"):
+    with pytest.raises(SeedsConflict, match="seeds=3 runs seed=0..2 and seed=1,2 names seeds"):
         expand_seeds(["seeds=3", "seed=1,2"], None)
 
 

@@ -30,7 +30,7 @@ import yaml
 
 from vae_runner.config.errors import ConfigError
 from vae_runner.files import WriteError, is_temporary, writing
-from vae_runner.training.history import HISTORY_FILE
+from vae_runner.record import HISTORY_FILE
 
 LOCK_FILE = ".vae-train.lock"
 HYDRA_RECORD = ".hydra"

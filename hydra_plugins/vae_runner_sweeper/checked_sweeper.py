@@ -4,20 +4,25 @@ made. A bad value in any job is one line and exit 2, and nothing has trained or 
 
 Hydra imports every module of `hydra_plugins` whenever any Hydra app starts (without putting it
 in sys.modules, so no `from __future__ import annotations` here): this one imports
-nothing heavy, and vae_runner's checks only when a sweep runs.
+nothing heavy (vae_runner.sweep.plan: Hydra's own parser and grid sweeper), and vae_runner's
+checks only when a sweep runs.
 """
 
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-# Hydra's grid sweeper and its override_dirname have no public import path; this is the only
-# module of vae_runner that imports hydra._internal, so a move upstream is mended here alone.
+# Hydra's override_dirname has no public import path (nor its grid sweeper: sweep.plan);
+# a move upstream is mended here and there.
 from hydra._internal.config_loader_impl import get_overrides_dirname
-from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
+
+# The plan (seeds=N, every job's overrides) is vae_runner's, below this plugin, so that a
+# sweep's summary reads it too; so is the one import of Hydra's grid sweeper (basic_sweeper),
+# which has no public import path.
+from vae_runner.sweep.plan import SeedsConflict, basic_sweeper, expand_seeds, planned_jobs
 
 
 @dataclass
@@ -28,50 +33,6 @@ class CheckedSweeperConf:
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="checked", node=CheckedSweeperConf)
-
-
-MAX_SEEDS = 1000  # the bound config.schema.Config puts on `seeds`
-
-
-class SeedsConflict(ValueError):
-    """`seeds=N` beside a `seed=` override: which seeds to run is unclear."""
-
-
-def expand_seeds(arguments: List[str], default: Optional[int]) -> List[str]:
-    """`seeds=N` (from the command line, else `default`: the config's, e.g. an experiment's)
-    becomes the sweep dimension `seed=range(N)`, so each job records its own `seed=k` and
-    nothing else. A `seed=` of the command line wins over a preset's `seeds`; beside a
-    `seeds=` of the command line it is refused."""
-    parsed = OverridesParser.create().parse_overrides(arguments)
-    given = [o for o in parsed if o.get_key_element() == "seeds"]
-    kept = [a for a, o in zip(arguments, parsed, strict=True) if o.get_key_element() != "seeds"]
-    count = default
-    if given:
-        value = given[-1].value()
-        count = None if value is None else int(value)
-        # The typed config's own rule, here too: the jobs never see `seeds`, so seeds=0 would
-        # otherwise run one job with the configured seed instead of being refused.
-        if count is not None and not 1 <= count <= MAX_SEEDS:
-            raise ValueError(
-                f"seeds must be a count from 1 to {MAX_SEEDS} (got {count}), e.g. seeds=3"
-            )
-    seed_given = [o.input_line for o in parsed if o.get_key_element() == "seed"]
-    if seed_given and given and count is not None:
-        raise SeedsConflict(
-            f"seeds={count} runs seed=0..{count - 1} and {seed_given[0]} names seeds too: "
-            "give one of them"
-        )
-    if count is None or count <= 1 or seed_given:
-        return kept
-    return kept + [f"seed=range({count})"]
-
-
-def planned_jobs(arguments: List[str], seeds: Optional[int] = None) -> List[List[str]]:
-    """Every job's overrides, in job order, as the checked sweeper expands `arguments` (with
-    the config's `seeds`)."""
-    expanded = expand_seeds(arguments, seeds)
-    overrides = OverridesParser.create().parse_overrides(expanded)
-    return [job for batch in BasicSweeper.split_arguments(overrides, None) for job in batch]
 
 
 def dirname(overrides: List[Override], cfg: DictConfig) -> str:
@@ -86,7 +47,9 @@ def dirname(overrides: List[Override], cfg: DictConfig) -> str:
     )
 
 
-class CheckedSweeper(BasicSweeper):
+# Looked up as this module runs: Hydra runs it again at each app start, after its own basic
+# sweeper's module, whose class is then another one.
+class CheckedSweeper(basic_sweeper()):
     def sweep(self, arguments: List[str]) -> Any:
         from vae_runner.cli.checks import Once, check_sweep_job, check_sweep_overrides
         from vae_runner.cli.sweep_configs import JobConfigs, plan

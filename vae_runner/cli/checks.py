@@ -254,9 +254,7 @@ def stop_if_interrupted() -> None:
 
     signum = signals.requested()
     if signum is not None:
-        from vae_runner.cli.start import LINE
-
-        raise Refused(LINE, code=signals.exit_status(signum))
+        raise Refused(signals.INTERRUPTED_WHILE_STARTING, code=signals.exit_status(signum))
 
 
 def check_run(cfg: DictConfig) -> None:

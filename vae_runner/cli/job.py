@@ -34,6 +34,7 @@ from vae_runner.config.explain import explain
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError, write_json_atomic
+from vae_runner.record import HISTORY_FILE
 from vae_runner.report.console import log, print_error
 from vae_runner.rundir import (
     Busy,
@@ -45,7 +46,7 @@ from vae_runner.rundir import (
 )
 from vae_runner.sweep import finish
 from vae_runner.training import signals
-from vae_runner.training.history import HISTORY_FILE, failure_record
+from vae_runner.training.history import failure_record
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
 NOTHING = float("inf")  # the objective of a job that has no best loss
@@ -61,12 +62,10 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
     if stopped:  # the sweep was asked to stop before this job began
         _leave_not_started(run_dir)
         if single:  # a Ctrl-C while starting that Python could not raise where it landed
-            from vae_runner.cli.start import LINE
-
             held = take_held(run_dir)  # its checks' claim: given back, the empty folder too
             if held is not None:
                 held.release(remove_empty_dir=True)
-            print_error(LINE)
+            print_error(signals.INTERRUPTED_WHILE_STARTING)
         if not single and signals.requested() and finish.sweep_started():
             raise signals.SweepStopped(stopped)  # the sweep's own process: skip the rest at once
         return signals.exit_status(stopped), NOTHING

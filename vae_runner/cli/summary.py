@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 from vae_runner.exit_codes import ExitCode
+from vae_runner.record import HISTORY_FILE
 from vae_runner.report.console import print_error
 from vae_runner.sweep.rundirs import is_run_dir
 from vae_runner.sweep.summary import summarize
-from vae_runner.training.history import HISTORY_FILE
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,6 @@ from omegaconf import DictConfig
 from vae_runner import __version__
 from vae_runner.cli.checks import CarryOnSweep, Refused
 from vae_runner.cli.relaunch import run_hydra
-from vae_runner.cli.start import interrupted_while_starting
 from vae_runner.config.explain import explain
 from vae_runner.config.resolvers import register
 from vae_runner.cpu_threads import wait_passively
@@ -169,6 +168,18 @@ def _unwritable_record(err: OSError) -> int:
     kept = "the jobs that ran keep their records" if ran else "nothing was run"
     print_error(f"{reason}; {kept}")
     return ExitCode.FAILED
+
+
+def interrupted_while_starting() -> None:
+    """The one line, then exit 130 at once, without the interpreter's exit hooks: a library
+    left half-imported by a Ctrl-C (Python's own handler, before cli.start took it over) may
+    print from its hooks (torch's FakeTensor cache statistics). Nothing of vae-train's needs
+    them before a run began: no file is being written, the checks' claims are released, and a
+    lock ends with its process."""
+    print_error(signals.INTERRUPTED_WHILE_STARTING)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(int(ExitCode.INTERRUPTED))
 
 
 def entry() -> None:

@@ -7,17 +7,16 @@ A logger follows a run through four calls, all made by training.runner:
 - finish(history): at the end, however the run ended, once history.json and the PNGs are
   written (its status is final then).
 Building a logger imports nothing: its package is imported by start(), so a missing extra is
-found as the run starts and recorded like any other failure.
+found as the run starts and recorded like any other failure. Which one a run gets:
+report/logger_choice.py (MLflow's is report/tracking.py's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.schema import LoggerConfig, MLflowLoggerConfig, TensorBoardLoggerConfig
 from vae_runner.config.typed import flat_config
 
 # history key -> TensorBoard tag: related series share a chart
@@ -125,23 +124,3 @@ def hparams(config: dict[str, Any]) -> dict[str, int | float | str | bool]:
         else:
             out[key] = "null" if value is None else str(value)
     return out
-
-
-def build_logger(
-    cfg: LoggerConfig,
-    run_dir: Path,
-    *,
-    start_dir: Path | None = None,
-    sweep_dir: Path | None = None,
-    run_name: str | None = None,
-    warn: Callable[[str], None] | None = None,
-) -> NoLogger:
-    """The run's logger. `sweep_dir`: a sweep's job (MLflow makes it a child of the sweep's
-    run); `run_name`: how a tracker names the run; `warn`: says what a tracker could not log."""
-    if isinstance(cfg, TensorBoardLoggerConfig):
-        return TensorBoardLogger(Path(run_dir) / cfg.log_dir)
-    if isinstance(cfg, MLflowLoggerConfig):
-        from vae_runner.report.tracking import MLflowLogger  # imports no mlflow until start()
-
-        return MLflowLogger(cfg, Path(run_dir), start_dir, sweep_dir, run_name, warn)
-    return NoLogger()

@@ -312,7 +312,7 @@ def plot_kl_heatmap(history: dict[str, Any], path: Path) -> Path | None:
 
 def plot_run(run_dir: Path, history: dict[str, Any] | None = None) -> list[Path]:
     """Draw curves.png and kl_per_dim.png into `run_dir` from its history."""
-    from vae_runner.training.history import load_history
+    from vae_runner.record import load_history
 
     run_dir = Path(run_dir)
     history = history if history is not None else load_history(run_dir)

@@ -66,7 +66,7 @@ def _mlflow_left_running(run_dir: Path) -> bool:
 def _end_mlflow_run(run_dir: Path, history: dict[str, Any], cfg: Config, start_dir) -> str:
     """The run's own logger, carried on and finished as the run's end would have."""
     from vae_runner.report.console import log
-    from vae_runner.report.loggers import build_logger
+    from vae_runner.report.logger_choice import build_logger
 
     warned: list[str] = []
     logger = build_logger(cfg.logger, run_dir, start_dir=start_dir, warn=warned.append)

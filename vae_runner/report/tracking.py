@@ -24,7 +24,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -199,7 +199,7 @@ def group_tags(config: dict[str, Any]) -> dict[str, str]:
 
 def epoch_metrics(history: dict[str, Any], index: int) -> dict[str, float]:
     """Epoch `index`'s values of every per-epoch series (kl_by_dim as kl_by_dim/<dim>)."""
-    from vae_runner.training.history import epoch_keys
+    from vae_runner.record import epoch_keys
 
     values: dict[str, float] = {}
     for key in epoch_keys(history):
@@ -413,7 +413,7 @@ class MLflowLogger(NoLogger):
         )
 
     def _log_artifacts(self) -> None:
-        from vae_runner.training.history import HISTORY_FILE
+        from vae_runner.record import HISTORY_FILE
 
         self.client.log_artifact(self.run_id, str(self.run_dir / HISTORY_FILE))
         for picture in sorted(self.run_dir.glob("*.png")):
@@ -529,11 +529,12 @@ def _override_param(override: str) -> tuple[str, str]:
     return _safe_key(key.lstrip("+~")), value
 
 
-def finish_sweep(sweep_dir: Path, summary: dict[str, Any] | None, stopped: bool) -> None:
-    """Log the sweep's per-setting summary and its files on the parent run, and end it:
-    KILLED when a signal stopped the sweep, FINISHED when its exit code is 0, else FAILED."""
-    from vae_runner.sweep.summary import CURVES_PNG, SUMMARY_CSV, SUMMARY_JSON
-
+def finish_sweep(
+    sweep_dir: Path, summary: dict[str, Any] | None, stopped: bool, files: Sequence[str]
+) -> None:
+    """Log the sweep's per-setting summary and its files (`files`: the summary's file names,
+    those present attached) on the parent run, and end it: KILLED when a signal stopped the
+    sweep, FINISHED when its exit code is 0, else FAILED."""
     parent = _read_json(Path(sweep_dir) / PARENT_FILE)
     if parent is None:
         return
@@ -545,7 +546,7 @@ def finish_sweep(sweep_dir: Path, summary: dict[str, Any] | None, stopped: bool)
     try:
         if summary is not None:
             _log_settings(client, run_id, summary, step=int(parent.get("attempts", 1)))
-            for name in (SUMMARY_JSON, SUMMARY_CSV, CURVES_PNG):
+            for name in files:
                 if (Path(sweep_dir) / name).is_file():
                     client.log_artifact(run_id, str(Path(sweep_dir) / name))
     finally:  # the parent ends whatever the summary's logging met

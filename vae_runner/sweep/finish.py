@@ -22,7 +22,7 @@ from vae_runner.report.console import log, make_console, print_error
 from vae_runner.rundir import release_held
 from vae_runner.sweep.resume import carry_on_command
 from vae_runner.sweep.rundirs import KILLED, NOT_STARTED, collect_jobs, planned_overrides
-from vae_runner.sweep.summary import summarize
+from vae_runner.sweep.summary import CURVES_PNG, SUMMARY_CSV, SUMMARY_JSON, summarize
 from vae_runner.training import signals
 
 
@@ -100,7 +100,12 @@ def _finish_tracking(summary: dict | None) -> None:
     from vae_runner.report.tracking import finish_sweep, first_line
 
     try:
-        finish_sweep(state.sweep_dir, summary, stopped=signals.requested() is not None)
+        finish_sweep(
+            state.sweep_dir,
+            summary,
+            stopped=signals.requested() is not None,
+            files=(SUMMARY_JSON, SUMMARY_CSV, CURVES_PNG),
+        )
     except Exception as err:  # the sweep's own files are written: say so and carry on
         print_error(f"MLflow could not record the sweep's end: {first_line(err)}")
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
+from vae_runner.record import HISTORY_FILE
 from vae_runner.rundir import is_live
-from vae_runner.training.history import HISTORY_FILE
 
 NOT_STARTED = "not started"
 KILLED = "killed"
@@ -99,7 +99,7 @@ def planned_overrides(sweep_dir: Path) -> list[list[str]] | None:
     try:
         from omegaconf import OmegaConf
 
-        from hydra_plugins.vae_runner_sweeper.checked_sweeper import planned_jobs
+        from vae_runner.sweep.plan import planned_jobs
 
         hydra = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").hydra
         if not str(hydra.sweeper._target_).endswith(("BasicSweeper", "CheckedSweeper")):

@@ -204,7 +204,7 @@ def setting_labels(jobs: list[Job]) -> tuple[list[tuple], list[str]]:
 def _fingerprint(rows: list[dict], jobs_by_name: dict[str, Job]) -> tuple | None:
     """A setting's seeds and every per-epoch loss they recorded: equal for two settings that
     trained identically (AdamW whose weight decay rounds to nothing is Adam, bit for bit)."""
-    from vae_runner.training.history import EPOCH_KEYS
+    from vae_runner.record import EPOCH_KEYS
 
     histories = []
     for row in sorted(rows, key=lambda r: str(r["seed"])):

@@ -1,7 +1,7 @@
 """Early stopping (`early_stop.patience`, `early_stop.min_delta`) as pure functions of the record.
 
 The patience counter is never a mutable attribute of the loop: it is recomputed from the
-history's per-epoch losses on the split the run selects on (history.selected_on: validation
+history's per-epoch losses on the split the run selects on (record.selected_on: validation
 when there is one, else test). A resumed or restarted run therefore stops exactly where the
 uninterrupted run would, and the same record always gives the same answer.
 
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vae_runner.config.schema import EarlyStopConfig
-from vae_runner.training.history import selected_on
+from vae_runner.record import selected_on
 
 
 def epochs_without_improvement(losses: Sequence[float], min_delta: float) -> int:

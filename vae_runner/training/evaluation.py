@@ -29,13 +29,13 @@ from vae_runner.config.schema import Config, DataConfig, MNISTDataConfig
 from vae_runner.config.typed import to_typed
 from vae_runner.data import idx
 from vae_runner.data.images import load_data
+from vae_runner.record import HISTORY_FILE
 from vae_runner.rundir import is_live
 from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.build import build_device, build_model
 from vae_runner.training.checkpoint import BEST, CHECKPOINT_DIR, LAST, CheckpointError
 from vae_runner.training.checkpoint import load_checkpoint as read_checkpoint
 from vae_runner.training.epoch import evaluate
-from vae_runner.training.history import HISTORY_FILE
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
 
 CHECKPOINTS = {"last": LAST, "best": BEST}

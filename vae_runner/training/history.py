@@ -1,57 +1,26 @@
-"""The run's record, `history.json`: the course's curves plus the other monitored series.
+"""Writing the run's record, `history.json`, as the run goes: a new record, one more epoch, the
+record of a job that failed before its first epoch. Its file name, shape and reading it back are
+vae_runner/record.py's (below the report layer, which reads records too).
 
-Shape: one list per quantity at the top level, one entry per epoch (the course loop's `history`),
-plus run-level fields. The file is replaced atomically after every epoch (temporary file, fsync,
-rename), so a crash or a kill at any instant leaves either the old or the new complete file.
+The file is replaced atomically after every epoch (temporary file, fsync, rename), so a crash or
+a kill at any instant leaves either the old or the new complete file.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from vae_runner.files import write_json_atomic
-
-HISTORY_FILE = "history.json"
-SCHEMA_VERSION = 1
-
-# Per-epoch series, in the order they appear in the file. The first six are the course loop's.
-EPOCH_KEYS = (
-    "train_loss",
-    "train_recon",
-    "train_kl",
-    "test_loss",
-    "test_recon",
-    "test_kl",
-    "epoch",
-    "kl_weight",
-    "lr",
-    "grad_norm",
-    "grad_norm_max",
-    "active_units",
-    "active_units_burda",
-    "kl_by_dim",
-    "recon_per_dim",
-    "kl_per_dim",
-    "epoch_seconds",
+from vae_runner.record import (
+    EPOCH_KEYS,
+    HISTORY_FILE,
+    SCHEMA_VERSION,
+    VAL_KEYS,
+    epoch_keys,
+    selected_on,
 )
-
-
-# With a validation split (data.val_fraction > 0), also these per-epoch series: the run chooses
-# its best epoch (best.pt) and steps the plateau scheduler on val_loss, and reports the test loss.
-VAL_KEYS = ("val_loss", "val_recon", "val_kl")
-
-
-def epoch_keys(history: dict[str, Any]) -> tuple[str, ...]:
-    """The per-epoch series this record holds."""
-    return EPOCH_KEYS + (VAL_KEYS if "val_loss" in history else ())
-
-
-def selected_on(history: dict[str, Any]) -> str:
-    """The split the run chose its best epoch on: "val" or "test" (the course's loop)."""
-    return "val" if "val_loss" in history else "test"
 
 
 def new_history(config: dict, meta: dict[str, Any]) -> dict[str, Any]:
@@ -101,10 +70,6 @@ def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, A
 def save_history(run_dir: Path, history: dict[str, Any], in_place_if_full: bool = False) -> None:
     """`in_place_if_full`: for how a run ended, which a full disk must not leave `running`."""
     write_json_atomic(Path(run_dir) / HISTORY_FILE, history, in_place_if_full)
-
-
-def load_history(run_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / HISTORY_FILE).read_text())
 
 
 def failure_record(config: dict | None, message: str, kind: str) -> dict[str, Any]:

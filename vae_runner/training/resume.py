@@ -21,9 +21,9 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.config.overrides import keys, refuse_changes
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
+from vae_runner.record import HISTORY_FILE
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
 from vae_runner.training.early_stop import stops_early, why
-from vae_runner.training.history import HISTORY_FILE
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
 
 

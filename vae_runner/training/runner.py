@@ -25,6 +25,7 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import Config
 from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError, writing
+from vae_runner.record import selected_on
 from vae_runner.report.console import (
     BatchProgress,
     log,
@@ -35,7 +36,8 @@ from vae_runner.report.console import (
     print_warning,
 )
 from vae_runner.report.images import save_grids
-from vae_runner.report.loggers import NoLogger, build_logger
+from vae_runner.report.logger_choice import build_logger
+from vae_runner.report.loggers import NoLogger
 from vae_runner.training import early_stop
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import step_scheduler
@@ -47,7 +49,7 @@ from vae_runner.training.checkpoint import (
 )
 from vae_runner.training.diagnostics import collapse_warning
 from vae_runner.training.epoch import TrainSums, evaluate, train_epoch
-from vae_runner.training.history import new_history, save_history, selected_on, with_epoch
+from vae_runner.training.history import new_history, save_history, with_epoch
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
 from vae_runner.training.schedules import extension_line, planned_horizon, set_lr
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop

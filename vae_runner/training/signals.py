@@ -180,6 +180,10 @@ def take_over_sigint() -> None:
         signal.signal(signal.SIGINT, interrupt_once)
 
 
+# What a Ctrl-C while vae-train starts ends in (cli.start, and the checks' safe points).
+INTERRUPTED_WHILE_STARTING = "interrupted while starting; nothing was run"
+
+
 def interrupted_at_start() -> bool:
     """Whether a SIGINT reached `interrupt_once` in this process."""
     return signal.getsignal(signal.SIGINT) is _after_the_first
