@@ -207,6 +207,8 @@ def test_best_without_best_pt_is_refused(finished_run, tmp_path, capsys):
         (["--batch-size", "-3"], "--batch-size must be >= 1 (got -3), e.g. --batch-size 1000"),
         (["--iw-samples", "many"], "argument --iw-samples: invalid int value: 'many'"),
         (["--checkpoint", "first"], "argument --checkpoint: invalid choice: 'first'"),
+        # K x one image is one allocation: K=10**9 was a 27-line allocator traceback
+        (["--iw-samples", "1000000001"], "--iw-samples must be at most 1000000 (got 1000000001)"),
     ],
 )
 def test_bad_options_are_refused_in_one_line(finished_run, capsys, args, words):
@@ -270,3 +272,27 @@ def test_installed_vae_eval_refuses_a_folder_without_a_run(tmp_path):
         f"Error: {tmp_path} holds no vae-train run (no history.json, no checkpoints/): give a "
         "run directory, such as outputs/<date>/<time> or a sweep's job folder"
     )
+
+
+def test_an_estimate_that_does_not_fit_in_memory_is_one_line(finished_run, tmp_path, capsys):
+    from vae_runner.training import evaluation
+
+    run_dir = copied(finished_run, tmp_path)
+
+    def too_big(*args, **kwargs):  # what torch's CPU allocator raises for K=10**9
+        raise RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate "
+            "memory: you tried to allocate 80000000000 bytes. Error code 12 (Cannot allocate "
+            "memory)"
+        )
+
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(evaluation, "evaluate_checkpoint", too_big)
+        assert eval_in_process(run_dir, "--iw-samples", "1000000") == 1
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [
+        "Error: out of memory with --iw-samples 1000000 (the estimate holds K samples of one "
+        "test image at once): use a smaller --iw-samples; nothing was written"
+    ], err
+    assert not (run_dir / "eval.json").exists()

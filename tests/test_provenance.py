@@ -43,9 +43,19 @@ def test_a_checkpoint_of_the_recorded_run_passes():
     # an extension (resume=D epochs=4) records its new epochs before its first checkpoint
     extended = _record(config={**_record()["config"], "epochs": 4, "resume": "D"})
     check_checkpoint("D", _checkpoint(), extended)
-    # nothing to check against: no record, or a failure record without settings
-    check_checkpoint("D", _checkpoint(), None)
-    check_checkpoint("D", _checkpoint(), {"status": "failed", "config": {}})
+
+
+@pytest.mark.parametrize("record", [None, {"status": "running"}, {"config": {}}])
+def test_a_checkpoint_without_a_readable_record_is_refused(record):
+    # A run writes history.json before its first checkpoint: only a deleted or damaged record
+    # leaves a last.pt alone, and then another run's last.pt was once carried on unchecked.
+    with pytest.raises(ConfigError) as refused:
+        check_checkpoint("D", _checkpoint(), record)
+    assert str(refused.value) == (
+        "D: history.json is missing or damaged, so checkpoints/last.pt cannot be checked against "
+        "the run recorded there: nothing was loaded or changed; put back the run's own "
+        "history.json, or use another folder"
+    )
 
 
 @pytest.mark.parametrize(
@@ -138,6 +148,26 @@ def test_a_checkpoint_copied_in_from_another_run_is_refused_and_nothing_changes(
     assert len(errors) == 1, errors
     assert "checkpoints/last.pt does not belong to the run recorded there" in errors[0]
     assert "(lr=0.01 in checkpoints/last.pt, 0.001 in history.json)" in errors[0]
+    assert _files(run_dir) == before
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_another_runs_checkpoint_beside_a_deleted_record_is_refused(
+    tmp_path, two_runs, monkeypatch, capsys, route
+):
+    run_dir = _killed_in_final_evaluation(tmp_path, two_runs)
+    (run_dir / "history.json").unlink()
+    (run_dir / "checkpoints" / "last.pt").unlink()  # not written through: best.pt is a link
+    shutil.copy(two_runs / "b" / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
+    before = _files(run_dir)
+    capsys.readouterr()
+    assert vae_train_in_process(monkeypatch, *ROUTES[route](run_dir)) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1, errors
+    assert (
+        "history.json is missing or damaged, so checkpoints/last.pt cannot be checked"
+        in (errors[0])
+    )
     assert _files(run_dir) == before
 
 

@@ -98,6 +98,8 @@ def test_the_same_sweep_command_with_more_epochs_extends_it_too(monkeypatch, swe
             ("epochs=3", "lr=0.1"),
             "drop lr (only epochs=, early_stop.* and device= may be given on resume)",
         ),
+        # once dropped without a word: the sweep ran in its own folder all the same
+        (("hydra.sweep.dir=elsewhere",), "carries that sweep on in its own folder: drop "),
     ],
 )
 def test_a_sweep_resume_that_cannot_work_is_one_line(monkeypatch, capsys, sweep, args, line):
@@ -126,6 +128,32 @@ def test_a_folder_without_a_sweep_record_is_refused(monkeypatch, capsys, sweep, 
     (tmp_path / "empty").mkdir()
     assert vae_train_in_process(monkeypatch, f"resume={tmp_path / 'empty'}") == 2
     assert "this directory holds no vae-train run" in capsys.readouterr().err
+    assert list((tmp_path / "empty").iterdir()) == []  # not even a lock file written there
+
+
+def test_a_big_folder_is_told_from_a_sweep_at_its_first_level(monkeypatch, capsys, tmp_path):
+    # resume=/ once walked the whole file system, following linked folders, and never answered
+    from vae_runner.sweep.resume import is_sweep_dir
+
+    deep = tmp_path / "big" / "a" / "b" / "run"
+    (deep / ".hydra").mkdir(parents=True)
+    (tmp_path / "big" / "a" / "loop").symlink_to(tmp_path / "big")
+    assert not is_sweep_dir(tmp_path / "big")
+    assert vae_train_in_process(monkeypatch, f"resume={tmp_path / 'big'}") == 2
+    assert "this directory holds no vae-train run" in capsys.readouterr().err
+
+
+def test_extending_a_sweep_leaves_its_early_stopped_jobs_as_they_are(monkeypatch, tmp_path):
+    # Each job as resume=<job> epochs=N does: a job the same rule stopped stays stopped, and
+    # its record is not rewritten (once each got epochs=10 and a `resumed` entry for nothing)
+    sweep = tmp_path / "stopped"
+    rule = ("early_stop.patience=1", "early_stop.min_delta=1000")  # stops after epoch 2
+    args = ("-m", *SWEEP[:-2], "epochs=6", *SWEEP[-2:], *rule, f"hydra.sweep.dir={sweep}")
+    assert vae_train_in_process(monkeypatch, *args) == 0
+    assert [history(sweep / j)["stopped_epoch"] for j in ("0", "1")] == [2, 2]
+    before = records(sweep / "0") | records(sweep / "1")
+    assert vae_train_in_process(monkeypatch, f"resume={sweep}", "epochs=10") == 0
+    assert records(sweep / "0") | records(sweep / "1") == before
 
 
 def test_an_extended_sweep_lists_each_job_once_with_its_new_epochs(tmp_path):

@@ -27,6 +27,7 @@ from vae_runner.config.typed import flat_config, to_typed
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.rundir import Attempt, claim, earlier_attempt, release_held
 from vae_runner.sweep.resume import is_sweep_dir, multirun_arguments
+from vae_runner.sweep.rundirs import is_run_dir
 
 
 class Refused(BaseException):
@@ -205,10 +206,16 @@ def finished_epochs(history: dict | None) -> int:
 
 def is_finished(history: dict | None, typed: Config) -> bool:
     """A run that ended for good: diverged, or completed with every epoch `typed` asks for
-    (a completed run asked for more epochs is extended)."""
+    (a completed run asked for more epochs is extended), or stopped early by a rule that,
+    as `typed` gives it, still stops it (as `resume=` of that run says)."""
+    from vae_runner.training.early_stop import stops_early
+
     status = (history or {}).get("status")
     if status == "completed":
-        return finished_epochs(history) >= typed.epochs
+        stays_stopped = bool(history.get("stopped_early")) and stops_early(
+            history, typed.early_stop
+        )
+        return finished_epochs(history) >= typed.epochs or stays_stopped
     return status in FINISHED
 
 
@@ -292,9 +299,17 @@ def check_run(cfg: DictConfig) -> None:
                     "drop hydra.run.dir"
                 )
             if is_sweep_dir(target):
+                given = [str(o).partition("=")[0].lstrip("+~") for o in cfg.hydra.overrides.hydra]
+                if "hydra.sweep.dir" in given:  # it would be dropped without a word
+                    raise ConfigError(
+                        f"resume={cfg.resume} carries that sweep on in its own folder: drop "
+                        "hydra.sweep.dir"
+                    )
                 claim(target, "resume").release()  # another process's sweep: refused here
                 overrides = list(cfg.hydra.overrides.task)
                 raise CarryOnSweep(target, multirun_arguments(target, overrides))
+            if target.is_dir() and not is_run_dir(target):  # nothing of ours written there
+                raise ConfigError(f"resume={cfg.resume}: this directory holds no vae-train run")
             if target.is_dir():
                 claim(target, "resume", hold=True)
             try:

@@ -18,6 +18,7 @@ from typing import NoReturn
 from vae_runner.config.errors import ConfigError
 from vae_runner.cpu_threads import cpu_count, default_threads, wait_passively
 from vae_runner.exit_codes import ExitCode
+from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError, write_json_atomic
 from vae_runner.report.console import make_console, print_error, print_evaluation
 
@@ -72,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Far above the 5000 of published tables; each test image's K samples are one allocation.
+MAX_IW_SAMPLES = 1_000_000
+
+
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     for option, value, example in (
@@ -80,6 +85,11 @@ def main(argv: list[str] | None = None) -> None:
     ):
         if value is not None and value < 1:
             _refuse(f"{option} must be >= 1 (got {value}), e.g. {option} {example}")
+    if args.iw_samples is not None and args.iw_samples > MAX_IW_SAMPLES:
+        _refuse(
+            f"--iw-samples must be at most {MAX_IW_SAMPLES} (got {args.iw_samples}); published "
+            "tables use 5000"
+        )
     wait_passively()  # before torch is imported: its OpenMP runtime reads it once (cpu_threads)
     try:
         sys.exit(_evaluate(args))
@@ -124,14 +134,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     console.print(
         f"Evaluating {path} (epoch {checkpoint['epoch']}){estimate}", markup=False, soft_wrap=True
     )
-    measures = evaluation.evaluate_checkpoint(
-        cfg,
-        checkpoint,
-        iw_samples=iw_samples,
-        batch_size=args.batch_size or cfg.batch_size,
-        start_dir=Path.cwd(),
-        device_name=args.device,
-    )
+    try:
+        measures = evaluation.evaluate_checkpoint(
+            cfg,
+            checkpoint,
+            iw_samples=iw_samples,
+            batch_size=args.batch_size or cfg.batch_size,
+            start_dir=Path.cwd(),
+            device_name=args.device,
+        )
+    except (RuntimeError, MemoryError) as err:  # K x one image's size did not fit in memory
+        if out_of_memory_line(err) is None:
+            raise
+        print_error(
+            f"out of memory with --iw-samples {iw_samples} (the estimate holds K samples of "
+            "one test image at once): use a smaller --iw-samples; nothing was written"
+        )
+        return ExitCode.FAILED
     result = {
         "run_dir": str(run_dir.resolve()),
         "checkpoint": args.checkpoint,

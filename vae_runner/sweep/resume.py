@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.overrides import by_key, changeable, parse, refuse_changes
-from vae_runner.sweep.rundirs import find_run_dirs, is_run_dir
+from vae_runner.sweep.rundirs import is_run_dir
 
 MULTIRUN_RECORD = "multirun.yaml"  # written by Hydra's basic sweeper (and `checked`, its child)
 # Settings of the first sweep that the sweep directory given now replaces.
@@ -28,11 +28,17 @@ REPLACED_HYDRA_KEYS = ("hydra.mode", "hydra.sweep.dir")
 
 
 def is_sweep_dir(path: Path) -> bool:
-    """A folder of a sweep: its multirun.yaml, or run directories below it (not one itself)."""
+    """A folder of a sweep: its multirun.yaml, or run directories right below it (not one
+    itself). Only one level is looked at: `resume=/` once walked the whole file system."""
     path = Path(path)
     if not path.is_dir() or is_run_dir(path):
         return False
-    return (path / MULTIRUN_RECORD).is_file() or bool(find_run_dirs(path))
+    if (path / MULTIRUN_RECORD).is_file():
+        return True
+    try:
+        return any(child.is_dir() and is_run_dir(child) for child in path.iterdir())
+    except OSError:  # a folder that cannot be listed holds no sweep vae-train can carry on
+        return False
 
 
 def _record(sweep_dir: Path):

@@ -57,12 +57,16 @@ def _config_differences(checkpoint: dict[str, Any], history: dict[str, Any]) -> 
 
 def check_checkpoint(run_dir: Path, checkpoint: dict[str, Any], history: dict[str, Any] | None):
     """Raise ConfigError when `checkpoint` (the folder's last.pt) does not continue the run
-    that `history` (the folder's history.json) records. No record, or one without settings
-    (a failure before the first epoch), has nothing to check against."""
-    if not history or not isinstance(history.get("config"), dict) or not history["config"]:
-        return
-    refusal = f"{run_dir}: {LAST_FILE} does not belong to the run recorded there"
+    that `history` (the folder's history.json) records. A checkpoint without a readable record
+    is refused too: a run writes its record before its first checkpoint, so only a deleted or
+    damaged history.json leaves one, and then nothing says whose the checkpoint is."""
     fix = "nothing was loaded or changed; put back the run's own checkpoint, or use another folder"
+    if not history or not isinstance(history.get("config"), dict) or not history["config"]:
+        raise ConfigError(
+            f"{run_dir}: history.json is missing or damaged, so {LAST_FILE} cannot be checked "
+            f"against the run recorded there: {fix.replace('checkpoint', 'history.json')}"
+        )
+    refusal = f"{run_dir}: {LAST_FILE} does not belong to the run recorded there"
     differences = _config_differences(checkpoint, history)
     if differences:
         raise ConfigError(f"{refusal} ({'; '.join(differences[:3])}): {fix}")
