@@ -180,3 +180,18 @@ def test_an_extended_sweep_lists_each_job_once_with_its_new_epochs(tmp_path):
         ("0", "lr=0.1", ["lr=0.1", "epochs=3"]),
         ("1", "lr=0.01", ["lr=0.01", "epochs=3"]),
     ]
+
+
+def test_a_single_run_into_a_job_folder_of_a_live_sweep_is_refused(monkeypatch, capsys, sweep):
+    # Once it trained there while the sweep was held, and the sweep then listed its own job as
+    # not started and ranked the intruder among its jobs.
+    held = claim(sweep, "hydra.sweep.dir")  # as the sweep's own process holds it
+    try:
+        before = records(sweep)
+        args = (*SWEEP[1:], f"hydra.run.dir={sweep / '2'}")
+        assert vae_train_in_process(monkeypatch, *args) == 2
+    finally:
+        held.release()
+    err = capsys.readouterr().err
+    assert f"is inside the sweep {sweep}, which another vae-train is running" in err
+    assert records(sweep) == before and not (sweep / "2").exists()

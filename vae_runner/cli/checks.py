@@ -25,8 +25,8 @@ from vae_runner.config.schema import Config
 from vae_runner.config.search_path import refuse_shadowed
 from vae_runner.config.typed import flat_config, to_typed
 from vae_runner.exit_codes import ExitCode, exit_code
-from vae_runner.rundir import Attempt, claim, earlier_attempt, release_held
-from vae_runner.sweep.resume import is_sweep_dir, multirun_arguments
+from vae_runner.rundir import Attempt, claim, earlier_attempt, is_live, release_held
+from vae_runner.sweep.resume import MULTIRUN_RECORD, is_sweep_dir, multirun_arguments
 from vae_runner.sweep.rundirs import is_run_dir
 
 
@@ -254,6 +254,18 @@ def check_writable(path: Path, key: str) -> None:
         ) from None
 
 
+def refuse_inside_a_live_sweep(run_dir: Path) -> None:
+    """A single run's folder inside a sweep directory another vae-train holds: that sweep's
+    job folders are its own (one it has not started yet would be taken over, and its summary
+    would rank the intruder as one of its jobs)."""
+    for parent in Path(run_dir).absolute().parents:
+        if (parent / MULTIRUN_RECORD).is_file() and is_live(parent):
+            raise ConfigError(
+                f"hydra.run.dir={run_dir} is inside the sweep {parent}, which another vae-train "
+                "is running: its folders are its jobs'; choose a folder outside it"
+            )
+
+
 def stop_if_interrupted() -> None:
     """A Ctrl-C while vae-train started (training.signals.interrupt_once) is honoured here,
     before anything is made for a run, a sweep or a job: one line, exit 130."""
@@ -320,6 +332,7 @@ def check_run(cfg: DictConfig) -> None:
             return
         refuse_empty_dir(run_dir, "hydra.run.dir")
         check_writable(run_dir, "hydra.run.dir")
+        refuse_inside_a_live_sweep(run_dir)
         typed = check_new_job(cfg)
         stop_if_interrupted()  # checking imported torch: seconds
         claim(run_dir, "hydra.run.dir", hold=True)
