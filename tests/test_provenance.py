@@ -135,20 +135,26 @@ ROUTES = {
 }
 
 
+def _refused(run_dir, route, monkeypatch, capsys) -> str:
+    """The route run on `run_dir`: exit 2, one line (returned), and every file as it was."""
+    before = _files(run_dir)
+    capsys.readouterr()
+    assert vae_train_in_process(monkeypatch, *ROUTES[route](run_dir)) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1, errors
+    assert _files(run_dir) == before
+    return errors[0]
+
+
 @pytest.mark.parametrize("route", ROUTES)
 def test_a_checkpoint_copied_in_from_another_run_is_refused_and_nothing_changes(
     tmp_path, two_runs, monkeypatch, capsys, route
 ):
     run_dir = _killed_in_final_evaluation(tmp_path, two_runs)
     shutil.copy(two_runs / "b" / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
-    before = _files(run_dir)
-    capsys.readouterr()
-    assert vae_train_in_process(monkeypatch, *ROUTES[route](run_dir)) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(errors) == 1, errors
-    assert "checkpoints/last.pt does not belong to the run recorded there" in errors[0]
-    assert "(lr=0.01 in checkpoints/last.pt, 0.001 in history.json)" in errors[0]
-    assert _files(run_dir) == before
+    line = _refused(run_dir, route, monkeypatch, capsys)
+    assert "checkpoints/last.pt does not belong to the run recorded there" in line
+    assert "(lr=0.01 in checkpoints/last.pt, 0.001 in history.json)" in line
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -159,16 +165,8 @@ def test_another_runs_checkpoint_beside_a_deleted_record_is_refused(
     (run_dir / "history.json").unlink()
     (run_dir / "checkpoints" / "last.pt").unlink()  # not written through: best.pt is a link
     shutil.copy(two_runs / "b" / "checkpoints" / "last.pt", run_dir / "checkpoints" / "last.pt")
-    before = _files(run_dir)
-    capsys.readouterr()
-    assert vae_train_in_process(monkeypatch, *ROUTES[route](run_dir)) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(errors) == 1, errors
-    assert (
-        "history.json is missing or damaged, so checkpoints/last.pt cannot be checked"
-        in (errors[0])
-    )
-    assert _files(run_dir) == before
+    line = _refused(run_dir, route, monkeypatch, capsys)
+    assert "history.json is missing or damaged, so checkpoints/last.pt cannot be checked" in line
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -177,14 +175,9 @@ def test_a_deleted_checkpoint_never_restarts_the_run_over_its_finished_epochs(
 ):
     run_dir = _killed_in_final_evaluation(tmp_path, two_runs)
     (run_dir / "checkpoints" / "last.pt").unlink()
-    before = _files(run_dir)
-    capsys.readouterr()
-    assert vae_train_in_process(monkeypatch, *ROUTES[route](run_dir)) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert len(errors) == 1, errors
-    assert "history.json records 2 finished epochs but checkpoints/last.pt is missing" in errors[0]
-    assert "stopped before its first epoch" not in errors[0]
-    assert _files(run_dir) == before  # history.json and best.pt as they were
+    line = _refused(run_dir, route, monkeypatch, capsys)  # history.json and best.pt as they were
+    assert "history.json records 2 finished epochs but checkpoints/last.pt is missing" in line
+    assert "stopped before its first epoch" not in line
 
 
 def test_the_runs_own_checkpoint_still_carries_on(tmp_path, two_runs, monkeypatch):
