@@ -11,18 +11,16 @@ checks only when a sweep runs.
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence
 
-# Hydra's override_dirname has no public import path (nor its grid sweeper: sweep.plan);
-# a move upstream is mended here and there.
-from hydra._internal.config_loader_impl import get_overrides_dirname
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig
 
-# The plan (seeds=N, every job's overrides) is vae_runner's, below this plugin, so that a
-# sweep's summary reads it too; so is the one import of Hydra's grid sweeper (basic_sweeper),
-# which has no public import path.
-from vae_runner.sweep.plan import SeedsConflict, basic_sweeper, expand_seeds, planned_jobs
+# Hydra's grid sweeper and override_dirname have no public import path:
+# vae_runner.config.hydra_private holds every such import. The plan (seeds=N, every job's
+# overrides) is vae_runner's, below this plugin, so that a sweep's summary reads it too.
+from vae_runner.config.hydra_private import basic_sweeper, overrides_dirname
+from vae_runner.sweep.plan import SeedsConflict, expand_seeds, planned_jobs
 
 
 @dataclass
@@ -39,12 +37,7 @@ def dirname(overrides: List[Override], cfg: DictConfig) -> str:
     """`hydra.job.override_dirname` of a job's task overrides, made by Hydra's own function as
     its config says (`hydra.job.config.override_dirname`)."""
     how = cfg.hydra.job.config.override_dirname
-    return get_overrides_dirname(
-        overrides=overrides,
-        exclude_keys=how.exclude_keys,
-        item_sep=how.item_sep,
-        kv_sep=how.kv_sep,
-    )
+    return overrides_dirname(overrides, how.exclude_keys, how.item_sep, how.kv_sep)
 
 
 # Looked up as this module runs: Hydra runs it again at each app start, after its own basic

@@ -24,8 +24,8 @@ from omegaconf import DictConfig
 
 from vae_runner import __version__
 from vae_runner.cli.checks import CarryOnSweep, Refused
-from vae_runner.cli.relaunch import run_hydra
 from vae_runner.config.explain import explain
+from vae_runner.config.hydra_private import run_hydra
 from vae_runner.config.resolvers import register
 from vae_runner.cpu_threads import wait_passively
 from vae_runner.exit_codes import ExitCode

@@ -3,12 +3,14 @@ overrides in job order as Hydra's basic sweeper expands them. Pure functions of 
 strings: the checked sweeper (hydra_plugins) plans with them before it launches anything, and a
 sweep's summary reads back from multirun.yaml which jobs were planned (sweep/rundirs.py).
 
-Imports no torch, and nothing of vae_runner.
+Imports no torch.
 """
 
 from __future__ import annotations
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from vae_runner.config.hydra_private import basic_sweeper
 
 MAX_SEEDS = 1000  # the bound config.schema.Config puts on `seeds`
 
@@ -44,19 +46,6 @@ def expand_seeds(arguments: list[str], default: int | None) -> list[str]:
     if count is None or count <= 1 or seed_given:
         return kept
     return kept + [f"seed=range({count})"]
-
-
-def basic_sweeper() -> type:
-    """Hydra's grid sweeper class, as Hydra has it loaded now. Each Hydra app start runs its
-    plugin modules again in place (a new class each time, which its own __init__ names), so the
-    class is looked up when asked for, never kept from an earlier start (in-process runs).
-
-    It has no public import path (the checked sweeper subclasses what this returns); the other
-    imports of hydra._internal are the checked sweeper's override_dirname and cli/relaunch.py,
-    so a move upstream is mended in those three places."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-    return BasicSweeper
 
 
 def planned_jobs(arguments: list[str], seeds: int | None = None) -> list[list[str]]:
