@@ -53,5 +53,15 @@ def selected_on(history: dict[str, Any]) -> str:
     return "val" if "val_loss" in history else "test"
 
 
+def read_history(run_dir: Path) -> dict[str, Any] | None:
+    """The folder's record, or None when it is absent, unreadable or not a record (whoever
+    asks decides what that means: a failed job, nothing to check against, no status)."""
+    try:
+        history = json.loads((Path(run_dir) / HISTORY_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return history if isinstance(history, dict) else None
+
+
 def load_history(run_dir: Path) -> dict[str, Any]:
     return json.loads((Path(run_dir) / HISTORY_FILE).read_text())

@@ -30,7 +30,7 @@ import yaml
 
 from vae_runner.config.errors import ConfigError
 from vae_runner.files import WriteError, is_temporary, writing
-from vae_runner.record import HISTORY_FILE
+from vae_runner.record import HISTORY_FILE, read_history
 
 LOCK_FILE = ".vae-train.lock"
 HYDRA_RECORD = ".hydra"
@@ -179,10 +179,7 @@ def earlier_attempt(run_dir: Path) -> Attempt:
         return Attempt("new")
     if not ({HISTORY_FILE, HYDRA_RECORD} & names):
         return Attempt("foreign")
-    history = None
-    with contextlib.suppress(OSError, ValueError):
-        loaded = json.loads((run_dir / HISTORY_FILE).read_text())
-        history = loaded if isinstance(loaded, dict) else None
+    history = read_history(run_dir)
     overrides = None
     with contextlib.suppress(OSError, yaml.YAMLError):
         loaded = yaml.safe_load((run_dir / HYDRA_RECORD / "overrides.yaml").read_text())

@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_runner.cli.sweep_configs import JobConfigs, PlannedJob
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
-from vae_runner.config.overrides import by_key, changeable
+from vae_runner.config.overrides import by_key, changeable, keys
 from vae_runner.config.schema import Config
 from vae_runner.config.search_path import refuse_shadowed
-from vae_runner.config.typed import flat_config, to_typed
+from vae_runner.config.typed import config_differences, to_typed
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.rundir import Attempt, claim, earlier_attempt, is_live, release_held
 from vae_runner.sweep.resume import MULTIRUN_RECORD, is_sweep_dir, multirun_arguments
@@ -125,11 +125,6 @@ def refuse_empty_dir(path: Path, key: str) -> None:
 FINISHED = ("completed", "diverged")
 
 
-def _settings(config: dict) -> dict[str, object]:
-    """A run's settings as dotted keys; `resume` is where a run came from, not a setting."""
-    return {k: v for k, v in flat_config(config).items() if k != "resume"}
-
-
 def _differences(
     attempt: Attempt, typed: Config, overrides: list[str], extendable: bool
 ) -> list[str]:
@@ -139,12 +134,7 @@ def _differences(
     kept = (lambda key: not changeable(key)) if extendable else (lambda key: True)
     recorded = (attempt.history or {}).get("config")
     if recorded:
-        there, here = _settings(recorded), _settings(asdict(typed))
-        return [
-            f"{k}={there.get(k)} there, {here.get(k)} here"
-            for k in sorted(set(there) | set(here))
-            if there.get(k) != here.get(k) and kept(k)
-        ]
+        return config_differences(recorded, asdict(typed), ("there", "here"), kept)
     if attempt.overrides is None:
         return []
     if extendable:
@@ -311,8 +301,7 @@ def check_run(cfg: DictConfig) -> None:
                     "drop hydra.run.dir"
                 )
             if is_sweep_dir(target):
-                given = [str(o).partition("=")[0].lstrip("+~") for o in cfg.hydra.overrides.hydra]
-                if "hydra.sweep.dir" in given:  # it would be dropped without a word
+                if "hydra.sweep.dir" in keys(list(cfg.hydra.overrides.hydra)):  # once dropped
                     raise ConfigError(
                         f"resume={cfg.resume} carries that sweep on in its own folder: drop "
                         "hydra.sweep.dir"

@@ -499,6 +499,7 @@ class EarlyStopConfig:
 # Far more than any VAE run needs (the course trains 50), and small enough that a mistyped
 # count (epochs=100000000000000000000) is refused instead of running for ever.
 MAX_EPOCHS = 1_000_000
+MAX_SEEDS = 1000  # a sweep's seeds per setting (the checked sweeper holds it to this too)
 
 
 @dataclass
@@ -548,8 +549,8 @@ class Config:
             f"epochs must be from 1 to {MAX_EPOCHS} (got {self.epochs}); 50 is the course's",
         )
         _require(
-            self.seeds is None or 1 <= self.seeds <= 1000,
-            f"seeds must be a count from 1 to 1000 (got {self.seeds}), e.g. seeds=3",
+            self.seeds is None or 1 <= self.seeds <= MAX_SEEDS,
+            f"seeds must be a count from 1 to {MAX_SEEDS} (got {self.seeds}), e.g. seeds=3",
         )
         _require(
             0 <= self.seed < 2**63,

@@ -60,3 +60,17 @@ def flat_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def config_differences(
+    there: dict[str, Any], here: dict[str, Any], names: tuple[str, str], kept=lambda key: True
+) -> list[str]:
+    """How two runs' configs differ, as `key=A <names[0]>, B <names[1]>` for each dotted key
+    whose value differs and that `kept(key)` compares (`resume`, a route, is never a setting).
+    Compared as typed values, so lr=1e-3 and lr=0.001 are the same."""
+    a, b = flat_config(there), flat_config(here)
+    return [
+        f"{k}={a.get(k)} {names[0]}, {b.get(k)} {names[1]}"
+        for k in sorted(set(a) | set(b))
+        if k != "resume" and kept(k) and a.get(k) != b.get(k)
+    ]

@@ -17,14 +17,13 @@ Imports no torch; matplotlib only in `draw_loss_vs`.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any
 
 from vae_runner.config.overrides import values_by_key
 from vae_runner.sweep.rundirs import Job
-from vae_runner.sweep.settings import MEASURES, SEED_KEY, rank_key
+from vae_runner.sweep.settings import MEASURES, SEED_KEY, finite_number, rank_key
 
 LOG_SPAN = 100.0  # a numeric axis is logarithmic when its values are all > 0 and max/min >= this
 MAX_SERIES = 8  # more combinations of the other keys than this: drawn as one series
@@ -72,14 +71,10 @@ def swept_keys(settings: list[dict[str, Any]]) -> list[str]:
     return varying_keys([s.get("values") or {} for s in settings]) if len(settings) > 1 else []
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def axis_kind(values: list[Any]) -> str:
     """ "log" when every value is a positive number and they span a factor of LOG_SPAN or more,
     "linear" for other numbers, else "category" (strings, bools, a setting without the key)."""
-    if not values or not all(_number(v) for v in values):
+    if not values or not all(finite_number(v) for v in values):
         return "category"
     if min(values) > 0 and max(values) / min(values) >= LOG_SPAN:
         return "log"
@@ -89,7 +84,7 @@ def axis_kind(values: list[Any]) -> str:
 def category_name(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if _number(value):
+    if finite_number(value):
         return f"{value:g}"
     return value if isinstance(value, str) else json.dumps(value)
 
@@ -121,7 +116,7 @@ def loss_vs(summary: dict[str, Any], key: str) -> dict[str, Any]:
     said = summary.get("verdict") or {}
     for setting, value in zip(settings, raw, strict=True):
         rows = [r for r in summary["jobs"] if r["setting"] == setting["label"]]
-        done = [r for r in rows if r["status"] == "completed" and _number(r.get(measure))]
+        done = [r for r in rows if r["status"] == "completed" and finite_number(r.get(measure))]
         spread = setting["measures"][measure]
         series["" if mixed else series_of(setting)].append(
             {

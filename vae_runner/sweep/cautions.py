@@ -13,16 +13,12 @@ Imports no torch.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from vae_runner.sweep.rundirs import Job
+from vae_runner.sweep.settings import finite_number
 
 REACHED = 0.99  # a KL weight within 1% of beta has reached it
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def still_improving(rows: list[dict[str, Any]]) -> str | None:
@@ -44,8 +40,8 @@ def kl_short_of_beta(jobs: list[Job]) -> str | None:
     for job in jobs:
         history = job.history or {}
         beta = (history.get("config") or {}).get("beta")
-        weights = [w for w in history.get("kl_weight") or [] if _finite(w)]
-        if not (_finite(beta) and beta > 0 and weights):
+        weights = [w for w in history.get("kl_weight") or [] if finite_number(w)]
+        if not (finite_number(beta) and beta > 0 and weights):
             continue  # no epoch finished, or a record without the series
         ran += 1
         if max(weights) < REACHED * beta:

@@ -23,6 +23,7 @@ Imports no torch.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from vae_runner.config.overrides import values_by_key
@@ -31,6 +32,7 @@ from vae_runner.sweep.settings import rank_key, setting_record, verdict
 COMPARED_ON = "best_test_loss"
 
 
+@functools.cache  # the same few overrides, typed many times per summary
 def typed_value(line: str) -> Any:
     """An override's value as Hydra types it: `lr=1e-2` -> 0.01, `optimizer=sgd` -> 'sgd'."""
     try:

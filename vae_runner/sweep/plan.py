@@ -11,8 +11,7 @@ from __future__ import annotations
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from vae_runner.config.hydra_private import basic_sweeper
-
-MAX_SEEDS = 1000  # the bound config.schema.Config puts on `seeds`
+from vae_runner.config.schema import MAX_SEEDS
 
 
 class SeedsConflict(ValueError):

@@ -9,7 +9,6 @@ Imports no torch.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from vae_runner.record import HISTORY_FILE
+from vae_runner.record import HISTORY_FILE, read_history
 from vae_runner.rundir import is_live
 
 NOT_STARTED = "not started"
@@ -81,16 +80,8 @@ def _read_overrides(run_dir: Path) -> list[str]:
     return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
-def _read_history(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        history = json.loads((run_dir / HISTORY_FILE).read_text())
-    except (OSError, ValueError):
-        return None  # absent, or unreadable: the job counts as failed
-    return history if isinstance(history, dict) else None
-
-
 def load_job(run_dir: Path, name: str) -> Job:
-    return Job(name, Path(run_dir), _read_overrides(run_dir), _read_history(run_dir))
+    return Job(name, Path(run_dir), _read_overrides(run_dir), read_history(run_dir))  # None: failed
 
 
 def planned_overrides(sweep_dir: Path) -> list[list[str]] | None:

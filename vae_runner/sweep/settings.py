@@ -33,7 +33,8 @@ MEASURES = {
 }
 
 
-def _finite(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A measure that can be averaged: an int or float (not a bool), finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -41,7 +42,7 @@ def spread(values: list[float]) -> dict[str, Any]:
     """n, mean, sd and the 95% interval of the finite values (sd and interval need n >= 2)."""
     from scipy import stats
 
-    finite = [float(v) for v in values if _finite(v)]
+    finite = [float(v) for v in values if finite_number(v)]
     n = len(finite)
     if n == 0:
         return {"n": 0, "mean": None, "sd": None, "ci95": None}
@@ -103,7 +104,9 @@ def setting_record(
         "n_collapsed": sum(bool(r.get("collapsed")) for r in rows),
         "counts": counts,
         "measures": {m: spread([r.get(m) for r in completed]) for m in MEASURES},
-        "best_values": [r[rank_key(split)] for r in completed if _finite(r.get(rank_key(split)))],
+        "best_values": [
+            r[rank_key(split)] for r in completed if finite_number(r.get(rank_key(split)))
+        ],
         "rank": None,
         "winner": False,
         "tied_with_best": False,

@@ -13,7 +13,6 @@ completed run is the run's `final.test_nll_iw` exactly.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -29,8 +28,8 @@ from vae_runner.config.schema import Config, DataConfig, MNISTDataConfig
 from vae_runner.config.typed import to_typed
 from vae_runner.data import idx
 from vae_runner.data.images import load_data
-from vae_runner.record import HISTORY_FILE
-from vae_runner.rundir import is_live
+from vae_runner.record import HISTORY_FILE, read_history
+from vae_runner.rundir import is_live, never_trained
 from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.build import build_device, build_model
 from vae_runner.training.checkpoint import BEST, CHECKPOINT_DIR, LAST, CheckpointError
@@ -46,7 +45,7 @@ def checkpoint_file(run_dir: Path, which: str) -> Path:
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such directory; give a vae-train run directory")
     folder = run_dir / CHECKPOINT_DIR
-    if not (run_dir / HISTORY_FILE).exists() and not folder.exists():
+    if never_trained(run_dir):
         raise ConfigError(
             f"{run_dir} holds no vae-train run (no {HISTORY_FILE}, no {CHECKPOINT_DIR}/): give "
             "a run directory, such as outputs/<date>/<time> or a sweep's job folder"
@@ -78,11 +77,7 @@ def run_status(run_dir: Path) -> str | None:
     """The run's status now: its record's, or `running` while a process holds the folder."""
     if is_live(run_dir):
         return "running"
-    try:
-        history = json.loads((run_dir / HISTORY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return history.get("status") if isinstance(history, dict) else None
+    return (read_history(run_dir) or {}).get("status")
 
 
 def check_data(cfg: DataConfig, start_dir: Path) -> None:

@@ -14,13 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.typed import flat_config
+from vae_runner.config.overrides import changeable
+from vae_runner.config.typed import config_differences
 
 LAST_FILE = "checkpoints/last.pt"
-# What may differ between a checkpoint's config and the record's: `resume=` may change these
-# (early_stop: a stopped run resumed with a larger patience)
-# (an extension writes its record before its first new checkpoint), and `resume` is a route.
-MAY_DIFFER = ("epochs", "early_stop", "device", "resume")
 
 
 def recorded_epochs(history: dict[str, Any] | None) -> list[int]:
@@ -42,19 +39,6 @@ def missing_checkpoint_line(run_dir: Path, history: dict[str, Any] | None) -> st
     )
 
 
-def _settings(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in flat_config(config).items() if k.split(".")[0] not in MAY_DIFFER}
-
-
-def _config_differences(checkpoint: dict[str, Any], history: dict[str, Any]) -> list[str]:
-    there, here = _settings(checkpoint.get("config") or {}), _settings(history["config"])
-    return [
-        f"{k}={there.get(k)} in {LAST_FILE}, {here.get(k)} in history.json"
-        for k in sorted(set(there) | set(here))
-        if there.get(k) != here.get(k)
-    ]
-
-
 def check_checkpoint(run_dir: Path, checkpoint: dict[str, Any], history: dict[str, Any] | None):
     """Raise ConfigError when `checkpoint` (the folder's last.pt) does not continue the run
     that `history` (the folder's history.json) records. A checkpoint without a readable record
@@ -67,7 +51,14 @@ def check_checkpoint(run_dir: Path, checkpoint: dict[str, Any], history: dict[st
             f"against the run recorded there: {fix.replace('checkpoint', 'history.json')}"
         )
     refusal = f"{run_dir}: {LAST_FILE} does not belong to the run recorded there"
-    differences = _config_differences(checkpoint, history)
+    differences = config_differences(
+        checkpoint.get("config") or {},
+        history["config"],
+        (f"in {LAST_FILE}", "in history.json"),
+        # what resume= may change: an extension (a larger patience) writes its record before
+        # its first new checkpoint
+        kept=lambda key: not changeable(key),
+    )
     if differences:
         raise ConfigError(f"{refusal} ({'; '.join(differences[:3])}): {fix}")
     theirs = checkpoint.get("history") or {}

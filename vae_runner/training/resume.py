@@ -12,7 +12,6 @@ record (training/early_stop.py), goes on from where it was.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -21,7 +20,7 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.config.overrides import keys, refuse_changes
 from vae_runner.config.schema import Config
 from vae_runner.config.typed import to_typed
-from vae_runner.record import HISTORY_FILE
+from vae_runner.record import HISTORY_FILE, read_history
 from vae_runner.training.checkpoint import CHECKPOINT_DIR, LAST, CheckpointError, load_checkpoint
 from vae_runner.training.early_stop import stops_early, why
 from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_line
@@ -45,7 +44,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     if not run_dir.is_dir():
         raise ConfigError(f"resume={run_dir}: no such directory")
     last = run_dir / CHECKPOINT_DIR / LAST
-    recorded = _record(run_dir)
+    recorded = read_history(run_dir)
     if not last.exists():
         if not (run_dir / HISTORY_FILE).exists():
             raise ConfigError(f"resume={run_dir}: this directory holds no vae-train run")
@@ -73,7 +72,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     saved["resume"] = str(run_dir)
     cfg = to_typed(saved)
     done = checkpoint["epoch"]
-    if stops_early(checkpoint["history"], cfg.early_stop) and _has_final(run_dir):
+    if stops_early(checkpoint["history"], cfg.early_stop) and _has_final(recorded):
         raise RunFinished(
             cfg,
             recorded,
@@ -81,7 +80,7 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
             f"{why(checkpoint['history'], cfg.early_stop)}; to train on, give a larger "
             f"early_stop.patience (its count goes on from the record) or early_stop.patience=0",
         )
-    if cfg.epochs == done and not _has_final(run_dir):
+    if cfg.epochs == done and not _has_final(recorded):
         return cfg, checkpoint  # every epoch is checkpointed, the final evaluation is not done
     if cfg.epochs <= done:
         raise RunFinished(
@@ -93,15 +92,6 @@ def load_for_resume(run_dir: Path, overrides: list[str], cli) -> tuple[Config, d
     return cfg, checkpoint
 
 
-def _record(run_dir: Path) -> dict | None:
-    """The folder's history.json, or None when there is none or it cannot be read."""
-    try:
-        history = json.loads((run_dir / HISTORY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return history if isinstance(history, dict) else None
-
-
 def _early_stop(saved: dict, given: list[str], cli) -> dict:
     """The run's early_stop with the keys given on resume changed (early_stop.patience=10
     keeps its min_delta). A run from before early_stop existed had it off, as the default."""
@@ -110,8 +100,7 @@ def _early_stop(saved: dict, given: list[str], cli) -> dict:
     return {k: cli.early_stop[k] if k in changed or "" in changed else v for k, v in rule.items()}
 
 
-def _has_final(run_dir: Path) -> bool:
+def _has_final(history: dict | None) -> bool:
     """Whether the run's record holds its final evaluation (a stop or a kill during it leaves
     every epoch checkpointed but no `final`: resume then only finishes the run)."""
-    history = _record(run_dir)
     return history is not None and history.get("final") is not None
