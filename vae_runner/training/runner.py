@@ -13,7 +13,7 @@ import os
 import platform
 import socket
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -427,3 +427,47 @@ def run(
                         save_history(run_dir, history)
     stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return history
+
+
+@dataclass
+class MemberRun:
+    """One run of a stack: what `run` takes besides what the whole stack shares."""
+
+    cfg: Config
+    run_dir: Path
+    checkpoint: dict[str, Any] | None = None
+    how: str = "resume"  # resume | restart: how the checkpoint is taken up (see `run`)
+    job_label: str | None = None  # a sweep job's overrides: names it in warnings and trackers
+
+
+def run_stack(
+    members: list[MemberRun],
+    console=None,
+    start_dir: Path | None = None,
+    stop_file: Path | None = None,
+    sweep_dir: Path | None = None,
+) -> list[dict[str, Any] | BaseException]:
+    """Train `members` (equal in model, likelihood, data, batch_size, epochs, reduction and
+    device) together; returns, per member, its history or the exception that ended it (which
+    its history.json records as `failed`, as `run`'s does).
+
+    PLACEHOLDER until the stacked engine lands: the members one after another."""
+    results: list[dict[str, Any] | BaseException] = []
+    for member in members:
+        try:
+            results.append(
+                run(
+                    member.cfg,
+                    member.run_dir,
+                    console=console,
+                    checkpoint=member.checkpoint,
+                    start_dir=start_dir,
+                    stop_file=stop_file,
+                    how=member.how,
+                    job_label=member.job_label,
+                    sweep_dir=sweep_dir,
+                )
+            )
+        except Exception as err:
+            results.append(err)
+    return results
