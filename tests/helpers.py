@@ -147,3 +147,14 @@ def wait_for_hold(process: subprocess.Popen, runs: int = 1, at: str = "batch") -
                 f"{runs} runs held at {at}"
             )
         time.sleep(0.05)
+
+
+def engine_of_one(cfg, start_dir=None):
+    """The training engine of one run of `cfg` (training/engine.py), on `cfg`'s data, on the CPU."""
+    import torch
+
+    from vae_runner.data.images import load_data
+    from vae_runner.training.engine import build_engine
+
+    data = load_data(cfg.data, cfg.likelihood, start_dir)
+    return build_engine([cfg], data, torch.device("cpu"))

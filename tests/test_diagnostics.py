@@ -61,18 +61,15 @@ def test_iw_estimate_matches_the_closed_form_marginal_likelihood():
 
 
 def test_iw_estimate_is_never_looser_than_the_elbo_and_tightens_with_k(tmp_path):
-    console_file = (tmp_path / "out.txt").open("w")
-    from rich.console import Console
-
     cfg = typed_config("device=cpu", "epochs=3", "eval.iw_samples=0")
-    from vae_runner.training.epoch import train_epoch
-    from vae_runner.training.trainer import build_trainer
+    from helpers import engine_of_one
 
-    t = build_trainer(cfg, Console(file=console_file))
+    engine = engine_of_one(cfg)
     for _ in range(3):
-        train_epoch(t.model, t.data, t.optimizer, cfg, 1.0, t.shuffle)
-    images = t.data.to_float(t.data.test)
-    estimates = [importance_weighted_nll(t.model, images, k, seed=5) for k in (1, 20, 400)]
+        engine.train_epoch([1.0], [True])
+    model = engine.member_model(0)
+    images = engine.data.to_float(engine.data.test)
+    estimates = [importance_weighted_nll(model, images, k, seed=5) for k in (1, 20, 400)]
     for e in estimates:
         assert e.nll <= e.neg_elbo + 1e-9
     assert estimates[0].nll == pytest.approx(estimates[0].neg_elbo)  # K = 1 is the ELBO

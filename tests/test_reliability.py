@@ -402,7 +402,7 @@ def test_a_second_signal_while_the_model_is_built_is_one_line_and_leaves_nothing
     def stopped_at_once(*args, **kwargs):
         raise signals.StopNow(signal.SIGTERM)
 
-    monkeypatch.setattr(runner_module, "build_trainer", stopped_at_once)
+    monkeypatch.setattr(runner_module, "build_engine", stopped_at_once)
     run_dir = tmp_path / "run"
     args = ("data=digits", *CHEAP, f"hydra.run.dir={run_dir}")
     assert vae_train_in_process(monkeypatch, *args) == 143

@@ -14,12 +14,10 @@ from rich.console import Console
 from vae_runner.data.images import load_data
 from vae_runner.files import write_json_atomic
 from vae_runner.record import EPOCH_KEYS
-from vae_runner.training.epoch import train_epoch
 from vae_runner.training.model import MLPVAE
-from vae_runner.training.runner import release_training_state, run
-from vae_runner.training.trainer import build_trainer
+from vae_runner.training.runner import run
 
-from helpers import typed_config
+from helpers import engine_of_one, typed_config
 
 SEED_KEYS = ("train_loss", "train_recon", "train_kl", "test_loss", "test_recon", "test_kl")
 
@@ -125,13 +123,10 @@ def one_sgd_step(lr: float, grad_clip: float):
         f"grad_clip={grad_clip}",
         "batch_size=1438",  # the whole training set: one batch, one step
     )
-    data = load_data(cfg.data)
-    torch.manual_seed(0)
-    model = MLPVAE(data.image_shape, hidden_dim=32, latent_dim=4)
-    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
-    sums = train_epoch(model, data, optimizer, cfg, 1.0, torch.Generator().manual_seed(0))
-    after = torch.cat([p.detach().flatten() for p in model.parameters()])
+    engine = engine_of_one(cfg)
+    before = torch.cat([p.detach().flatten().clone() for p in engine.model.parameters()])
+    (sums,) = engine.train_epoch([1.0], [True])
+    after = torch.cat([p.detach().flatten() for p in engine.model.parameters()])
     return sums.grad_norm, (after - before).norm().item()
 
 
@@ -219,7 +214,8 @@ def test_an_interrupted_history_write_leaves_the_old_file(tmp_path):
 
 
 def test_the_optimised_loop_matches_a_straightforward_one(tmp_path):
-    """Correctness guard for the fast path (fused Adam, device-side sums, no per-batch sync):
+    """Correctness guard for the fast path (the engine's stacked layers and batched Adam,
+    device-side sums, no per-batch sync):
     the seed's plain loop, written out here with .item() per batch and torch's default Adam,
     gives the same history for the same seed, up to float rounding."""
     import torch.nn.functional as F
@@ -227,10 +223,15 @@ def test_the_optimised_loop_matches_a_straightforward_one(tmp_path):
     history, _ = train(tmp_path, "epochs=3", "eval.iw_samples=0")
 
     cfg = typed_config("device=cpu", "epochs=3")
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the model's init, as every run's
     shuffle = torch.Generator().manual_seed(cfg.seed)
+    noise = torch.Generator().manual_seed(cfg.seed)  # the run's own noise (training/noise.py)
     data = load_data(cfg.data)
     model = MLPVAE(data.image_shape, cfg.model.hidden_dim, cfg.model.latent_dim)
+
+    def eps(x):
+        return torch.randn(len(x), cfg.model.latent_dim, generator=noise)
+
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, foreach=False)
 
     def test_pass(beta):
@@ -238,7 +239,7 @@ def test_the_optimised_loop_matches_a_straightforward_one(tmp_path):
         with torch.no_grad():
             for start in range(0, len(data.test), cfg.batch_size):
                 x = data.test[start : start + cfg.batch_size].float() / 16
-                logits, mu, logvar = model(x)
+                logits, mu, logvar = model(x, eps(x))
                 recon = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
                 kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
                 total += (recon + beta * kl).item()
@@ -252,7 +253,7 @@ def test_the_optimised_loop_matches_a_straightforward_one(tmp_path):
         for index in torch.randperm(len(data.train), generator=shuffle).split(cfg.batch_size):
             x = data.train[index].float() / 16
             optimizer.zero_grad()
-            logits, mu, logvar = model(x)
+            logits, mu, logvar = model(x, eps(x))
             recon = F.binary_cross_entropy(torch.sigmoid(logits), x, reduction="sum")
             kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
             loss = recon + kl_weight * kl
@@ -287,15 +288,15 @@ def test_help_and_cfg_job_import_no_torch():
 
 def test_releasing_the_training_state_keeps_what_the_final_evaluation_needs():
     cfg = typed_config("epochs=1", "data.limit=256")
-    console, _ = quiet_console()
-    t = build_trainer(cfg, console)
-    train_epoch(t.model, t.data, t.optimizer, cfg, 1.0, t.shuffle)
-    test_before, weights_before = t.data.test.clone(), t.model.fc1.weight.detach().clone()
-    assert t.optimizer.state and t.model.fc1.weight.grad is not None
-    release_training_state(t)
-    assert len(t.data.train) == 0 and len(t.data.train_labels) == 0
-    assert t.data.image_shape == (1, 8, 8)
-    assert not t.optimizer.state
-    assert all(p.grad is None for p in t.model.parameters())
-    assert torch.equal(t.data.test, test_before)
-    assert torch.equal(t.model.fc1.weight, weights_before)
+    engine = engine_of_one(cfg)
+    engine.train_epoch([1.0], [True])
+    test_before = engine.data.test.clone()
+    weights_before = engine.model.fc1.weight.detach().clone()
+    assert engine.optimizer.member_state_dict(0)["state"]
+    assert engine.model.fc1.weight.grad is not None
+    engine.release_training_state()
+    assert len(engine.data.train) == 0 and len(engine.data.train_labels) == 0
+    assert engine.data.image_shape == (1, 8, 8)
+    assert all(p.grad is None for p in engine.model.parameters())
+    assert torch.equal(engine.data.test, test_before)
+    assert torch.equal(engine.model.fc1.weight, weights_before)

@@ -12,9 +12,9 @@ import torch
 from rich.console import Console
 from test_annealing import fu_eq5
 
+from vae_runner.training.config_warnings import config_warnings
 from vae_runner.training.runner import run
 from vae_runner.training.schedules import cosine_lr, extension_line
-from vae_runner.training.trainer import _config_warnings
 
 from helpers import typed_config, vae_train_in_process
 
@@ -103,7 +103,7 @@ def test_the_extension_line_for_an_explicit_t_max_and_for_no_length_dependent_sc
 
 # ------------------------------------------------------------------ KL weight far below beta
 def far_below(*overrides: str) -> list[str]:
-    return [w for w in _config_warnings(typed_config(*overrides)) if "KL ramp" in w]
+    return [w for w in config_warnings(typed_config(*overrides)) if "KL ramp" in w]
 
 
 def test_a_warmup_far_past_the_last_epoch_is_one_warning_naming_the_key_and_the_weight():
@@ -134,4 +134,4 @@ def test_a_sigmoid_midpoint_past_the_last_epoch_is_warned():
 
 @pytest.mark.parametrize("annealing", ["linear", "constant", "cyclical", "sigmoid"])
 def test_no_warning_for_the_defaults(annealing):
-    assert _config_warnings(typed_config(f"annealing={annealing}")) == []
+    assert config_warnings(typed_config(f"annealing={annealing}")) == []

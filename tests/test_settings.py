@@ -192,15 +192,15 @@ def test_collapsed_jobs_are_flagged_in_the_rows_and_counted_per_setting(tmp_path
 
 
 def test_an_adamw_decay_that_rounds_to_nothing_is_warned():
-    from vae_runner.training.trainer import _config_warnings
+    from vae_runner.training.config_warnings import config_warnings
 
     from helpers import typed_config
 
-    (said,) = _config_warnings(typed_config("optimizer=adamw", "optimizer.weight_decay=1e-5"))
+    (said,) = config_warnings(typed_config("optimizer=adamw", "optimizer.weight_decay=1e-5"))
     assert said.startswith("optimizer.weight_decay=1e-05 at lr=0.001: AdamW scales each weight")
     assert "trains bit for bit like Adam; use weight_decay >= 3e-05" in said
-    assert _config_warnings(typed_config("optimizer=adamw")) == []  # its own 1e-2 acts
-    assert _config_warnings(typed_config("optimizer=adamw", "optimizer.weight_decay=3e-5")) == []
+    assert config_warnings(typed_config("optimizer=adamw")) == []  # its own 1e-2 acts
+    assert config_warnings(typed_config("optimizer=adamw", "optimizer.weight_decay=3e-5")) == []
 
 
 # --------------------------------------------------------------------------- validation split

@@ -95,6 +95,24 @@ def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:
     )
 
 
+def print_stack_epoch(
+    console: Console, epochs: int, epoch: int, rows: list[tuple[str | None, dict[str, Any]]]
+) -> None:
+    """A stack's epoch: one aligned line per member that trained it (its job's overrides,
+    then the course loop's numbers), as log records like print_epoch's."""
+    width = len(str(epochs))
+    labels = [label or "-" for label, _ in rows]
+    pad = max((len(label) for label in labels), default=0)
+    log.info(f"Epoch {epoch:{width}d}/{epochs} | {len(rows)} member(s) of the stack trained it")
+    for label, record in zip(labels, (r for _, r in rows), strict=True):
+        val = f"val {record['val_loss']:9.2f} | " if "val_loss" in record else ""
+        log.info(
+            f"  {label:<{pad}} | train {record['train_loss']:9.2f} | {val}"
+            f"test {record['test_loss']:9.2f} | lr {record['lr']:.2e} | "
+            f"active {record['active_units']}"
+        )
+
+
 def print_divergence(console: Console, where: dict[str, Any], lr: float) -> None:
     batch = f", batch {where['batch']}" if where["batch"] else ""
     finished = where["epoch"] - 1

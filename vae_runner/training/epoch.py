@@ -1,8 +1,10 @@
-"""One training pass and one test pass over the data: the hot path.
+"""One training pass and one test pass of a stack of M members (M = 1 for a single run): the
+hot path.
 
-Hot-path rules (see DESIGN.md): the data set is one tensor on the device and a batch is
-`x[perm[i:i+b]]`; metrics are summed as tensors and read once per epoch (one host sync), never
-with `.item()` per batch.
+Hot-path rules (see DESIGN.md): the data set is one tensor on the device and a batch is a gather
+of shuffled indices; sums are kept as [M] tensors and read once per epoch (one host sync), never
+with `.item()` per batch. Activations carry the members folded into the batch axis, member-major
+([M*B, ...]: training/stacked_model.py); every sum here is per member.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from typing import NamedTuple
 
 import torch
 
-from vae_runner.config.schema import Config
-from vae_runner.data.images import ImageData, shuffled_batches
-from vae_runner.training.losses import elbo_terms, training_loss
+from vae_runner.data.images import ImageData
+from vae_runner.training.losses import elbo_terms
 from vae_runner.training.metrics import active_units_burda
+from vae_runner.training.noise import Noise
 
 
 class TrainSums(NamedTuple):
-    """Per-sample means over one training epoch, read from the device once."""
+    """One member's per-sample means over one training epoch."""
 
     recon: float
     kl: float
@@ -35,75 +37,75 @@ class TestSums(NamedTuple):
     active_burda: int  # dimensions whose posterior mean varies over the test set (Burda et al.)
 
 
-def train_epoch(
-    model, data: ImageData, optimizer, cfg: Config, kl_w: float, generator, progress=None, stop=None
-) -> TrainSums:
-    model.train()
-    device = data.train.device
-    params = [p for p in model.parameters() if p.requires_grad]
-    # clip_grad_norm_ returns the pre-clip norm, so monitoring is free. With clipping off, an
-    # infinite max norm makes it a pure measurement (its clip factor is clamped to 1).
-    max_norm = cfg.clip_norm if cfg.clip_norm is not None else math.inf
-    recon_sum = torch.zeros((), device=device)
-    kl_sum = torch.zeros((), device=device)
-    norm_sum = torch.zeros((), device=device)
-    norm_max = torch.zeros((), device=device)
-    batches = shuffled_batches(len(data.train), cfg.batch_size, generator, device)
-    # Divergence is found without a host sync: the first non-finite batch's number is kept on
-    # the device and read with the other sums at the end of the epoch.
-    batch_numbers = torch.arange(1, len(batches) + 1, device=device, dtype=torch.float32)
-    first_bad = torch.zeros((), device=device)
-    # bf16 autocast (device.precision): matrix products in bfloat16, weights and sums in fp32
-    autocast = torch.autocast(device.type, torch.bfloat16, enabled=cfg.device.precision == "bf16")
-    for i, index in enumerate(batches):
-        if stop is not None:
-            stop.check()  # a requested stop ends the run here, at a batch boundary
-        x = data.train_batch(index)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast:
-            out, mu, logvar = model(x)
-            terms = elbo_terms(model.likelihood.nll(out.float(), x), mu.float(), logvar.float())
-            loss = training_loss(terms, kl_w, cfg.reduction.name, cfg.annealing.free_bits)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm=max_norm)
-        optimizer.step()
-        with torch.no_grad():
-            recon_sum += terms.recon.sum()
-            kl_sum += terms.kl.sum()
-            norm_sum += norm
-            norm_max = torch.maximum(norm_max, norm)
-            bad = ~(torch.isfinite(loss) & torch.isfinite(norm)) & (first_bad == 0)
-            first_bad = torch.where(bad, batch_numbers[i], first_bad)
-        if progress is not None:
-            progress.advance()
-    n = len(data.train)
-    sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad]).tolist()
-    recon, kl, norm_total, norm_top, bad_batch = sums
-    return TrainSums(recon / n, kl / n, norm_total / len(batches), norm_top, int(bad_batch) or None)
+def member_losses(
+    recon: torch.Tensor,
+    kl_by_dim: torch.Tensor,
+    kl_weight: torch.Tensor,
+    reduction: str,
+    free_bits: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Each member's training loss ([M]): recon + kl_weight * KL under `reduction`, as
+    losses.training_loss computes it for one run. recon: [M, B]; kl_by_dim: [M, B, L];
+    kl_weight, free_bits: [M] (free_bits None: off for every member)."""
+    kl = kl_by_dim.sum(dim=2)
+    per_sample = recon + kl_weight.unsqueeze(1) * kl
+    loss = per_sample.sum(dim=1) if reduction == "sum" else per_sample.mean(dim=1)
+    if free_bits is None:
+        return loss
+    # Free bits (losses.training_loss): each dimension's batch-mean KL counts as >= free_bits
+    floored = kl_by_dim.mean(dim=1).clamp(min=free_bits.unsqueeze(1)).sum(dim=1)
+    batch = recon.shape[1]
+    kl_total = floored * batch if reduction == "sum" else floored
+    recon_total = recon.sum(dim=1) if reduction == "sum" else recon.mean(dim=1)
+    return torch.where(free_bits > 0, recon_total + kl_weight * kl_total, loss)
+
+
+def draw_noise(noise: Noise, active: list[bool], shape: tuple[int, ...], like: torch.Tensor):
+    """[M * shape[0], ...]: each active member's own draws; zeros for a member that sits this
+    epoch out (its generator does not move)."""
+    parts = [
+        noise.normal(m, shape, like)
+        if on
+        else torch.zeros(shape, dtype=like.dtype, device=like.device)
+        for m, on in enumerate(active)
+    ]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 @torch.no_grad()
-def evaluate(model, data: ImageData, batch_size: int, split: str = "test") -> TestSums:
-    """The test set (or the validation split) under the model in eval mode; z is sampled, as
-    in the seed."""
+def evaluate(
+    model, data: ImageData, batch_size: int, noise: Noise, active: list[bool], split: str = "test"
+) -> list[TestSums]:
+    """The test set (or the validation split) under each member in eval mode; z is sampled with
+    the member's own noise, as in the seed."""
     model.eval()
+    members = len(active)
     images = data.test if split == "test" else data.val
     device = images.device
-    recon_sum = torch.zeros((), device=device)
-    kl_by_dim_sum = torch.zeros(model.latent_dim, device=device)
+    dtype = next(model.parameters()).dtype
+    latent = model.latent_dim
+    recon_sum = torch.zeros(members, device=device, dtype=dtype)
+    kl_by_dim_sum = torch.zeros(members, latent, device=device, dtype=dtype)
     # float64 sums of the posterior means: their variance over the test set (active units)
-    mu_sum = torch.zeros(model.latent_dim, device=device, dtype=torch.float64)
+    mu_sum = torch.zeros(members, latent, device=device, dtype=torch.float64)
     mu_sq_sum = torch.zeros_like(mu_sum)
     for start in range(0, len(images), batch_size):
-        x = data.to_float(images[start : start + batch_size])
-        out, mu, logvar = model(x)
+        x = data.to_float(images[start : start + batch_size]).to(dtype)
+        b = len(x)
+        x = x.repeat(members, *[1] * (x.dim() - 1))  # every member sees the same images
+        eps = draw_noise(noise, active, (b, latent), x)
+        out, mu, logvar = model(x, eps)
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)
-        recon_sum += terms.recon.sum()
-        kl_by_dim_sum += terms.kl_by_dim.sum(dim=0)
-        mu64 = mu.double()
-        mu_sum += mu64.sum(dim=0)
-        mu_sq_sum += mu64.pow(2).sum(dim=0)
+        recon_sum += terms.recon.view(members, b).sum(dim=1)
+        kl_by_dim_sum += terms.kl_by_dim.view(members, b, latent).sum(dim=1)
+        mu64 = mu.double().view(members, b, latent)
+        mu_sum += mu64.sum(dim=1)
+        mu_sq_sum += mu64.pow(2).sum(dim=1)
     n = len(images)
+    recon = (recon_sum / n).tolist()
     kl_by_dim = (kl_by_dim_sum / n).tolist()
-    active_burda, _ = active_units_burda(mu_sum, mu_sq_sum, n)
-    return TestSums(recon_sum.item() / n, sum(kl_by_dim), kl_by_dim, active_burda)
+    sums = []
+    for m in range(members):
+        active_burda, _ = active_units_burda(mu_sum[m], mu_sq_sum[m], n)
+        sums.append(TestSums(recon[m], math.fsum(kl_by_dim[m]), kl_by_dim[m], active_burda))
+    return sums

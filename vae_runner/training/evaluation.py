@@ -5,7 +5,7 @@ own `eval.json`: no lock is taken, so it runs beside a live training run, which 
 checkpoint atomically (it reads the last complete one).
 
 The measures are the run's own, computed the run's way: the test pass of `epoch.evaluate` (with
-the global generator seeded by the run's `seed`: its z samples give the one-sample test loss)
+a generator seeded by the run's `seed`: its z samples give the one-sample test loss)
 and `metrics.importance_weighted_nll`, whose noise comes from its own generator with a fixed
 seed. With the run's K, batch size, device and thread count, the estimate of `last.pt` of a
 completed run is the run's `final.test_nll_iw` exactly.
@@ -36,6 +36,8 @@ from vae_runner.training.checkpoint import BEST, CHECKPOINT_DIR, LAST, Checkpoin
 from vae_runner.training.checkpoint import load_checkpoint as read_checkpoint
 from vae_runner.training.epoch import evaluate
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
+from vae_runner.training.noise import SeededNoise
+from vae_runner.training.stacked_model import stack_models
 
 CHECKPOINTS = {"last": LAST, "best": BEST}
 
@@ -155,8 +157,9 @@ def evaluate_checkpoint(
     if device.type == "cpu":
         reuse_freed_blocks()  # the estimate frees and remakes its chunks: keep them, as runs do
     model, data = _model_and_test_set(cfg, checkpoint, device, start_dir)
-    torch.manual_seed(cfg.seed)  # the test pass samples z: the same draws every time
-    test = evaluate(model, data, batch_size)
+    # the test pass samples z: the same draws every time, from a generator seeded by the run's seed
+    noise = SeededNoise([cfg.seed], device)
+    (test,) = evaluate(stack_models([model]), data, batch_size, noise, [True])
     return {
         "test_elbo": -(test.recon + test.kl),  # one sample, unless the estimate gives its own
         "elbo_samples": 1,

@@ -56,13 +56,16 @@ class VAE(nn.Module):
         raise NotImplementedError
 
     @staticmethod
-    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-        std = torch.exp(0.5 * logvar)
-        return mu + std * torch.randn_like(std)
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        return mu + torch.exp(0.5 * logvar) * eps
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, eps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`eps`: standard normal noise of the posterior's shape [B, latent_dim], handed in by the
+        caller (training.noise: each run's own generator), never drawn from the global RNG."""
         mu, logvar = self.encode(x)
-        return self.decode(self.reparameterize(mu, logvar)), mu, logvar
+        return self.decode(self.reparameterize(mu, logvar, eps)), mu, logvar
 
 
 class MLPVAE(VAE):

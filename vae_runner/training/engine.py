@@ -1,0 +1,244 @@
+"""The training engine: M members of one shape trained as one stacked model (M = 1: one run).
+
+It knows nothing of run directories, records or loggers (training/run_record.py): it trains one
+epoch with a KL weight per member and gives each member's sums, evaluates, and hands out or takes
+up one member's state (model, optimizer, scheduler, random generators) in a single run's format.
+
+Per member, and never shared: initialisation from its seed, batch order and noise (its own
+generators: training/noise.py), gradient-norm clipping, the optimizer's step with its own
+hyper-parameters (training/stacked_optim.py), its learning-rate schedule (a real torch scheduler
+on a one-parameter "shell" optimizer, whose lr is copied into the stack each epoch, so its state
+is a single run's), its KL weight, and whether it trains at all this epoch (`active`: a member
+stopped early, diverged, or still waiting to reach the stack's epoch does not move).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vae_runner.config.schema import Config
+from vae_runner.data.images import ImageData
+from vae_runner.training.build import build_model, build_scheduler, step_scheduler
+from vae_runner.training.epoch import TestSums, TrainSums, draw_noise, evaluate, member_losses
+from vae_runner.training.losses import elbo_terms
+from vae_runner.training.model import VAE
+from vae_runner.training.noise import Noise, SeededNoise
+from vae_runner.training.stacked_model import (
+    load_member_state_dict,
+    member_state_dict,
+    stack_models,
+)
+from vae_runner.training.stacked_optim import StackedOptimizer, clip_grad_norms
+
+
+def seeded_model(cfg: Config, image_shape: tuple[int, ...]) -> VAE:
+    """The model a run with `cfg` starts from: initialised from its seed, as a fork of torch's
+    global RNG, which is left as it was (the init is the one runs have always had)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return build_model(cfg.model, cfg.likelihood, image_shape)
+
+
+@dataclass
+class Engine:
+    cfgs: list[Config]  # one per member; equal in the stack key (sweep.stacks)
+    device: torch.device
+    data: ImageData
+    model: VAE  # the stacked model (training/stacked_model.py)
+    optimizer: StackedOptimizer
+    shells: list[torch.optim.Optimizer]  # per member: what its scheduler steps (its lr)
+    schedulers: list[Any]  # per member: a torch scheduler, or None
+    shuffles: list[torch.Generator]  # per member: its batch order (CPU), seeded by its seed
+    noise: Noise
+    train_model: Callable  # what the training step calls: `model`, or its torch.compile'd form
+    dtype: torch.dtype = torch.float32
+    _max_norms: torch.Tensor = field(init=False)
+    _free_bits: torch.Tensor | None = field(init=False)
+    _params: list[torch.Tensor] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._params = [p for p in self.model.parameters() if p.requires_grad]
+        norms = [cfg.clip_norm if cfg.clip_norm is not None else math.inf for cfg in self.cfgs]
+        self._max_norms = torch.tensor(norms, device=self.device, dtype=self.dtype)
+        bits = [cfg.annealing.free_bits for cfg in self.cfgs]
+        self._free_bits = (
+            torch.tensor(bits, device=self.device, dtype=self.dtype) if any(bits) else None
+        )
+
+    @property
+    def members(self) -> int:
+        return len(self.cfgs)
+
+    # -- one epoch -----------------------------------------------------------------------------
+
+    def train_epoch(
+        self, kl_weights: list[float], active: list[bool], progress=None, stop=None
+    ) -> list[TrainSums]:
+        """One pass over the training set for every active member; the others do not move."""
+        cfg, data, m = self.cfgs[0], self.data, self.members
+        self.model.train()
+        device = data.train.device
+        kl_w = torch.tensor(kl_weights, device=device, dtype=self.dtype)
+        on = torch.tensor(active, device=device)
+        mask = None if all(active) else on
+        n = len(data.train)
+        # Each member's own order of the training set ([M, N]); a member sitting out keeps its
+        # generator where it is
+        orders = torch.stack(
+            [
+                torch.randperm(n, generator=g) if a else torch.arange(n)
+                for g, a in zip(self.shuffles, active, strict=True)
+            ]
+        ).to(device)
+        batches = orders.split(cfg.batch_size, dim=1)
+        recon_sum = torch.zeros(m, device=device, dtype=self.dtype)
+        kl_sum = torch.zeros_like(recon_sum)
+        norm_sum = torch.zeros_like(recon_sum)
+        norm_max = torch.zeros_like(recon_sum)
+        # Divergence is found without a host sync: each member's first non-finite batch number
+        # is kept on the device and read with the other sums at the end of the epoch.
+        first_bad = torch.zeros_like(recon_sum)
+        precision = cfg.device.precision
+        autocast = torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
+        latent = self.model.latent_dim
+        for i, index in enumerate(batches):
+            if stop is not None:
+                stop.check()  # a requested stop ends the stack here, at a batch boundary
+            b = index.shape[1]
+            x = data.to_float(data.train.index_select(0, index.flatten())).to(self.dtype)
+            if data.resample_train:  # dynamic binarisation, with each member's own draws
+                x = torch.cat([self.noise.bernoulli(j, part) for j, part in enumerate(x.chunk(m))])
+            eps = draw_noise(self.noise, active, (b, latent), x)
+            self.optimizer.zero_grad()
+            with autocast:
+                out, mu, logvar = self.train_model(x, eps)
+                nll = self.model.likelihood.nll(out.to(self.dtype), x)
+                terms = elbo_terms(nll, mu.to(self.dtype), logvar.to(self.dtype))
+                recon = terms.recon.view(m, b)
+                kl_by_dim = terms.kl_by_dim.view(m, b, latent)
+                losses = member_losses(recon, kl_by_dim, kl_w, cfg.reduction.name, self._free_bits)
+            total = losses if mask is None else torch.where(mask, losses, 0.0)
+            total.sum().backward()
+            norms = clip_grad_norms(self._params, self._max_norms)
+            self.optimizer.step(mask)
+            with torch.no_grad():
+                recon_sum += recon.sum(dim=1)
+                kl_sum += kl_by_dim.sum(dim=(1, 2))
+                norm_sum += norms
+                norm_max = torch.maximum(norm_max, norms)
+                bad = ~(torch.isfinite(losses) & torch.isfinite(norms)) & (first_bad == 0)
+                first_bad = torch.where(bad, float(i + 1), first_bad)
+            if progress is not None:
+                progress.advance()
+        sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad], dim=1).tolist()
+        return [
+            TrainSums(r / n, k / n, total / len(batches), top, int(bad) or None)
+            for r, k, total, top, bad in sums
+        ]
+
+    def evaluate(self, active: list[bool], split: str = "test") -> list[TestSums]:
+        return evaluate(self.model, self.data, self.cfgs[0].batch_size, self.noise, active, split)
+
+    # -- learning rates --------------------------------------------------------------------------
+
+    def lr(self, member: int) -> float:
+        return self.optimizer.get_lr(member)
+
+    def set_lr(self, member: int, lr: float) -> None:
+        self.optimizer.set_lr(member, lr)
+        self.shells[member].param_groups[0]["lr"] = lr
+
+    def step_scheduler(self, member: int, watched_loss: float) -> None:
+        """Advance member's scheduler one epoch on the loss it selects on; its new lr goes into
+        the stack."""
+        step_scheduler(self.schedulers[member], watched_loss)
+        self.optimizer.set_lr(member, self.shells[member].param_groups[0]["lr"])
+
+    # -- one member's state, in a single run's format ----------------------------------------------
+
+    def member_state(self, member: int) -> dict[str, Any]:
+        """model, optimizer, scheduler and rng, as a single run's checkpoint holds them."""
+        scheduler = self.schedulers[member]
+        rng = {
+            "shuffle": self.shuffles[member].get_state(),
+            "torch": torch.get_rng_state(),  # unused: the run draws nothing from the global RNG
+            **self.noise.state(member),
+        }
+        return dict(
+            model=member_state_dict(self.model, member),
+            optimizer=self.optimizer.member_state_dict(member),
+            scheduler=scheduler.state_dict() if scheduler is not None else None,
+            rng=rng,
+        )
+
+    def load_member(self, member: int, checkpoint: dict[str, Any]) -> None:
+        """Take up a single run's checkpoint (model, optimizer, scheduler, rng) as `member`."""
+        load_member_state_dict(self.model, member, checkpoint["model"])
+        self.optimizer.load_member_state_dict(member, checkpoint["optimizer"])
+        self.shells[member].param_groups[0]["lr"] = self.optimizer.get_lr(member)
+        scheduler = self.schedulers[member]
+        if scheduler is not None and checkpoint["scheduler"] is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        rng = checkpoint["rng"]
+        self.shuffles[member].set_state(rng["shuffle"])
+        self.noise.restore(member, rng)
+
+    def member_model(self, member: int) -> VAE:
+        """A plain model holding member's weights (for the final estimate and the pictures)."""
+        cfg = self.cfgs[member]
+        model = build_model(cfg.model, cfg.likelihood, self.data.image_shape)
+        model.load_state_dict(member_state_dict(self.model, member))
+        return model.to(self.device, self.dtype).eval()
+
+    def release_training_state(self) -> None:
+        """Give back what only training needed, once the last checkpoints hold it (see
+        run_record.release_training_state)."""
+        self.data = self.data.without_train()
+        self.optimizer.clear_state()
+        self.optimizer.zero_grad()
+
+
+def build_engine(
+    cfgs: list[Config],
+    data: ImageData,
+    device: torch.device,
+    noise: Noise | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Engine:
+    """The engine for `cfgs` (equal in the stack key) on `data`, already on `device`."""
+    models = [seeded_model(cfg, data.image_shape) for cfg in cfgs]
+    model = stack_models(models).to(device=device, dtype=dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = StackedOptimizer(params, [c.optimizer for c in cfgs], [c.lr for c in cfgs])
+    shells, schedulers = [], []
+    for cfg in cfgs:
+        shell = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        shells.append(shell)
+        schedulers.append(build_scheduler(cfg.scheduler, shell))
+        shell.step()  # a no-op (no gradient) that tells torch's scheduler the optimizer has stepped
+    shuffles = [torch.Generator().manual_seed(cfg.seed) for cfg in cfgs]
+    noise = noise or SeededNoise([cfg.seed for cfg in cfgs], device)
+    train_model = model
+    if cfgs[0].device.compile:
+        # On CUDA, "reduce-overhead" also captures CUDA graphs: the launch cost of a small
+        # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
+        mode = "reduce-overhead" if device.type == "cuda" else "default"
+        train_model = torch.compile(model, mode=mode)
+    return Engine(
+        cfgs,
+        device,
+        data,
+        model,
+        optimizer,
+        shells,
+        schedulers,
+        shuffles,
+        noise,
+        train_model,
+        dtype,
+    )
