@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from vae_runner.config.schema import Config
 from vae_runner.data.images import load_data
 from vae_runner.files import writing
@@ -21,6 +23,7 @@ from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import build_device
 from vae_runner.training.engine import Engine, build_engine
+from vae_runner.training.noise import Noise
 from vae_runner.training.run_record import RunRecord, one_line
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 
@@ -71,12 +74,16 @@ def run_stack(
     start_dir: Path | None = None,
     stop_file: Path | None = None,
     sweep_dir: Path | None = None,
+    noise: Noise | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> list[dict[str, Any] | BaseException]:
     """Train `members` (equal in model, likelihood, data, batch_size, epochs, reduction and
     device: sweep.stacks) together, each writing its own run directory as a single run does.
     Returns, per member, its history, or the exception that ended it (which its history.json
     records as `failed`, as `run`'s does). An exception before any record exists (the model
-    or the data could not be made, a second signal) rises for the caller to say."""
+    or the data could not be made, a second signal) rises for the caller to say.
+
+    `noise` and `dtype` are for oracle tests: draws handed in (training/noise.py) and float64."""
     console = console or make_console()
     for member in members:
         with writing(member.run_dir):
@@ -97,7 +104,7 @@ def run_stack(
             )
             for m in members
         ]
-        engine = _build(records, start_dir)
+        engine = _build(records, start_dir, noise, dtype)
         results = _train(engine, records, stop)
         for record, result in zip(records, results, strict=True):
             if not isinstance(result, BaseException):
@@ -106,7 +113,7 @@ def run_stack(
     return results
 
 
-def _build(records: list[RunRecord], start_dir: Path | None) -> Engine:
+def _build(records: list[RunRecord], start_dir: Path | None, noise, dtype) -> Engine:
     """The engine of the stack: device, threads and data once for every member, each member's
     model from its seed, and each member's checkpoint taken up."""
     cfg = records[0].cfg
@@ -114,11 +121,9 @@ def _build(records: list[RunRecord], start_dir: Path | None) -> Engine:
     if device.type == "cpu":
         reuse_freed_blocks()
     if cfg.device.threads:
-        import torch
-
         torch.set_num_threads(cfg.device.threads)
     data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: checked by Config
-    engine = build_engine([r.cfg for r in records], data.to(device), device)
+    engine = build_engine([r.cfg for r in records], data.to(device), device, noise, dtype)
     for member, record in enumerate(records):
         if record.checkpoint is not None:
             from vae_runner.training.checkpoint import CheckpointError
