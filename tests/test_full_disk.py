@@ -15,7 +15,7 @@ from rich.console import Console
 
 from vae_runner import files
 from vae_runner.files import WriteError, is_temporary, rewrite_in_place, write_json_atomic
-from vae_runner.training import runner as runner_module
+from vae_runner.training import run_record as runner_module
 from vae_runner.training.checkpoint import load_checkpoint
 from vae_runner.training.runner import run
 

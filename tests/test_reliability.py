@@ -19,8 +19,8 @@ from vae_runner.exit_codes import exit_code
 from vae_runner.files import WriteError
 from vae_runner.record import EPOCH_KEYS
 from vae_runner.rundir import LOCK_FILE, Busy, claim, earlier_attempt, is_live
+from vae_runner.training import run_record, signals
 from vae_runner.training import runner as runner_module
-from vae_runner.training import signals
 from vae_runner.training.checkpoint import load_checkpoint
 from vae_runner.training.history import new_history, with_epoch
 from vae_runner.training.resume import load_for_resume
@@ -204,7 +204,7 @@ def test_a_failure_after_the_history_exists_is_recorded_as_failed(tmp_path, monk
     def no_logger(cfg, run_dir, **where):
         raise ImportError("logger=tensorboard needs tensorboard: pip install 'vae-runner[x]'")
 
-    monkeypatch.setattr(runner_module, "build_logger", no_logger)
+    monkeypatch.setattr(run_record, "build_logger", no_logger)
     with pytest.raises(ImportError):
         run(typed_config(*CHEAP), tmp_path / "run", console=quiet())
     history = history_of(tmp_path / "run")
@@ -216,7 +216,7 @@ def test_a_failure_after_the_history_exists_is_recorded_as_failed(tmp_path, monk
 def test_a_failed_checkpoint_write_leaves_the_history_at_the_last_checkpointed_epoch(
     tmp_path, monkeypatch
 ):
-    real = runner_module.save_checkpoint
+    real = run_record.save_checkpoint
     calls = []
 
     def full_disk_on_epoch_2(run_dir, payload, is_best):
@@ -225,7 +225,7 @@ def test_a_failed_checkpoint_write_leaves_the_history_at_the_last_checkpointed_e
             raise WriteError(28, f"cannot write {run_dir}/checkpoints/last.pt: No space left")
         return real(run_dir, payload, is_best)
 
-    monkeypatch.setattr(runner_module, "save_checkpoint", full_disk_on_epoch_2)
+    monkeypatch.setattr(run_record, "save_checkpoint", full_disk_on_epoch_2)
     run_dir = tmp_path / "run"
     with pytest.raises(WriteError):
         run(typed_config("epochs=3", "eval.iw_samples=0", "plot_every=0"), run_dir, quiet())
@@ -239,7 +239,7 @@ def test_a_stop_in_the_final_evaluation_can_be_finished_by_resume(tmp_path, monk
     def stopped(*args, check=None, **kwargs):
         raise signals.Interrupted(signal.SIGTERM)
 
-    monkeypatch.setattr(runner_module, "importance_weighted_nll", stopped)
+    monkeypatch.setattr(run_record, "importance_weighted_nll", stopped)
     run_dir = tmp_path / "run"
     cfg = typed_config("epochs=2", "eval.iw_samples=10", "plot_every=0")
     run(cfg, run_dir, console=quiet())

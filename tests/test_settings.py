@@ -230,15 +230,15 @@ def test_the_validation_split_is_fixed_held_out_and_binarised_like_the_test_set(
 
 
 def test_a_run_with_a_validation_split_chooses_its_best_epoch_on_it(tmp_path, monkeypatch):
-    from vae_runner.training import runner as runner_module
+    from vae_runner.training import engine as engine_module
     from vae_runner.training.runner import run
 
     from helpers import typed_config
 
     watched = []
-    real = runner_module.step_scheduler
+    real = engine_module.step_scheduler
     monkeypatch.setattr(
-        runner_module, "step_scheduler", lambda s, loss: (watched.append(loss), real(s, loss))
+        engine_module, "step_scheduler", lambda s, loss: (watched.append(loss), real(s, loss))
     )
     cfg = typed_config("data=digits", "epochs=4", "data.val_fraction=0.2", "eval.iw_samples=0")
     from rich.console import Console

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from vae_runner.training.model import BernoulliLikelihood, ConvVAE, GaussianLikelihood, MLPVAE
+from vae_runner.training.model import MLPVAE, BernoulliLikelihood, ConvVAE, GaussianLikelihood
 from vae_runner.training.stacked_model import (
     StackedConv2d,
     load_member_state_dict,

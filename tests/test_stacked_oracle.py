@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from test_runner import quiet_console
 
 from vae_runner.data.images import load_data
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
@@ -23,7 +24,6 @@ from vae_runner.training.runner import MemberRun, run_stack
 from vae_runner.training.schedules import epoch_lr
 
 from helpers import typed_config
-from test_runner import quiet_console
 
 BASE = ("device=cpu", "epochs=3", "eval.iw_samples=0", "pictures=false", "data=digits")
 

@@ -256,17 +256,17 @@ def test_a_store_deleted_mid_run_is_one_warning_line_each_and_no_traceback(
 ):
     # MLflow logged each SQLAlchemy error with its traceback (114-166 lines on stderr) before
     # raising it, and the warning quoted the whole SQL statement.
-    from vae_runner.training import runner as runner_module
+    from vae_runner.training.run_record import RunRecord
 
     db = tmp_path / "store" / "mlflow.db"
-    after_epoch = runner_module._after_epoch
+    after_epoch = RunRecord.after_epoch
 
-    def delete_the_store(t, history, record, *rest):
+    def delete_the_store(self, record, *rest):
         if record["epoch"] == 1:
             db.unlink()
-        return after_epoch(t, history, record, *rest)
+        return after_epoch(self, record, *rest)
 
-    monkeypatch.setattr(runner_module, "_after_epoch", delete_the_store)
+    monkeypatch.setattr(RunRecord, "after_epoch", delete_the_store)
     monkeypatch.setattr(tracking, "RETRY_SECONDS", 0)  # every epoch tries the store again
     # no handler an earlier in-process vae-train left on the root logger (its stream is gone):
     # the warnings reach stderr through logging's last resort, as the terminal would show them

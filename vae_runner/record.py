@@ -10,37 +10,55 @@ rename), so a crash or a kill at any instant leaves either the old or the new co
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 HISTORY_FILE = "history.json"
 SCHEMA_VERSION = 1
 
-# Per-epoch series, in the order they appear in the file. The first six are the course loop's.
-EPOCH_KEYS = (
-    "train_loss",
-    "train_recon",
-    "train_kl",
-    "test_loss",
-    "test_recon",
-    "test_kl",
-    "epoch",
-    "kl_weight",
-    "lr",
-    "grad_norm",
-    "grad_norm_max",
-    "active_units",
-    "active_units_burda",
-    "kl_by_dim",
-    "recon_per_dim",
-    "kl_per_dim",
-    "epoch_seconds",
-)
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch's measures: the one home of a per-epoch quantity. Its fields, in this order,
+    are the history's per-epoch series (the first six are the course loop's); a new measure is
+    a field here, its value in training/run_record.py, and its column where it is shown.
+    The val_* series exist only with a validation split (data.val_fraction > 0): the run then
+    chooses its best epoch (best.pt) and steps the plateau scheduler on val_loss, and reports
+    the test loss."""
+
+    train_loss: float
+    train_recon: float
+    train_kl: float
+    test_loss: float
+    test_recon: float
+    test_kl: float
+    epoch: int
+    kl_weight: float
+    lr: float
+    grad_norm: float
+    grad_norm_max: float
+    active_units: int
+    active_units_burda: int
+    kl_by_dim: list[float]
+    recon_per_dim: float
+    kl_per_dim: float
+    epoch_seconds: float
+    val_loss: float | None = None
+    val_recon: float | None = None
+    val_kl: float | None = None
+
+    def values(self) -> dict[str, Any]:
+        """As the history holds it: one value per series (no val_* without a split)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if self.val_loss is None:
+            for key in VAL_KEYS:
+                del values[key]
+        return values
 
 
-# With a validation split (data.val_fraction > 0), also these per-epoch series: the run chooses
-# its best epoch (best.pt) and steps the plateau scheduler on val_loss, and reports the test loss.
 VAL_KEYS = ("val_loss", "val_recon", "val_kl")
+EPOCH_KEYS = tuple(f.name for f in fields(EpochRecord) if f.name not in VAL_KEYS)
 
 
 def epoch_keys(history: dict[str, Any]) -> tuple[str, ...]:

@@ -22,7 +22,7 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import Config
 from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError
-from vae_runner.record import selected_on
+from vae_runner.record import EpochRecord, selected_on
 from vae_runner.report.console import log, print_divergence, print_summary, print_warning
 from vae_runner.report.images import save_grids
 from vae_runner.report.logger_choice import build_logger
@@ -204,8 +204,9 @@ class RunRecord:
         val: TestSums | None,
         seconds: float,
     ) -> dict[str, Any]:
+        """The epoch's measures (record.EpochRecord), as the history holds them."""
         cfg = self.cfg
-        record = dict(
+        return EpochRecord(
             epoch=epoch,
             train_loss=train.recon + kl_w * train.kl,
             train_recon=train.recon,
@@ -223,12 +224,11 @@ class RunRecord:
             recon_per_dim=test.recon / math.prod(engine.data.image_shape),
             kl_per_dim=test.kl / engine.model.latent_dim,
             epoch_seconds=seconds,
-        )
-        if val is not None:  # the split the run chooses on (data.val_fraction)
-            record.update(
-                val_loss=val.recon + cfg.beta * val.kl, val_recon=val.recon, val_kl=val.kl
-            )
-        return record
+            # the split the run chooses on (data.val_fraction)
+            val_loss=None if val is None else val.recon + cfg.beta * val.kl,
+            val_recon=None if val is None else val.recon,
+            val_kl=None if val is None else val.kl,
+        ).values()
 
     def diverged(self, train: TrainSums, record: dict[str, Any], lr: float) -> bool:
         """Record where the run stopped being finite: nothing of this epoch is kept, and no NaN
