@@ -208,6 +208,8 @@ def test_a_member_alone_and_among_seven_others_one_diverging_has_one_history(tmp
     assert together[1]["status"] == "diverged"
     assert [h["status"] for i, h in enumerate(together) if i != 1] == ["completed"] * 7
     among = together[2]
-    for key in ("train_loss", "test_loss", "grad_norm", "kl_by_dim", "lr"):
+    for key in ("train_loss", "test_loss", "grad_norm", "lr"):
         assert among[key] == pytest.approx(alone[key], rel=1e-12, abs=1e-300), key
+    for among_epoch, alone_epoch in zip(among["kl_by_dim"], alone["kl_by_dim"], strict=True):
+        assert among_epoch == pytest.approx(alone_epoch, rel=1e-12, abs=1e-300)
     assert among["best_epoch"] == alone["best_epoch"]
