@@ -231,3 +231,19 @@ def test_a_stop_before_a_stack_leaves_it_not_started(tmp_path, monkeypatch, caps
         "0": "completed",
         "#1": "not started",  # the summary's name for a job without a folder
     }
+
+
+def test_on_job_end_sees_each_jobs_objective_after_its_stack_trained(tmp_path, monkeypatch, capsys):
+    """Hydra's run_job calls on_job_end once its task (here the job's preparation) returns: the
+    launcher holds it back until the job is finished, so a callback reads the objective the
+    basic launcher's job returns (its best test loss)."""
+    monkeypatch.chdir(tmp_path)
+    where = tmp_path / "s"
+    callback = "+hydra.callbacks.returns._target_=hydra.experimental.callbacks.LogJobReturnCallback"
+    assert sweep(monkeypatch, where, "lr=1e-2,1e-3", STACKED, callback) == 0
+    out = capsys.readouterr().out  # Hydra's logging writes to stdout (hydra.hydra_logging)
+    said = [line.split("] ", 1)[-1] for line in out.splitlines() if "with return value" in line]
+    best = [
+        json.loads((where / str(n) / "history.json").read_text())["best_test_loss"] for n in (0, 1)
+    ]
+    assert said == [f"Succeeded with return value: {loss}" for loss in best]
