@@ -28,6 +28,7 @@ from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.rundir import Attempt, claim, earlier_attempt, is_live, release_held
 from vae_runner.sweep.resume import MULTIRUN_RECORD, is_sweep_dir, multirun_arguments
 from vae_runner.sweep.rundirs import is_run_dir
+from vae_runner.sweep.stacks import check_max_stack
 
 
 class Refused(BaseException):
@@ -344,6 +345,7 @@ def check_multirun(cfg: DictConfig) -> None:
         raise ConfigError("hydra.sweep.dir is empty: give the sweep its own folder")
     check_writable(sweep_dir, "hydra.sweep.dir")
     refuse_shadowed(cfg.hydra)  # also for a sweeper that checks no job (Optuna)
+    check_max_stack(cfg.hydra.launcher)  # hydra/launcher=stacked
     launcher = str(cfg.hydra.launcher.get("_target_", ""))
     if launcher.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
         raise ConfigError(

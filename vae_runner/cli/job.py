@@ -1,4 +1,7 @@
-"""The Hydra job: composed config -> typed Config -> training.runner.run, failures -> statuses.
+"""The Hydra job: composed config -> typed Config -> training.runner, failures -> statuses.
+
+A job's life is prepare_job -> train_jobs -> finish_job: `run_job` lives it alone; the
+`stacked` launcher (hydra_plugins) prepares many, trains them together, and finishes each.
 
 A job never raises and never calls sys.exit: an exception would make Hydra skip its end-of-sweep
 callbacks, and sys.exit would abort the other jobs of a sweep. It returns its exit code (for a
@@ -15,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.types import RunMode
@@ -31,6 +35,7 @@ from vae_runner.cli.checks import (
 )
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import explain
+from vae_runner.config.schema import Config
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.faults import out_of_memory_line
 from vae_runner.files import WriteError, write_json_atomic
@@ -38,6 +43,7 @@ from vae_runner.record import HISTORY_FILE
 from vae_runner.report.console import log, print_error
 from vae_runner.rundir import (
     Busy,
+    Claim,
     claim,
     never_trained,
     remove_hydra_record,
@@ -52,9 +58,52 @@ from vae_runner.training.provenance import check_checkpoint, missing_checkpoint_
 NOTHING = float("inf")  # the objective of a job that has no best loss
 
 
+@dataclass
+class PreparedJob:
+    """A job ready to train: all that `training.runner.run_stack` needs of it (`member()`), and
+    its directory's claim, held until `finish_job`. Made by `prepare_job`."""
+
+    run_dir: Path
+    start_dir: Path  # where vae-train started: relative data paths are read from there
+    single: bool  # a single run (hydra.run.dir), not a sweep's job
+    stop_file: Path | None  # a sweep job's stop request (training.signals)
+    claim: Claim
+    cfg: Config | None = None  # typed (None only while prepare_job has not typed it yet)
+    checkpoint: dict | None = None  # what it carries on from
+    how: str = "resume"  # resume | restart: how the checkpoint is taken up
+    job_label: str | None = None  # a sweep job's overrides
+    fresh: bool = True  # nothing of an earlier attempt's training is in run_dir
+
+    @property
+    def sweep_dir(self) -> Path | None:
+        return None if self.stop_file is None else self.stop_file.parent
+
+    def member(self):
+        from vae_runner.training.runner import MemberRun  # torch: only once jobs really train
+
+        return MemberRun(self.cfg, self.run_dir, self.checkpoint, self.how, self.job_label)
+
+
 def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
     """Run one job; returns (exit code, best validation loss, else best test loss, or inf).
     Never raises."""
+    prepared = prepare_job(cfg, hydra_cfg)
+    if not isinstance(prepared, PreparedJob):
+        return prepared
+    try:
+        (result,) = train_jobs([prepared])
+    except BaseException:  # SystemExit, SweepStopped: nothing of this job is left held
+        prepared.claim.release(remove_empty_dir=True)
+        raise
+    return finish_job(prepared, result)
+
+
+def prepare_job(cfg: DictConfig, hydra_cfg: DictConfig) -> PreparedJob | tuple[int, float]:
+    """Everything of a job before training: the stop check, its directory's claim, whether and
+    how it carries on an earlier attempt, its typed config and checkpoint. Returns the job,
+    ready to train and holding its claim, or (exit code, objective) when it ends here (stopped,
+    refused, already finished, failed), its claim given back. Never raises, except
+    signals.SweepStopped in a stopped sweep's own process (the launcher's loop ends there)."""
     run_dir = Path(hydra_cfg.runtime.output_dir)
     single = hydra_cfg.mode == RunMode.RUN
     stop_file = None if single else Path(str(hydra_cfg.sweep.dir)).absolute() / signals.STOP_FILE
@@ -80,72 +129,121 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
             print_error(f"{err.strerror}; this job was not run")
             remove_hydra_record(run_dir)
             return int(ExitCode.FAILED), NOTHING
+    job = PreparedJob(run_dir, Path(hydra_cfg.runtime.cwd), single, stop_file, lock)
+    if not single:
+        job.job_label = " ".join(hydra_cfg.overrides.task) or None
     try:
-        return _run_claimed(cfg, hydra_cfg, run_dir, single, stop_file)
-    finally:
-        lock.release(remove_empty_dir=True)  # a single run that left nothing: no folder
+        ended = _prepare_claimed(job, cfg, list(hydra_cfg.overrides.task))
+    except BaseException as err:
+        ended = err
+    if ended is None:
+        return job
+    if isinstance(ended, BaseException):
+        return finish_job(job, ended)  # its claim given back there
+    job.claim.release(remove_empty_dir=True)
+    return ended
 
 
-def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tuple[int, float]:
-    start_dir = Path(hydra_cfg.runtime.cwd)
-    typed, fresh = None, True
+def train_jobs(jobs: list[PreparedJob]) -> list[dict | BaseException]:
+    """Train prepared jobs together (one stack: training.runner.run_stack); per job, its history
+    or the exception that ended it. Jobs of one call share where vae-train started, their
+    sweep and its stop file."""
+    first = jobs[0]
     try:
-        checkpoint, how = None, "resume"
-        if cfg.resume is not None:
-            from vae_runner.training.resume import RunFinished, load_for_resume  # torch
+        from vae_runner.training.runner import run_stack  # imports torch
 
-            fresh = False
-            try:
-                typed, checkpoint = load_for_resume(run_dir, list(hydra_cfg.overrides.task), cfg)
-            except RunFinished as finished:  # refused, once what a kill left is repaired
-                repair(run_dir, finished.history or {}, finished.cfg, start_dir)
-                raise
-            remove_temporary_files(run_dir)  # what kills left of interrupted writes
-        else:
-            typed = job_config(cfg)
-            if not single:
-                # A sweep's jobs were checked by the `checked` sweeper, but not by another
-                # sweeper (Optuna's): check here, where the job's own record says why.
-                check_job(typed, start_dir)
-            overrides = list(hydra_cfg.overrides.task)
-            try:
-                attempt = carry_on(run_dir, typed, overrides, _dir_key(single))
-            except ConfigError as err:  # another run's record: never written into
-                print_error(str(err))
-                return int(ExitCode.CONFIG), NOTHING
-            # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
-            fresh = attempt.history is None and not attempt.has_checkpoint
-            if attempt.history and is_finished(attempt.history, typed):
-                repair(run_dir, attempt.history, typed, start_dir)
-                log.info(finished_line(run_dir, attempt.history))
-                return _outcome(attempt.history)
-            if not attempt.has_checkpoint:  # finished epochs are never trained over afresh
-                refusal = missing_checkpoint_line(run_dir, attempt.history)
-                if refusal:
-                    raise ConfigError(refusal)
-            remove_temporary_files(run_dir)  # what kills left of interrupted writes
-            if attempt.has_checkpoint:
-                # With more epochs it is what resume=<job dir> epochs=N does; else the same job
-                # started again (a requeue, the same command run again).
-                how = "resume" if extended(attempt.history, typed) else "restart"
-                checkpoint = _earlier_checkpoint(run_dir)
-                check_checkpoint(run_dir, checkpoint, attempt.history)
-        from vae_runner.training.runner import run  # imports torch: only once a job really runs
-
-        history = run(
-            typed,
-            run_dir,
-            checkpoint=checkpoint,
-            start_dir=start_dir,
-            stop_file=stop_file,
-            how=how,
-            job_label=None if single else " ".join(hydra_cfg.overrides.task) or None,
-            sweep_dir=None if single else stop_file.parent,
+        return run_stack(
+            [job.member() for job in jobs],
+            start_dir=first.start_dir,
+            stop_file=first.stop_file,
+            sweep_dir=first.sweep_dir,
         )
-    except (KeyboardInterrupt, signals.StopNow) as stopped:
+    except (KeyboardInterrupt, signals.StopNow, Exception) as err:  # before any run's record
+        return [err] * len(jobs)
+
+
+def finish_job(job: PreparedJob, result: dict | BaseException) -> tuple[int, float]:
+    """Everything of a job after training: its outcome from its history, or one line and the
+    exit code for the exception that ended it; its directory's claim given back (and the
+    directory itself when it stayed empty). Never raises, except what is no job's failure
+    (SystemExit, signals.SweepStopped), after the claim is given back."""
+    try:
+        if isinstance(result, BaseException):
+            return _ended_by(job, result)
+        return _outcome(result)
+    finally:
+        job.claim.release(remove_empty_dir=True)  # a single run that left nothing: no folder
+
+
+def stopped_before_training(job: PreparedJob) -> int | None:
+    """Before a launcher trains prepared jobs: the signal that asked their sweep to stop, if
+    one did (then they are left not started). In the sweep's own process it raises
+    signals.SweepStopped, as `prepare_job` does: the launcher skips the rest at once."""
+    stopped = signals.requested() or signals.read_stop_file(job.stop_file)
+    if stopped and signals.requested() and finish.sweep_started():
+        raise signals.SweepStopped(stopped)
+    return stopped
+
+
+def leave_not_started(job: PreparedJob) -> None:
+    """A prepared job that will not train (its sweep was stopped first): as a job that never
+    began, the summary lists it as not started; its claim given back."""
+    _leave_not_started(job.run_dir)
+    job.claim.release(remove_empty_dir=True)
+
+
+def _prepare_claimed(job: PreparedJob, cfg: DictConfig, overrides: list[str]):
+    """Fill `job` in; returns None when it is to train, else how it ended: (code, objective)
+    or the exception that ended it."""
+    run_dir, start_dir = job.run_dir, job.start_dir
+    if cfg.resume is not None:
+        from vae_runner.training.resume import RunFinished, load_for_resume  # torch
+
+        job.fresh = False
+        try:
+            job.cfg, job.checkpoint = load_for_resume(run_dir, overrides, cfg)
+        except RunFinished as finished:  # refused, once what a kill left is repaired
+            repair(run_dir, finished.history or {}, finished.cfg, start_dir)
+            raise
+        remove_temporary_files(run_dir)  # what kills left of interrupted writes
+        return None
+    job.cfg = job_config(cfg)
+    if not job.single:
+        # A sweep's jobs were checked by the `checked` sweeper, but not by another
+        # sweeper (Optuna's): check here, where the job's own record says why.
+        check_job(job.cfg, start_dir)
+    try:
+        attempt = carry_on(run_dir, job.cfg, overrides, _dir_key(job.single))
+    except ConfigError as err:  # another run's record: never written into
+        print_error(str(err))
+        return int(ExitCode.CONFIG), NOTHING
+    # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
+    job.fresh = attempt.history is None and not attempt.has_checkpoint
+    if attempt.history and is_finished(attempt.history, job.cfg):
+        repair(run_dir, attempt.history, job.cfg, start_dir)
+        log.info(finished_line(run_dir, attempt.history))
+        return _outcome(attempt.history)
+    if not attempt.has_checkpoint:  # finished epochs are never trained over afresh
+        refusal = missing_checkpoint_line(run_dir, attempt.history)
+        if refusal:
+            raise ConfigError(refusal)
+    remove_temporary_files(run_dir)  # what kills left of interrupted writes
+    if attempt.has_checkpoint:
+        # With more epochs it is what resume=<job dir> epochs=N does; else the same job
+        # started again (a requeue, the same command run again).
+        job.how = "resume" if extended(attempt.history, job.cfg) else "restart"
+        job.checkpoint = _earlier_checkpoint(run_dir)
+        check_checkpoint(run_dir, job.checkpoint, attempt.history)
+    return None
+
+
+def _ended_by(job: PreparedJob, err: BaseException) -> tuple[int, float]:
+    """A job's end by `err` (before or while it trained), as one line and its exit code."""
+    run_dir, single, typed, fresh = job.run_dir, job.single, job.cfg, job.fresh
+    if isinstance(err, (KeyboardInterrupt, signals.StopNow)):
         # Ctrl-C before the run's handlers (imports), or a second signal before its record
         # existed (building the model); after that the run records its own stop.
-        code = signals.exit_status(getattr(stopped, "signum", signal.SIGINT))
+        code = signals.exit_status(getattr(err, "signum", signal.SIGINT))
         if fresh and _has_history(run_dir):  # this attempt's own record says how it ended
             return code, NOTHING
         if not fresh:  # an earlier attempt's record and checkpoint are as they were
@@ -154,21 +252,21 @@ def _run_claimed(cfg, hydra_cfg, run_dir: Path, single: bool, stop_file) -> tupl
         print_error("interrupted before the first epoch; nothing to resume")
         _discard_or_record(run_dir, single, typed, "interrupted before the first epoch")
         return code, NOTHING
-    except WriteError as err:  # a full disk, a folder that became read-only
+    if isinstance(err, WriteError):  # a full disk, a folder that became read-only
         print_error(f"{err.strerror}; the run directory keeps every finished epoch")
         return int(ExitCode.FAILED), NOTHING
-    except Exception as err:
-        line = explain(err)
-        fault = out_of_memory_line(err)
-        if line is None and fault is None:  # a bug or an environment fault: keep the traceback
-            traceback.print_exc()
-        message = line or fault or f"{type(err).__name__}: {err} (run directory: {run_dir})"
-        print_error(message)
-        kind = "config" if line is not None else "error"
-        if fresh:
-            _discard_or_record(run_dir, single, typed, message, kind)
-        return int(ExitCode.CONFIG if line is not None else ExitCode.FAILED), NOTHING
-    return _outcome(history)
+    if not isinstance(err, Exception):  # SystemExit, SweepStopped: not a job's failure
+        raise err
+    line = explain(err)
+    fault = out_of_memory_line(err)
+    if line is None and fault is None:  # a bug or an environment fault: keep the traceback
+        traceback.print_exception(err)
+    message = line or fault or f"{type(err).__name__}: {err} (run directory: {run_dir})"
+    print_error(message)
+    kind = "config" if line is not None else "error"
+    if fresh:
+        _discard_or_record(run_dir, single, typed, message, kind)
+    return int(ExitCode.CONFIG if line is not None else ExitCode.FAILED), NOTHING
 
 
 def _dir_key(single: bool) -> str:
