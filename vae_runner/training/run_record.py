@@ -96,6 +96,7 @@ class RunRecord:
     horizon: int = 0  # the epochs the run started with: what cyclical and cosine are laid over
     epoch_lr: Any = None  # the lr as a pure function of the epoch (scheduler=cosine), or None
     warnings: list[str] = field(default_factory=list)
+    short_label: str = ""  # in a stack's lines: its overrides that differ from other members'
     start: int = 1  # its first epoch to train
     done: bool = False  # no more epochs: stopped early, diverged, or failed
 
@@ -154,11 +155,14 @@ class RunRecord:
         if extended:
             log.info(extended)
 
-    def begin(self, stop) -> None:
-        """Its config warnings (once each, also over resumes), the first write of its record,
-        and its logger."""
+    def begin(self, stop, printed: set[str]) -> None:
+        """Its config warnings (kept once each, also over resumes; printed once per stack:
+        `printed` holds what another member said already), the first write of its record, and
+        its logger."""
         for message in self.warnings:
-            print_warning(self.console, message)
+            if message not in printed:
+                printed.add(message)
+                print_warning(self.console, message)
             if not any(w["message"] == message for w in self.history["warnings"]):
                 entry = {"epoch": self.start - 1, "kind": "config", "message": message}
                 self.history["warnings"].append(entry)
@@ -375,4 +379,4 @@ class RunRecord:
 
     def _who(self) -> str:
         """In a stack's log lines, which member speaks ("" for a single run)."""
-        return f"[{self.job_label}] " if self.job_label and self.sweep_dir is not None else ""
+        return f"[{self.short_label}] " if self.short_label else ""

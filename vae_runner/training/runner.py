@@ -104,6 +104,9 @@ def run_stack(
             )
             for m in members
         ]
+        if len(records) > 1:
+            for record, label in zip(records, member_labels(members), strict=True):
+                record.short_label = label
         engine = _build(records, start_dir, noise, dtype)
         results = _train(engine, records, stop)
         for record, result in zip(records, results, strict=True):
@@ -111,6 +114,15 @@ def run_stack(
                 record.finish(stop, in_sweep=sweep_dir is not None)
     stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return results
+
+
+def member_labels(members: list[MemberRun]) -> list[str]:
+    """Each member's overrides that not every member shares (what tells them apart in the
+    stack's lines), or its number in the stack when none differ."""
+    words = [(m.job_label or "").split() for m in members]
+    shared = set.intersection(*(set(w) for w in words)) if words else set()
+    labels = [" ".join(w for w in ws if w not in shared) for ws in words]
+    return [label or f"#{i}" for i, label in enumerate(labels)]
 
 
 def _build(records: list[RunRecord], start_dir: Path | None, noise, dtype) -> Engine:
@@ -150,9 +162,10 @@ def _train(engine: Engine, records: list[RunRecord], stop) -> list[dict | BaseEx
                 record.fresh_history(engine, member, initial[member])
             else:
                 record.restored_history()
+        printed: set[str] = set()
         for record in records:
             started.append(record)
-            record.begin(stop)
+            record.begin(stop, printed)
         _train_epochs(engine, records, stop)
         finishing = [m for m, r in enumerate(records) if r.history["status"] == "running"]
         if finishing:
@@ -223,6 +236,8 @@ def _train_epochs(engine: Engine, records: list[RunRecord], stop) -> None:
             if kept:
                 print_epoch(console, epochs, kept[0][1])
         else:
-            print_stack_epoch(console, epochs, epoch, [(records[m].job_label, v) for m, v in kept])
+            print_stack_epoch(
+                console, epochs, epoch, [(records[m].short_label, v) for m, v in kept]
+            )
         for m, values in kept:
             records[m].after_epoch(values, lambda m=m: engine.member_model(m), engine.data)
