@@ -13,13 +13,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
-from omegaconf import DictConfig
 
 # Hydra's grid sweeper and override_dirname have no public import path:
 # vae_runner.config.hydra_private holds every such import. The plan (seeds=N, every job's
 # overrides) is vae_runner's, below this plugin, so that a sweep's summary reads it too.
-from vae_runner.config.hydra_private import basic_sweeper, overrides_dirname
+from vae_runner.config.hydra_private import basic_sweeper
 from vae_runner.sweep.plan import SeedsConflict, expand_seeds, planned_jobs
 
 
@@ -33,19 +31,12 @@ class CheckedSweeperConf:
 ConfigStore.instance().store(group="hydra/sweeper", name="checked", node=CheckedSweeperConf)
 
 
-def dirname(overrides: List[Override], cfg: DictConfig) -> str:
-    """`hydra.job.override_dirname` of a job's task overrides, made by Hydra's own function as
-    its config says (`hydra.job.config.override_dirname`)."""
-    how = cfg.hydra.job.config.override_dirname
-    return overrides_dirname(overrides, how.exclude_keys, how.item_sep, how.kv_sep)
-
-
 # Looked up as this module runs: Hydra runs it again at each app start, after its own basic
 # sweeper's module, whose class is then another one.
 class CheckedSweeper(basic_sweeper()):
     def sweep(self, arguments: List[str]) -> Any:
         from vae_runner.cli.checks import Once, check_sweep_job, check_sweep_overrides
-        from vae_runner.cli.sweep_configs import JobConfigs, plan
+        from vae_runner.cli.sweep_configs import JobConfigs, dirname, plan
 
         assert self.config is not None and self.hydra_context is not None
         preset = self._parse_config()  # hydra.sweeper.params, which super().sweep adds itself

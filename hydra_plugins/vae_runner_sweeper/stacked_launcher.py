@@ -14,6 +14,7 @@ in sys.modules, so no `from __future__ import annotations` here): this one impor
 heavy; vae_runner's job and torch only once a sweep launches.
 """
 
+import copy
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -98,9 +99,13 @@ class StackedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         log.info(f"Launching {len(job_overrides)} jobs stacked")
         jobs: list[_Job] = []
+        from vae_runner.cli.sweep_configs import plan
+
+        configs = self._job_configs()
         try:
-            for number, overrides in enumerate(job_overrides, initial_job_idx):
-                jobs.append(self._prepare(number, overrides))
+            planned = plan([list(overrides) for overrides in job_overrides])
+            for number, job in enumerate(planned, initial_job_idx):
+                jobs.append(self._prepare(number, job, configs))
                 if jobs[-1].ended:  # finished, refused or failed before training
                     self._end(jobs[-1], jobs[-1].prepared)
             trained = [job for job in jobs if isinstance(job.prepared, PreparedJob)]
@@ -112,13 +117,25 @@ class StackedLauncher(Launcher):
             raise
         return [job.ret for job in jobs]
 
-    def _prepare(self, number: int, overrides: Sequence[str]) -> _Job:
-        """What the basic launcher does for a job, with prepare_job as its task."""
-        from vae_runner.cli.job import PreparedJob, prepare_job
+    def _job_configs(self):
+        """Each job's composed config, as the checked sweeper makes them: Hydra composes one
+        job of each setting (0.3 s each), the setting's other seeds are derived from it
+        (cli.sweep_configs), so a stack's preparation does not compose every job again."""
+        from vae_runner.cli.sweep_configs import JobConfigs, dirname
 
         assert self.config is not None and self.hydra_context is not None
-        log.info(f"\t#{number} : {' '.join(filter_overrides(overrides))}")
-        config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        loader, config = self.hydra_context.config_loader, self.config
+        return JobConfigs(lambda job: loader.load_sweep_config(config, job), dirname)
+
+    def _prepare(self, number: int, job, configs) -> _Job:
+        """What the basic launcher does for a job, with prepare_job as its task."""
+        from vae_runner.cli.job import PreparedJob, prepare_job
+        from vae_runner.cli.checks import job_config
+
+        assert self.config is not None and self.hydra_context is not None
+        log.info(f"\t#{number} : {' '.join(filter_overrides(job.overrides))}")
+        composed, _ = configs.checked(job, lambda cfg, typed: typed or job_config(cfg))
+        config = copy.deepcopy(composed)  # a derived one is its setting's, changed in place
         with open_dict(config):
             config.hydra.job.id = number
             config.hydra.job.num = number

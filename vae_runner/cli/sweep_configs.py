@@ -23,6 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from omegaconf import DictConfig, OmegaConf
 
+from vae_runner.config.hydra_private import overrides_dirname
 from vae_runner.config.schema import Config
 
 SEED = "seed"
@@ -61,6 +62,13 @@ class PlannedJob:
     def task(self) -> list[Override]:
         """Its overrides Hydra records as the task's (`hydra.overrides.task`)."""
         return [o for o in self.parsed if not o.is_hydra_override()]
+
+
+def dirname(overrides: list[Override], cfg: DictConfig) -> str:
+    """`hydra.job.override_dirname` of a job's task overrides, made by Hydra's own function as
+    its config says (`hydra.job.config.override_dirname`)."""
+    how = cfg.hydra.job.config.override_dirname
+    return overrides_dirname(overrides, how.exclude_keys, how.item_sep, how.kv_sep)
 
 
 def plan(jobs: list[list[str]]) -> list[PlannedJob]:

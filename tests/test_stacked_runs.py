@@ -1,0 +1,136 @@
+"""Stacked sweeps as a user runs them: each member a run of its own (its history, checkpoints,
+resume and vae-eval), signals that stop the whole stack, a SIGKILLed stack finished by its
+command run again, the same answers as the basic launcher, and every group option run stacked.
+
+Signals land where a test holds the run (start_cli(hold=...)), never where a timer guesses."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from vae_runner.training.checkpoint import load_checkpoint
+
+from helpers import run_cli, start_cli, vae_train_in_process, wait_for_hold
+
+STACKED = "hydra/launcher=stacked"
+RUN = ("epochs=3", "batch_size=32", "eval.iw_samples=0", "pictures=false")
+
+
+def history(run_dir):
+    return json.loads((run_dir / "history.json").read_text())
+
+
+def jobs(sweep):
+    return sorted((p for p in sweep.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+@pytest.mark.e2e
+def test_sigint_stops_every_member_and_the_same_command_carries_them_on_stacked(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ("-m", "lr=1e-3,1e-2", "seeds=2", *RUN, STACKED, f"hydra.sweep.dir={sweep}")
+    log = tmp_path / "log"
+    process = start_cli(*args, cwd=tmp_path, log=log, hold="batch:1:3")
+    wait_for_hold(process)
+    process.send_signal(signal.SIGINT)
+    assert process.wait() == 130
+    members = jobs(sweep)
+    assert len(members) == 4
+    for job in members:  # every member stopped at the batch boundary, its epoch 1 kept
+        h = history(job)
+        assert (h["status"], h["interrupted_by"], h["epoch"]) == ("interrupted", "SIGINT", [1])
+        assert load_checkpoint(job / "checkpoints" / "last.pt")["epoch"] == 1
+    assert f"To carry the whole sweep on: vae-train resume={sweep}" in log.read_text()
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "stack 1: 4 jobs (#0 #1 #2 #3)" in again.stdout  # carried on in a stack again
+    for job in members:
+        h = history(job)
+        assert h["status"] == "completed" and h["epoch"] == [1, 2, 3]
+        assert h["resumed"][0]["after_epoch"] == 1
+
+
+@pytest.mark.e2e
+def test_a_sigkilled_stack_is_finished_by_its_command_run_again(tmp_path):
+    """Killed while member 0's epoch 2 is in last.pt but not yet in its history.json, and before
+    the others wrote epoch 2 at all: run again, the members start from different epochs in one
+    stack, and each ends as its uninterrupted twin in a stack of its own."""
+    sweep = tmp_path / "sweep"
+    args = ("-m", "lr=1e-3,1e-2,3e-3", *RUN, STACKED, f"hydra.sweep.dir={sweep}")
+    process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="write:2")
+    wait_for_hold(process, at="write")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    members = jobs(sweep)
+    assert [load_checkpoint(j / "checkpoints" / "last.pt")["epoch"] for j in members] == [2, 1, 1]
+    assert [history(j)["epoch"] for j in members] == [[1]] * 3
+
+    again = run_cli(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    alone = tmp_path / "alone"
+    reference = run_cli("-m", "lr=1e-3", *RUN, STACKED, f"hydra.sweep.dir={alone}", cwd=tmp_path)
+    assert reference.returncode == 0, reference.stderr
+    got, want = history(members[0]), history(alone / "0")
+    assert got["status"] == "completed" and got["epoch"] == [1, 2, 3]
+    assert got["test_loss"] == pytest.approx(want["test_loss"], rel=1e-5)
+    assert [history(j)["status"] for j in members] == ["completed"] * 3
+
+
+@pytest.mark.e2e
+def test_a_members_job_dir_resumes_with_the_ordinary_runner_and_vae_eval_reads_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    done = run_cli("-m", "lr=1e-3,1e-2", *RUN, STACKED, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    job = sweep / "1"
+    longer = run_cli(f"resume={job}", "epochs=4", cwd=tmp_path)
+    assert longer.returncode == 0, longer.stderr
+    h = history(job)
+    assert h["epoch"] == [1, 2, 3, 4] and h["config"]["lr"] == 1e-2
+    assert h["resumed"][-1]["after_epoch"] == 3
+    evaluated = run_cli_eval(job, tmp_path)
+    assert evaluated["test_loss"] > 0 and evaluated["iw_samples"] == 10
+
+
+def run_cli_eval(job, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    out = Path(cwd) / "eval.json"
+    command = [str(Path(sys.executable).with_name("vae-eval")), str(job), "--iw-samples", "10"]
+    done = subprocess.run([*command, "--out", str(out)], capture_output=True, text=True, cwd=cwd)
+    assert done.returncode == 0, done.stderr
+    return json.loads(out.read_text())
+
+
+# --------------------------------------------------------------------------- same answers
+def test_a_stacked_lr_sweep_gives_the_basic_launchers_answers(tmp_path, monkeypatch):
+    """Real images (scikit-learn's digits), a validation split, three seeds per lr: each
+    setting's mean best validation loss, stacked, lies within the seed spread of the basic
+    launcher's; the verdicts agree."""
+    args = ("-m", "lr=1e-2,1e-3", "seeds=3", "epochs=4", "data.val_fraction=0.2")
+    args += ("eval.iw_samples=0", "pictures=false", "device.threads=1")
+    summaries = {}
+    for launcher in ("basic", "stacked"):
+        where = tmp_path / launcher
+        extra = (STACKED,) if launcher == "stacked" else ()
+        assert vae_train_in_process(monkeypatch, *args, *extra, f"hydra.sweep.dir={where}") == 0
+        summaries[launcher] = json.loads((where / "sweep_summary.json").read_text())
+    basic = {s["label"]: s for s in summaries["basic"]["settings"]}
+    stacked = {s["label"]: s for s in summaries["stacked"]["settings"]}
+    assert basic.keys() == stacked.keys() == {"lr=0.01", "lr=0.001"}
+    for setting, b in basic.items():
+        mean_b = b["measures"]["best_val_loss"]["mean"]
+        spread = b["measures"]["best_val_loss"]["sd"]
+        assert abs(stacked[setting]["measures"]["best_val_loss"]["mean"] - mean_b) <= spread
+    verdicts = [summaries[k]["verdict"] for k in ("basic", "stacked")]
+    assert [(v["kind"], v["winner"], v["tied"]) for v in verdicts] == [
+        (verdicts[0]["kind"], verdicts[0]["winner"], verdicts[0]["tied"])
+    ] * 2
+    # each stacked member is its basic twin up to float32 rounding of batched products
+    jobs_b = {j["label"]: j for j in summaries["basic"]["jobs"]}
+    for j in summaries["stacked"]["jobs"]:
+        assert j["best_val_loss"] == pytest.approx(jobs_b[j["label"]]["best_val_loss"], rel=1e-4)
