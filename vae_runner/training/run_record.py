@@ -122,8 +122,8 @@ class RunRecord:
                 n_train=len(data.train),
                 n_test=len(data.test),
                 data_dim=math.prod(data.image_shape),
-                latent_dim=engine.model.latent_dim,
-                n_parameters=sum(v[member].numel() for v in engine.model.parameters()),
+                latent_dim=engine.latent_dim,
+                n_parameters=engine.n_parameters(member),
                 active_units_threshold=cfg.active_threshold,
                 active_units_burda_threshold=BURDA_THRESHOLD,
                 schedule_horizon=self.horizon,  # epochs at the start: a resume never re-plans
@@ -226,7 +226,7 @@ class RunRecord:
             active_units_burda=test.active_burda,
             kl_by_dim=test.kl_by_dim,
             recon_per_dim=test.recon / math.prod(engine.data.image_shape),
-            kl_per_dim=test.kl / engine.model.latent_dim,
+            kl_per_dim=test.kl / engine.latent_dim,
             epoch_seconds=seconds,
             # the split the run chooses on (data.val_fraction)
             val_loss=None if val is None else val.recon + cfg.beta * val.kl,

@@ -22,7 +22,9 @@ from vae_runner.report.console import BatchProgress, make_console, print_epoch, 
 from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
 from vae_runner.training.build import build_device
-from vae_runner.training.engine import Engine, build_engine
+from vae_runner.training.checkpoint import CheckpointError
+from vae_runner.training.engine import build_engine
+from vae_runner.training.engines import Engines, parts_for, split
 from vae_runner.training.noise import Noise
 from vae_runner.training.run_record import RunRecord, one_line
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
@@ -108,7 +110,10 @@ def run_stack(
             for record, label in zip(records, member_labels(members), strict=True):
                 record.short_label = label
         engine = _build(records, start_dir, noise, dtype)
-        results = _train(engine, records, stop)
+        try:
+            results = _train(engine, records, stop)
+        finally:
+            engine.close()
         for record, result in zip(records, results, strict=True):
             if not isinstance(result, BaseException):
                 record.finish(stop, in_sweep=sweep_dir is not None)
@@ -125,32 +130,32 @@ def member_labels(members: list[MemberRun]) -> list[str]:
     return [label or f"#{i}" for i, label in enumerate(labels)]
 
 
-def _build(records: list[RunRecord], start_dir: Path | None, noise, dtype) -> Engine:
-    """The engine of the stack: device, threads and data once for every member, each member's
-    model from its seed, and each member's checkpoint taken up."""
+def _build(records: list[RunRecord], start_dir: Path | None, noise, dtype) -> Engines:
+    """The engines of the stack (training/engines.py): device, threads and data once for every
+    member, each member's model from its seed, and each member's checkpoint taken up."""
     cfg = records[0].cfg
     device = build_device(cfg.device)
     if device.type == "cpu":
         reuse_freed_blocks()
     if cfg.device.threads:
         torch.set_num_threads(cfg.device.threads)
-    data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: checked by Config
-    engine = build_engine([r.cfg for r in records], data.to(device), device, noise, dtype)
+    data = load_data(cfg.data, cfg.likelihood, start_dir).to(device)  # batch_size fits: Config
+    cfgs = [r.cfg for r in records]
+    parts = split(cfgs, parts_for(len(cfgs), device, noise is not None))
+    engines = Engines([build_engine(part, data, device, noise, dtype) for part in parts])
     for member, record in enumerate(records):
         if record.checkpoint is not None:
-            from vae_runner.training.checkpoint import CheckpointError
-
             try:
-                engine.load_member(member, record.checkpoint)
+                engines.load_member(member, record.checkpoint)
             except (RuntimeError, ValueError, KeyError, TypeError) as err:  # shapes, states
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
                 raise CheckpointError(
                     f"the checkpoint does not fit this run's model and optimizer: {first[:200]}"
                 ) from None
-    return engine
+    return engines
 
 
-def _train(engine: Engine, records: list[RunRecord], stop) -> list[dict | BaseException]:
+def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseException]:
     """Start every record, train the epochs, evaluate the finished runs; every outcome is in
     its record before this returns. Returns the histories, or per member the exception."""
     started: list[RunRecord] = []
@@ -189,10 +194,10 @@ def _train(engine: Engine, records: list[RunRecord], stop) -> list[dict | BaseEx
     return [r.history for r in records]
 
 
-def _train_epochs(engine: Engine, records: list[RunRecord], stop) -> None:
+def _train_epochs(engine: Engines, records: list[RunRecord], stop) -> None:
     epochs = records[0].cfg.epochs  # equal in a stack
     console = records[0].console
-    progress = BatchProgress(console, -(-len(engine.data.train) // records[0].cfg.batch_size))
+    progress = BatchProgress(console, engine.batches)
     for epoch in range(min(r.start for r in records), epochs + 1):
         # Before each epoch, from each record alone: who trains this epoch
         active = [not r.done and r.start <= epoch and not r.stops_early(epoch) for r in records]
