@@ -1,5 +1,6 @@
 """The stacked optimizer against its oracle: K plain parameter sets, each with its own
-torch.optim optimizer, fed the same gradients (float64, CPU)."""
+torch.optim optimizer, fed the same gradients (float64, CPU). Every test runs on both paths:
+torch's fused kernels (the default on the CPU) and the vectorised fallback (MPS's)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,26 @@ import math
 
 import pytest
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from vae_runner.config.schema import AdamConfig, AdamWConfig, SGDConfig
+from vae_runner.training import stacked_optim
 from vae_runner.training.build import build_optimizer
 from vae_runner.training.stacked_optim import StackedOptimizer, clip_grad_norms
+from vae_runner.training.stacked_optim_fused import fused_kernels_apply
 
 # A member's parameter shapes: a matrix, a vector, a 3-d tensor and a scalar
 SHAPES = [(3, 4), (4,), (2, 3, 2), ()]
 CLOSE = dict(rtol=1e-12, atol=1e-15)
+
+
+@pytest.fixture(autouse=True, params=["fused", "vectorised"])
+def path(request, monkeypatch):
+    """The optimizer's path: the default one (fused on the CPU), or the fallback forced through
+    the one function that chooses."""
+    if request.param == "vectorised":
+        monkeypatch.setattr(stacked_optim, "fused_kernels_apply", lambda params: False)
+    return request.param
 
 
 def adam(wd=0.0, betas=(0.9, 0.999)):
@@ -44,10 +57,10 @@ def single_tensor_torch(cfg, params, lr):
 class Pair:
     """A stacked optimizer and its oracle, from the same starting weights."""
 
-    def __init__(self, configs, lrs, seed=0, make=single_tensor_torch):
+    def __init__(self, configs, lrs, seed=0, make=single_tensor_torch, dtype=torch.float64):
         gen = torch.Generator().manual_seed(seed)
-        self.k = len(configs)
-        start = [torch.randn(self.k, *s, generator=gen, dtype=torch.float64) for s in SHAPES]
+        self.k, self.dtype = len(configs), dtype
+        start = [torch.randn(self.k, *s, generator=gen, dtype=dtype) for s in SHAPES]
         self.stacked = [w.clone().requires_grad_(True) for w in start]
         self.plain = [[w[m].clone().requires_grad_(True) for w in start] for m in range(self.k)]
         self.opt = StackedOptimizer(self.stacked, configs, lrs)
@@ -55,26 +68,29 @@ class Pair:
         self.gen = torch.Generator().manual_seed(seed + 1)
 
     def grads(self):
-        return [torch.randn(self.k, *s, generator=self.gen, dtype=torch.float64) for s in SHAPES]
+        return [torch.randn(self.k, *s, generator=self.gen, dtype=self.dtype) for s in SHAPES]
 
-    def step(self, active=None, grads=None, stacked=True):
+    def step(self, active=None, grads=None, stacked=True, mask_as=torch.tensor):
         """One step of both with the same gradients; an inactive member's oracle does not step.
-        stacked=False: only the oracle steps."""
+        stacked=False: only the oracle steps. mask_as: the form the stacked step gets `active`
+        in (a bool tensor, or list: the list itself)."""
         grads = self.grads() if grads is None else grads
         if stacked:
             for p, g in zip(self.stacked, grads, strict=True):
                 p.grad = g.clone()
-            self.opt.step(None if active is None else torch.tensor(active))
+            self.opt.step(None if active is None else mask_as(active))
         for m, opt in enumerate(self.oracle):
             if active is None or active[m]:
                 for p, g in zip(self.plain[m], grads, strict=True):
                     p.grad = g[m].clone()
                 opt.step()
 
-    def assert_equal_to_oracle(self):
+    def assert_equal_to_oracle(self, **close):
         for m in range(self.k):
             for i, p in enumerate(self.plain[m]):
-                torch.testing.assert_close(self.stacked[i].detach()[m], p.detach(), **CLOSE)
+                torch.testing.assert_close(
+                    self.stacked[i].detach()[m], p.detach(), **(close or CLOSE)
+                )
 
 
 STACKS = {
@@ -104,8 +120,9 @@ def test_twenty_steps_equal_each_members_own_torch_optimizer(name):
     assert [pair.opt.get_lr(m) for m in range(pair.k)] == STACKS[name][1]
 
 
+@pytest.mark.parametrize("mask_as", [torch.tensor, list], ids=["tensor mask", "list mask"])
 @pytest.mark.parametrize("name", ["adam, lrs and betas differ", "sgd momentum", "mixed kinds"])
-def test_an_inactive_member_does_not_change_at_all_while_the_others_move(name):
+def test_an_inactive_member_does_not_change_at_all_while_the_others_move(name, mask_as):
     configs, lrs = STACKS[name]
     pair = Pair(configs, lrs)
     k = pair.k
@@ -120,7 +137,7 @@ def test_an_inactive_member_does_not_change_at_all_while_the_others_move(name):
             g[frozen] = math.nan
         # member 0 is also inactive on odd steps: each member counts its own steps
         active = [m != frozen and (m != 0 or t % 2 == 0) for m in range(k)]
-        pair.step(active, grads)
+        pair.step(active, grads, mask_as=mask_as)
     for p, b in zip(pair.stacked, before, strict=True):
         assert torch.equal(p.detach()[frozen], b)  # bit-identical
     state_after = pair.opt.member_state_dict(frozen)
@@ -271,6 +288,60 @@ def test_zero_grad_sets_grads_to_none():
     pair.step()
     pair.opt.zero_grad()
     assert all(p.grad is None for p in pair.stacked)
+
+
+FUSED_KERNELS = {"adam": "aten::_fused_adam_", "adamw": "aten::_fused_adamw_",
+                 "sgd": "aten::_fused_sgd_"}  # fmt: skip
+
+
+def fused_kernel_calls(step) -> dict[str, int]:
+    """How many times step() called each of torch's fused optimizer kernels."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    names = [event.name for event in prof.events()]
+    return {kind: names.count(op) for kind, op in FUSED_KERNELS.items()}
+
+
+def test_on_the_cpu_a_step_is_one_fused_kernel_call_per_active_member(path):
+    pair = Pair(*STACKS["mixed kinds"])  # adam, sgd, adamw, sgd, adam, sgd
+    active = [True, True, True, False, False, True]
+    calls = fused_kernel_calls(lambda: pair.step(active, mask_as=list))
+    if path == "fused":
+        assert calls == {"adam": 1, "adamw": 1, "sgd": 2}
+    else:
+        assert calls == {"adam": 0, "adamw": 0, "sgd": 0}
+    assert pair.opt.fused == (path == "fused")
+    pair.assert_equal_to_oracle()
+
+
+def test_the_fused_kernels_are_chosen_for_contiguous_cpu_tensors_of_a_float_dtype():
+    for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        assert fused_kernels_apply([torch.zeros(2, 3, dtype=dtype), torch.zeros(2, dtype=dtype)])
+    # the kernels walk each tensor's memory in order: a strided parameter would be garbled
+    assert not fused_kernels_apply([torch.zeros(2, 3), torch.zeros(3, 2).t()])
+    assert not fused_kernels_apply([torch.zeros(2, 3, device="meta")])  # no kernels there
+
+
+def test_a_strided_gradient_steps_as_the_same_values_in_order():
+    pair = Pair([adam(), sgd(0.9), adamw()], [1e-2, 0.1, 1e-2])
+    for _ in range(3):
+        grads = pair.grads()
+        grads[0] = grads[0].transpose(1, 2).contiguous().transpose(1, 2)  # same values, strided
+        pair.step(grads=grads)
+        assert not pair.stacked[0].grad.is_contiguous()
+    pair.assert_equal_to_oracle()
+
+
+def test_in_float32_a_member_steps_as_a_single_runs_fused_torch_optimizer(path):
+    # build_optimizer gives a single run torch's fused optimizer on the CPU: the fused path
+    # calls the same kernel with the same numbers, so each member matches it bit for bit.
+    configs, lrs = STACKS["mixed kinds"]
+    pair = Pair(configs, lrs, make=build_optimizer, dtype=torch.float32)
+    assert all(opt.defaults["fused"] for opt in pair.oracle)
+    for t in range(10):
+        pair.step([m != t % 3 for m in range(pair.k)], mask_as=list)
+    exact = dict(rtol=0, atol=0) if path == "fused" else dict(rtol=1e-5, atol=1e-6)
+    pair.assert_equal_to_oracle(**exact)
 
 
 def other_kind(sd, sgd_sd):

@@ -125,7 +125,7 @@ class Engine:
             total = losses if mask is None else torch.where(mask, losses, 0.0)
             total.sum().backward()
             norms = clip_grad_norms(self._params, self._max_norms)
-            self.optimizer.step(mask)
+            self.optimizer.step(active)  # the list: no host read of the mask per step
             with torch.no_grad():
                 recon_sum += recon.sum(dim=1)
                 kl_sum += kl_by_dim.sum(dim=(1, 2))

@@ -2,18 +2,23 @@
 member axis M): member m's slices follow its own Adam, AdamW or SGD, with torch.optim's
 single-tensor arithmetic (torch/optim/adam.py, sgd.py), its own hyper-parameters and step count.
 
-The per-member hyper-parameters are [M] tensors broadcast over each parameter's shape, so a step
-costs a few kernels per parameter tensor whatever M is. Members of the two families (Adam/AdamW,
-SGD) live in groups of their own: a stack of one family works on the whole tensors (no gathers);
-a mixed stack gathers each group's rows and scatters them back.
+Where torch has fused kernels for the device and dtype (CPU, CUDA), a step calls them once per
+active member over its slices (stacked_optim_fused.py). Elsewhere (MPS) the vectorised path runs:
+the per-member hyper-parameters are [M] tensors broadcast over each parameter's shape, a few
+kernels per parameter tensor whatever M is. Members of the two families (Adam/AdamW, SGD) live in
+groups of their own; on the vectorised path a stack of one family works on the whole tensors (no
+gathers), a mixed stack gathers each group's rows and scatters them back.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
 from vae_runner.config.schema import OptimizerConfig
 from vae_runner.training.build import build_optimizer
+from vae_runner.training.stacked_optim_fused import FusedFamilyStep, fused_kernels_apply
 from vae_runner.training.stacked_optim_group import FamilyGroup, col
 from vae_runner.training.stacked_optim_state import (
     member_hyper,
@@ -81,6 +86,11 @@ class StackedOptimizer:
             self._groups.append(group)
             for row, m in enumerate(members):
                 self._where[m] = (group, row)
+        # The one choice of path, for the optimizer's life (device, dtype and layout are fixed)
+        self.fused = fused_kernels_apply(self._params)
+        self._fused_steps = [FusedFamilyStep(g) for g in self._groups] if self.fused else []
+        self._mask_key: tuple[bool, ...] | None = None
+        self._mask: torch.Tensor | None = None
 
     def get_lr(self, member: int) -> float:
         return self._hypers[member].lr
@@ -94,22 +104,49 @@ class StackedOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, active: torch.Tensor | None = None) -> None:
-        """One step for every member; `active` ([M] bool on the params' device, or None = all):
-        an inactive member's parameters, state and step count do not change at all."""
-        if active is not None and (active.shape != (self.size,) or active.dtype != torch.bool):
-            raise ValueError(
-                f"step(active=...) takes a [{self.size}] bool tensor, "
-                f"got {tuple(active.shape)} {active.dtype}"
-            )
+    def step(self, active: torch.Tensor | Sequence[bool] | None = None) -> None:
+        """One step for every member; `active` (M bools as a list, or an [M] bool tensor on the
+        params' device, or None = all): an inactive member's parameters, state and step count
+        do not change at all. The list is the cheaper form: the fused path reads a tensor once
+        on the host, the vectorised one builds a tensor from a list only when it changes."""
+        if isinstance(active, torch.Tensor):
+            if active.shape != (self.size,) or active.dtype != torch.bool:
+                raise ValueError(
+                    f"step(active=...) takes a [{self.size}] bool tensor, "
+                    f"got {tuple(active.shape)} {active.dtype}"
+                )
+            if self.fused:
+                active = active.tolist()
+        elif active is not None:
+            active = [bool(a) for a in active]
+            if len(active) != self.size:
+                raise ValueError(
+                    f"step(active=...) takes {self.size} bools, one per member, got {len(active)}"
+                )
+        if isinstance(active, list) and all(active):
+            active = None
         rows = [i for i, p in enumerate(self._params) if p.grad is not None]
         if not rows:
             return
+        if self.fused:
+            for fused in self._fused_steps:
+                fused.step(self._params, rows, active, self._hypers)
+            return
+        if isinstance(active, list):
+            active = self._mask_tensor(active)
         for group in self._groups:
             a = active
             if active is not None and group.idx is not None:
                 a = active.index_select(0, group.idx)
             group.step(self._params, rows, a)
+
+    def _mask_tensor(self, active: list[bool]) -> torch.Tensor:
+        """The vectorised path's [M] mask for a list; it changes only between epochs, so the last
+        one is kept (building it is a host-to-device copy)."""
+        if tuple(active) != self._mask_key:
+            self._mask = torch.tensor(active, device=self._params[0].device)
+            self._mask_key = tuple(active)
+        return self._mask
 
     def member_state_dict(self, member: int) -> dict:
         """What torch.optim's optimizer (as build_optimizer makes it) over the member's plain

@@ -88,12 +88,16 @@ class FamilyGroup:
                 st[name] = torch.zeros(self.shapes[i], dtype=self.dtype, device=self.device)
         return [st[name] for name in self.state_names()]
 
-    def step(self, params, rows: list[int], active: torch.Tensor | None) -> None:
-        inc = 1.0 if active is None else active.to(self.scalar_dtype)
-        if len(rows) == len(params):
+    def count_steps(self, rows: list[int], inc: float | torch.Tensor) -> None:
+        """Count a step of the parameters in `rows` (those with a gradient): by `inc`, 1 or a
+        [members] 0/1 tensor of the active ones."""
+        if len(rows) == len(self.shapes):
             self.steps.add_(inc)
         else:  # torch skips a parameter without a gradient: its count stays
             self.steps[rows] += inc
+
+    def step(self, params, rows: list[int], active: torch.Tensor | None) -> None:
+        self.count_steps(rows, 1.0 if active is None else active.to(self.scalar_dtype))
         table = self._adam_table() if self.family == "adam" else None
         for i in rows:
             self._step_param(params[i], i, table, active)
