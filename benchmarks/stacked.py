@@ -31,13 +31,12 @@ DEFAULT_ROOT = "/usr/share/datasets/fashion-mnist"
 def measure(members: int, limit: int | None, epochs: int, device: str, root: str) -> dict:
     """In this process: the engine of `members` members, its epochs timed."""
     import torch
+    from hydra import compose, initialize_config_module
 
     from vae_runner.config.typed import to_typed
     from vae_runner.data.images import load_data
     from vae_runner.training.build import build_device
     from vae_runner.training.engine import build_engine
-
-    from hydra import compose, initialize_config_module
 
     with initialize_config_module("vae_runner.conf", version_base="1.3"):
         overrides = ["data=fashion_mnist", f"data.root={root}", f"device={device}"]

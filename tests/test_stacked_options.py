@@ -84,7 +84,8 @@ def test_every_option_runs_stacked(group, tmp_path, monkeypatch, stacks):
     done = records(sweep)
     assert [h["status"] for h in done] == ["completed"] * sum(expected)
     assert all(h["epoch"] == [1, 2] for h in done)
-    asked = overrides[0].split("=", 1)[1].split(",")
+    (swept,) = [o for o in overrides if o.split("=")[0] == key] or [overrides[0]]
+    asked = swept.split("=", 1)[1].split(",")
     assert sorted({str(value(h, key)).lower() for h in done}) == sorted(
         {a.lower() for a in asked}
     ), group

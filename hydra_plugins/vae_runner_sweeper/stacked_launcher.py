@@ -129,8 +129,8 @@ class StackedLauncher(Launcher):
 
     def _prepare(self, number: int, job, configs) -> _Job:
         """What the basic launcher does for a job, with prepare_job as its task."""
-        from vae_runner.cli.job import PreparedJob, prepare_job
         from vae_runner.cli.checks import job_config
+        from vae_runner.cli.job import PreparedJob, prepare_job
 
         assert self.config is not None and self.hydra_context is not None
         log.info(f"\t#{number} : {' '.join(filter_overrides(job.overrides))}")
