@@ -452,3 +452,20 @@ def test_a_nan_gradient_in_one_member_does_not_leak_into_the_others():
     for p, q, g in zip(stacked, plain, grads, strict=True):
         torch.testing.assert_close(p.grad[0], q.grad, **CLOSE)
         assert torch.allclose(p.grad[2], g[2], rtol=0, atol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("max_norm", [0.5, math.inf])
+def test_a_stack_of_one_clips_as_clip_grad_norm_does(max_norm):
+    """M = 1 (every single run) takes torch's foreach norms: the same norm and gradients."""
+    g = torch.Generator().manual_seed(3)
+    shapes = [(4, 3), (3,), (2, 4)]
+    grads = [torch.randn(1, *s, generator=g, dtype=torch.float64) for s in shapes]
+    stacked = [torch.zeros(1, *s, dtype=torch.float64, requires_grad=True) for s in shapes]
+    plain = [torch.zeros(*s, dtype=torch.float64, requires_grad=True) for s in shapes]
+    for p, q, grad in zip(stacked, plain, grads, strict=True):
+        p.grad, q.grad = grad.clone(), grad[0].clone()
+    norm = clip_grad_norms(stacked, torch.tensor([max_norm], dtype=torch.float64))
+    expected = torch.nn.utils.clip_grad_norm_(plain, max_norm)
+    assert norm.shape == (1,) and norm[0].item() == pytest.approx(expected.item(), rel=1e-15)
+    for p, q in zip(stacked, plain, strict=True):
+        torch.testing.assert_close(p.grad[0], q.grad, rtol=1e-15, atol=0)

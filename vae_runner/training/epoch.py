@@ -92,7 +92,8 @@ def evaluate(
     for start in range(0, len(images), batch_size):
         x = data.to_float(images[start : start + batch_size]).to(dtype)
         b = len(x)
-        x = x.repeat(members, *[1] * (x.dim() - 1))  # every member sees the same images
+        if members > 1:  # every member sees the same images
+            x = x.repeat(members, *[1] * (x.dim() - 1))
         eps = draw_noise(noise, active, (b, latent), x)
         out, mu, logvar = model(x, eps)
         terms = elbo_terms(model.likelihood.nll(out, x), mu, logvar)

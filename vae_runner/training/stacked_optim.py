@@ -210,11 +210,19 @@ def clip_grad_norms(params: list[torch.Tensor], max_norms: torch.Tensor) -> torc
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(size, dtype=params[0].dtype, device=params[0].device)
-    per_param = torch.stack([torch.linalg.vector_norm(g.reshape(size, -1), dim=1) for g in grads])
+    if size == 1:  # a single run: torch's own foreach norms (fewer kernels than per row)
+        per_param = torch.stack(torch._foreach_norm(grads)).unsqueeze(1)
+    else:
+        per_param = torch.stack(
+            [torch.linalg.vector_norm(g.reshape(size, -1), dim=1) for g in grads]
+        )
     norms = torch.linalg.vector_norm(per_param, dim=0)
     max_norms = max_norms.to(norms.dtype)
     coef = torch.clamp(max_norms / (norms + CLIP_EPS), max=1.0)
     coef = torch.where(torch.isinf(max_norms), 1.0, coef)
-    for g in grads:
-        g.mul_(col(coef.to(g.dtype), g.dim()))
+    if size == 1:
+        torch._foreach_mul_(grads, coef.to(grads[0].dtype).squeeze(0))  # x * 1.0 is x exactly
+    else:
+        for g in grads:
+            g.mul_(col(coef.to(g.dtype), g.dim()))
     return norms
