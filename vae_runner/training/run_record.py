@@ -96,12 +96,14 @@ class RunRecord:
     horizon: int = 0  # the epochs the run started with: what cyclical and cosine are laid over
     epoch_lr: Any = None  # the lr as a pure function of the epoch (scheduler=cosine), or None
     warnings: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
     short_label: str = ""  # in a stack's lines: its overrides that differ from other members'
     start: int = 1  # its first epoch to train
     done: bool = False  # no more epochs: stopped early, diverged, or failed
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
+        self.config = asdict(self.cfg)  # as its checkpoints record it
         self.horizon = (
             self.cfg.epochs if self.checkpoint is None else planned_horizon(self.checkpoint)
         )
@@ -257,9 +259,10 @@ class RunRecord:
     def watched_loss(self, record: dict[str, Any]) -> float:
         return record[f"{selected_on(self.history)}_loss"]
 
-    def keep_epoch(self, record: dict[str, Any], state: dict[str, Any], kl_w: float, stop) -> None:
+    def keep_epoch(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> None:
         """The epoch joins the history only once last.pt holds it: a failed write leaves the
-        record at the previous epoch, and a second signal waits for both files."""
+        record at the previous epoch. The caller holds the stop's critical section around it
+        (a second signal waits for both files: training/runner.py)."""
         epoch = record["epoch"]
         updated = with_epoch(self.history, record)
         checkpoint = dict(
@@ -267,13 +270,12 @@ class RunRecord:
             **state,  # model, optimizer, scheduler, rng (after the test pass, which samples z)
             kl_weight=kl_w,
             history=updated,
-            config=asdict(self.cfg),
+            config=self.config,
         )
-        with stop.critical():
-            # Checkpoint first, history second: history.json never runs ahead of last.pt.
-            save_checkpoint(self.run_dir, checkpoint, is_best=updated["best_epoch"] == epoch)
-            save_history(self.run_dir, updated)
-            self.history.update(updated)
+        # Checkpoint first, history second: history.json never runs ahead of last.pt.
+        save_checkpoint(self.run_dir, checkpoint, is_best=updated["best_epoch"] == epoch)
+        save_history(self.run_dir, updated)
+        self.history.update(updated)
 
     def after_epoch(self, record: dict[str, Any], model_of, data) -> None:
         """Diagnostics and pictures of a finished epoch: none of it changes the training.

@@ -9,7 +9,10 @@ happens to each run, in its own directory, is its RunRecord's (training/run_reco
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,9 @@ from vae_runner.training.run_record import RunRecord, one_line
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 
 __all__ = ["MemberRun", "run", "run_stack", "one_line"]
+
+# Threads that write a stack's files after each epoch: their fsyncs wait on the disk together.
+WRITERS = 4
 
 
 @dataclass
@@ -171,7 +177,8 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
         for record in records:
             started.append(record)
             record.begin(stop, printed)
-        _train_epochs(engine, records, stop)
+        with ThreadPoolExecutor(WRITERS) if len(records) > 1 else nullcontext() as writer:
+            _train_epochs(engine, records, stop, writer)
         finishing = [m for m, r in enumerate(records) if r.history["status"] == "running"]
         if finishing:
             models = {m: engine.member_model(m) for m in finishing}
@@ -194,7 +201,20 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
     return [r.history for r in records]
 
 
-def _train_epochs(engine: Engines, records: list[RunRecord], stop) -> None:
+def _all_at_once(calls: list, pool: ThreadPoolExecutor | None) -> None:
+    """Run `calls` (in `pool`'s threads when given and more than one); once all have ended, the
+    first failure rises."""
+    if pool is None or len(calls) < 2:
+        for call in calls:
+            call()
+        return
+    futures = [pool.submit(call) for call in calls]
+    wait(futures)
+    for future in futures:
+        future.result()
+
+
+def _train_epochs(engine: Engines, records: list[RunRecord], stop, writer) -> None:
     epochs = records[0].cfg.epochs  # equal in a stack
     console = records[0].console
     progress = BatchProgress(console, engine.batches)
@@ -235,8 +255,15 @@ def _train_epochs(engine: Engines, records: list[RunRecord], stop) -> None:
             if record.diverged(train[m], values, lrs[m]):
                 continue
             engine.step_scheduler(m, record.watched_loss(values))
-            record.keep_epoch(values, engine.member_state(m), kl_weights[m], stop)
             kept.append((m, values))
+        # Each run's last.pt then history.json; the runs' files at once (their fsyncs overlap).
+        # A second signal waits for all of them.
+        writes = [
+            partial(records[m].keep_epoch, values, engine.member_state(m), kl_weights[m])
+            for m, values in kept
+        ]
+        with stop.critical():
+            _all_at_once(writes, writer)
         if len(records) == 1:
             if kept:
                 print_epoch(console, epochs, kept[0][1])
