@@ -55,9 +55,9 @@ def test_sigint_stops_every_member_and_the_same_command_carries_them_on_stacked(
 
 @pytest.mark.e2e
 def test_a_sigkilled_stack_is_finished_by_its_command_run_again(tmp_path):
-    """Killed while member 0's epoch 2 is in last.pt but not yet in its history.json, and before
-    the others wrote epoch 2 at all: run again, the members start from different epochs in one
-    stack, and each ends as its uninterrupted twin in a stack of its own."""
+    """Killed while a member's epoch 2 is in its last.pt but not yet in its history.json (the
+    stack writes its members' files at once, so the others may be either side of epoch 2): run
+    again, every member ends as its twin in the same stack never killed."""
     sweep = tmp_path / "sweep"
     args = ("-m", "lr=1e-3,1e-2,3e-3", *RUN, STACKED, f"hydra.sweep.dir={sweep}")
     process = start_cli(*args, cwd=tmp_path, log=tmp_path / "log", hold="write:2")
@@ -65,18 +65,26 @@ def test_a_sigkilled_stack_is_finished_by_its_command_run_again(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     members = jobs(sweep)
-    assert [load_checkpoint(j / "checkpoints" / "last.pt")["epoch"] for j in members] == [2, 1, 1]
-    assert [history(j)["epoch"] for j in members] == [[1]] * 3
+    saved = [load_checkpoint(j / "checkpoints" / "last.pt")["epoch"] for j in members]
+    recorded = [history(j)["epoch"] for j in members]
+    assert all(h["status"] == "running" for h in map(history, members))
+    assert all(
+        r == list(range(1, len(r) + 1)) and len(r) <= e
+        for r, e in zip(recorded, saved, strict=True)
+    )
+    assert any(
+        len(r) < e for r, e in zip(recorded, saved, strict=True)
+    )  # the one held: last.pt ahead
 
     again = run_cli(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    alone = tmp_path / "alone"
-    reference = run_cli("-m", "lr=1e-3", *RUN, STACKED, f"hydra.sweep.dir={alone}", cwd=tmp_path)
+    twin = tmp_path / "never-killed"
+    reference = run_cli(*args[:-1], f"hydra.sweep.dir={twin}", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
-    got, want = history(members[0]), history(alone / "0")
-    assert got["status"] == "completed" and got["epoch"] == [1, 2, 3]
-    assert got["test_loss"] == pytest.approx(want["test_loss"], rel=1e-5)
-    assert [history(j)["status"] for j in members] == ["completed"] * 3
+    for job in members:
+        got, want = history(job), history(twin / job.name)
+        assert got["status"] == "completed" and got["epoch"] == [1, 2, 3]
+        assert got["test_loss"] == pytest.approx(want["test_loss"], rel=1e-6)
 
 
 @pytest.mark.e2e
@@ -134,3 +142,30 @@ def test_a_stacked_lr_sweep_gives_the_basic_launchers_answers(tmp_path, monkeypa
     jobs_b = {j["label"]: j for j in summaries["basic"]["jobs"]}
     for j in summaries["stacked"]["jobs"]:
         assert j["best_val_loss"] == pytest.approx(jobs_b[j["label"]]["best_val_loss"], rel=1e-4)
+
+
+# ---------------------------------------------------------------- members at other epochs
+def test_members_that_start_at_other_epochs_train_in_one_stack_as_alone(tmp_path):
+    """A stack's members may carry on from different epochs (one killed between its files):
+    each trains from its own, sitting out the epochs it already has, and ends as it would alone."""
+
+    from test_runner import quiet_console
+
+    from vae_runner.training.runner import MemberRun, run, run_stack
+
+    from helpers import typed_config
+
+    console, _ = quiet_console()
+    three = typed_config("epochs=3", "eval.iw_samples=0", "pictures=false", "lr=3e-3")
+    one = typed_config("epochs=1", "eval.iw_samples=0", "pictures=false", "lr=3e-3")
+    alone = run(three, tmp_path / "alone", console)
+    run(one, tmp_path / "ahead", console)  # its epoch 1, then carried on beside a fresh one
+    checkpoint = load_checkpoint(tmp_path / "ahead" / "checkpoints" / "last.pt")
+    other = typed_config("epochs=3", "eval.iw_samples=0", "pictures=false", "lr=1e-2", "seed=4")
+    ahead, fresh = run_stack(
+        [MemberRun(three, tmp_path / "ahead", checkpoint), MemberRun(other, tmp_path / "fresh")],
+        console,
+    )
+    assert ahead["epoch"] == fresh["epoch"] == [1, 2, 3]
+    assert ahead["resumed"][0]["after_epoch"] == 1 and "resumed" not in fresh
+    assert ahead["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-5)
