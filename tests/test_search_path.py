@@ -98,7 +98,7 @@ def test_help_without_a_search_path_is_hydras_listing(monkeypatch, capsys):
     assert vae_train_in_process(monkeypatch, "--help") == 0
     out = capsys.readouterr().out
     assert "On hydra.searchpath" not in out
-    assert "scheduler: cosine, none, plateau, step\n\n\nHydra's launchers" in out
+    assert "scheduler: cosine, none, plateau, step\n\n\nLaunchers (with -m)" in out
 
 
 @pytest.mark.parametrize("resume", [None, "/tmp/some/run"])
