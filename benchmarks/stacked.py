@@ -33,14 +33,13 @@ def measure(members: int, limit: int | None, epochs: int, device: str, root: str
     import torch
     from hydra import compose, initialize_config_module
 
+    from vae_runner.config.resolvers import register
     from vae_runner.config.typed import to_typed
+    from vae_runner.cpu_threads import cpu_count, default_threads
     from vae_runner.data.images import load_data
     from vae_runner.training.build import build_device
     from vae_runner.training.engine import build_engine
     from vae_runner.training.engines import Engines, parts_for, split
-
-    from vae_runner.config.resolvers import register
-    from vae_runner.cpu_threads import cpu_count, default_threads
 
     register()
     threads = default_threads(cpu_count())  # as vae-train sets them
