@@ -213,3 +213,18 @@ def test_a_member_alone_and_among_seven_others_one_diverging_has_one_history(tmp
     for among_epoch, alone_epoch in zip(among["kl_by_dim"], alone["kl_by_dim"], strict=True):
         assert among_epoch == pytest.approx(alone_epoch, rel=1e-12, abs=1e-300)
     assert among["best_epoch"] == alone["best_epoch"]
+
+
+def test_a_member_that_stops_early_is_frozen_and_the_others_go_on(tmp_path):
+    """No epoch improves by 100 nats: with patience 1 the member stops after epoch 2, recorded
+    as a run stopped early, evaluated at its last epoch; its neighbours train their 4 epochs as
+    they do alone."""
+    four = (*BASE[:1], "epochs=4", *BASE[2:])
+    stopping = typed_config(*four, "early_stop.patience=1", "early_stop.min_delta=100", "seed=1")
+    other = typed_config(*four, "lr=3e-3", "seed=2")
+    stopped, beside = stacked_histories(tmp_path, [stopping, other], "stack")
+    (alone,) = stacked_histories(tmp_path, [other], "alone")
+    assert stopped["status"] == "completed" and stopped["stopped_early"] is True
+    assert stopped["epoch"] == [1, 2] and stopped["final"]["epoch"] == 2
+    assert beside["epoch"] == [1, 2, 3, 4] and beside["stopped_early"] is False
+    assert beside["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-12)

@@ -564,3 +564,19 @@ def test_only_the_tracking_keys_are_read_of_a_sweeps_overrides():
     refuse_swept_tracking(["logger=none,tensorboard"])  # no MLflow parent is involved
     with pytest.raises(Exception, match="give logger one value"):
         refuse_swept_tracking(["logger=tensorboard,mlflow"])
+
+
+def test_a_stacked_sweep_is_a_parent_run_with_a_child_per_job(tmp_path, store, monkeypatch):
+    """hydra/launcher=stacked: the same parent and children as the basic launcher's sweep."""
+    sweep_dir = tmp_path / "sweep"
+    monkeypatch.chdir(tmp_path)
+    args = ("-m", "lr=1e-3,1e-2", "seed=0,1", "logger=mlflow", "hydra/launcher=stacked", *CHEAP)
+    assert vae_train_in_process(monkeypatch, *args, f"hydra.sweep.dir={sweep_dir}") == 0
+    client, parent = _parent(sweep_dir)
+    assert parent.info.status == "FINISHED"
+    children = _children(client, parent)
+    assert set(children) == {f"lr={lr} seed={s}" for lr in ("0.001", "0.01") for s in (0, 1)}
+    for child in children.values():
+        assert child.info.status == "FINISHED"
+        losses = client.get_metric_history(child.info.run_id, "test_loss")
+        assert [m.step for m in losses] == [1, 2, 3]
