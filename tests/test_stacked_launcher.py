@@ -98,20 +98,6 @@ def test_max_stack_below_one_is_refused_before_the_sweep(tmp_path, monkeypatch, 
 
 
 # --------------------------------------------------------------------------- sweeps in process
-@pytest.fixture
-def stacks(monkeypatch) -> list[list]:
-    """Each run_stack call's members (the call itself is run_stack's own)."""
-    calls: list[list] = []
-    original = runner.run_stack
-
-    def recording(members, *args, **kwargs):
-        calls.append(list(members))
-        return original(members, *args, **kwargs)
-
-    monkeypatch.setattr(runner, "run_stack", recording)
-    return calls
-
-
 def sweep(monkeypatch, where: Path, *args: str) -> int:
     return vae_train_in_process(monkeypatch, "-m", *args, *CHEAP, f"hydra.sweep.dir={where}")
 
