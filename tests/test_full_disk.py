@@ -160,3 +160,32 @@ def test_a_real_full_disk_from_the_start_and_mid_run(tmp_path):
         assert leftovers(disk / "b") == []
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_a_stack_whose_files_fail_records_every_run_failed_at_its_last_whole_epoch(
+    tmp_path, monkeypatch
+):
+    """A stack writes its runs' files at once: a write that fails (here
+    member 1's last.pt of epoch 2) ends the stack, takes epoch 2 out of that run's record again
+    (history.json never ahead of last.pt), and every run records `failed`."""
+    from vae_runner.training.runner import MemberRun, run_stack
+
+    real = runner_module.save_checkpoint
+
+    def refused_for_member_1_at_epoch_2(run_dir, payload, is_best):
+        if payload["epoch"] == 2 and Path(run_dir).name == "1":
+            raise WriteError(errno.ENOSPC, f"cannot write {run_dir}/checkpoints/last.pt: full")
+        return real(run_dir, payload, is_best)
+
+    monkeypatch.setattr(runner_module, "save_checkpoint", refused_for_member_1_at_epoch_2)
+    cfgs = [typed_config(*SHORT, "epochs=4", f"seed={s}") for s in range(3)]
+    members = [MemberRun(cfg, tmp_path / str(i)) for i, cfg in enumerate(cfgs)]
+    results = run_stack(members, quiet())
+    assert all(isinstance(r, WriteError) for r in results)
+    refused = history_of(tmp_path / "1")
+    assert refused["status"] == "failed" and refused["epoch"] == [1]
+    assert load_checkpoint(tmp_path / "1" / "checkpoints" / "last.pt")["epoch"] == 1
+    for other in ("0", "2"):  # their epoch 2 was written whole, beside member 1's
+        record = history_of(tmp_path / other)
+        saved = load_checkpoint(tmp_path / other / "checkpoints" / "last.pt")["epoch"]
+        assert record["status"] == "failed" and record["epoch"] == list(range(1, saved + 1))
