@@ -58,7 +58,7 @@ def measure(members: int, limit: int | None, epochs: int, device: str, root: str
     dev = build_device(cfgs[0].device)
     data = load_data(cfgs[0].data, cfgs[0].likelihood).to(dev)
     # as vae-train trains a stack: on a CPU whose runs get one thread each, a sub-stack per core
-    parts = split(cfgs, parts_for(members, dev, fixed_noise=False))
+    parts = split(cfgs, parts_for(cfgs, dev, fixed_noise=False))
     engine = Engines([build_engine(part, data, dev) for part in parts])
     active = [True] * members
     seconds = []

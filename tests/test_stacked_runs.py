@@ -156,12 +156,14 @@ def test_members_that_start_at_other_epochs_train_in_one_stack_as_alone(tmp_path
     from helpers import typed_config
 
     console, _ = quiet_console()
-    three = typed_config("epochs=3", "eval.iw_samples=0", "pictures=false", "lr=3e-3")
-    one = typed_config("epochs=1", "eval.iw_samples=0", "pictures=false", "lr=3e-3")
+    # dynamic binarisation draws too: a member sitting an epoch out must not draw
+    tiny = ("eval.iw_samples=0", "pictures=false", "likelihood.binarize=dynamic")
+    three = typed_config("epochs=3", *tiny, "lr=3e-3")
+    one = typed_config("epochs=1", *tiny, "lr=3e-3")
     alone = run(three, tmp_path / "alone", console)
     run(one, tmp_path / "ahead", console)  # its epoch 1, then carried on beside a fresh one
     checkpoint = load_checkpoint(tmp_path / "ahead" / "checkpoints" / "last.pt")
-    other = typed_config("epochs=3", "eval.iw_samples=0", "pictures=false", "lr=1e-2", "seed=4")
+    other = typed_config("epochs=3", *tiny, "lr=1e-2", "seed=4")
     ahead, fresh = run_stack(
         [MemberRun(three, tmp_path / "ahead", checkpoint), MemberRun(other, tmp_path / "fresh")],
         console,
@@ -169,3 +171,75 @@ def test_members_that_start_at_other_epochs_train_in_one_stack_as_alone(tmp_path
     assert ahead["epoch"] == fresh["epoch"] == [1, 2, 3]
     assert ahead["resumed"][0]["after_epoch"] == 1 and "resumed" not in fresh
     assert ahead["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-5)
+
+
+# --------------------------------------------------------------------------- one member's failure
+def _stack(tmp_path, *extra, n=3):
+    from vae_runner.training.runner import MemberRun
+
+    from helpers import typed_config
+
+    cfgs = [typed_config("epochs=2", "eval.iw_samples=0", *extra, f"seed={s}") for s in range(n)]
+    return [MemberRun(cfg, tmp_path / str(i)) for i, cfg in enumerate(cfgs)]
+
+
+def test_a_member_whose_start_fails_fails_the_stack_and_no_record_stays_running(
+    tmp_path, monkeypatch
+):
+    from test_runner import quiet_console
+
+    from vae_runner.training import run_record
+    from vae_runner.training.runner import run_stack
+
+    real = run_record.build_logger
+
+    def refused_for_member_1(cfg, run_dir, **where):
+        if run_dir.name == "1":
+            raise ImportError("logger=tensorboard needs tensorboard: pip install 'vae-runner[x]'")
+        return real(cfg, run_dir, **where)
+
+    monkeypatch.setattr(run_record, "build_logger", refused_for_member_1)
+    results = run_stack(_stack(tmp_path, "pictures=false"), quiet_console()[0])
+    assert all(isinstance(r, ImportError) for r in results)
+    for i in range(3):  # member 2 never began: recorded failed all the same, not `running`
+        h = history(tmp_path / str(i))
+        assert h["status"] == "failed" and "needs tensorboard" in h["error"]["message"]
+
+
+def test_a_member_whose_end_fails_leaves_the_others_completed(tmp_path, monkeypatch):
+    from test_runner import quiet_console
+
+    from vae_runner.report import plots
+    from vae_runner.training.runner import run_stack
+
+    real = plots.plot_run
+
+    def broken_for_member_0(run_dir, history):
+        if run_dir.name == "0":
+            raise RuntimeError("the plot could not be drawn")
+        return real(run_dir, history)
+
+    monkeypatch.setattr(plots, "plot_run", broken_for_member_0)
+    results = run_stack(_stack(tmp_path), quiet_console()[0])
+    assert isinstance(results[0], RuntimeError)
+    assert history(tmp_path / "0")["status"] == "failed"
+    for i in (1, 2):
+        assert results[i]["status"] == "completed" == history(tmp_path / str(i))["status"]
+        assert (tmp_path / str(i) / "curves.png").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_fails_only_its_own_run(tmp_path):
+    from test_runner import quiet_console
+
+    from vae_runner.training.runner import run, run_stack
+
+    from helpers import typed_config
+
+    small = typed_config("epochs=1", "eval.iw_samples=0", "pictures=false", "model.hidden_dim=16")
+    run(small, tmp_path / "small", quiet_console()[0])
+    members = _stack(tmp_path, "pictures=false")
+    members[1].checkpoint = load_checkpoint(tmp_path / "small" / "checkpoints" / "last.pt")
+    results = run_stack(members, quiet_console()[0])
+    assert "the checkpoint does not fit this run's model and optimizer: " in str(results[1])
+    assert not (tmp_path / "1" / "history.json").exists()  # nothing written over
+    assert results[0]["status"] == results[2]["status"] == "completed"

@@ -131,10 +131,15 @@ class StackedLauncher(Launcher):
         """What the basic launcher does for a job, with prepare_job as its task."""
         from vae_runner.cli.checks import job_config
         from vae_runner.cli.job import PreparedJob, prepare_job
+        from vae_runner.config.errors import ConfigError
 
         assert self.config is not None and self.hydra_context is not None
         log.info(f"\t#{number} : {' '.join(filter_overrides(job.overrides))}")
-        composed, _ = configs.checked(job, lambda cfg, typed: typed or job_config(cfg))
+        try:
+            composed, _ = configs.checked(job, lambda cfg, typed: typed or job_config(cfg))
+        except ConfigError:  # a job no sweeper checked (Optuna's): prepare_job records why
+            loader = self.hydra_context.config_loader
+            composed = loader.load_sweep_config(self.config, list(job.overrides))
         config = copy.deepcopy(composed)  # a derived one is its setting's, changed in place
         with open_dict(config):
             config.hydra.job.id = number
@@ -190,6 +195,11 @@ class StackedLauncher(Launcher):
         """The job's JobReturn holds its objective (vae-train's task returns it); then the
         callbacks' on_job_end, as Hydra's run_job calls it."""
         assert self.hydra_context is not None
+        if isinstance(outcome, BaseException):  # prepare_job never raises: were it ever to
+            from vae_runner.cli.job import NOTHING
+            from vae_runner.exit_codes import ExitCode
+
+            outcome = (int(ExitCode.FAILED), NOTHING)
         _code, objective = outcome
         job.ended, job.ret.return_value = True, objective
         with _as_job(job.config):

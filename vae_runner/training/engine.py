@@ -112,7 +112,10 @@ class Engine:
             b = index.shape[1]
             x = data.to_float(data.train.index_select(0, index.flatten())).to(self.dtype)
             if data.resample_train:  # dynamic binarisation, with each member's own draws
-                x = torch.cat([self.noise.bernoulli(j, part) for j, part in enumerate(x.chunk(m))])
+                parts = x.chunk(m)  # a member sitting out draws nothing: its generator stays
+                x = torch.cat(
+                    [self.noise.bernoulli(j, p) if active[j] else p for j, p in enumerate(parts)]
+                )
             eps = draw_noise(self.noise, active, (b, latent), x)
             self.optimizer.zero_grad()
             with autocast:

@@ -23,10 +23,12 @@ from vae_runner.training.engine import Engine
 from vae_runner.training.epoch import TestSums, TrainSums
 
 
-def parts_for(members: int, device: torch.device, fixed_noise: bool) -> int:
-    """How many engines a stack of `members` trains in: one per core that its torch threads
-    leave free, on the CPU; else one."""
-    if device.type != "cpu" or fixed_noise or members < 2:
+def parts_for(cfgs: list, device: torch.device, fixed_noise: bool) -> int:
+    """How many engines a stack of `cfgs` trains in: one per core that its torch threads leave
+    free, on the CPU; else one (also with device.compile: torch.compile's tracing is not for
+    two threads at once)."""
+    members = len(cfgs)
+    if device.type != "cpu" or fixed_noise or members < 2 or cfgs[0].device.compile:
         return 1
     return max(1, min(members, cpu_count() // max(1, torch.get_num_threads())))
 

@@ -49,3 +49,5 @@ class SeededNoise:
             generator.set_state(rng["noise"])
         elif "noise" not in rng and self.device.type == "cpu" and "torch" in rng:
             generator.set_state(rng["torch"])
+        elif "noise" not in rng and self.device.type == "cuda" and rng.get("cuda"):
+            generator.set_state(rng["cuda"][0])  # torch.cuda.get_rng_state_all()'s first

@@ -24,7 +24,7 @@ from vae_runner.files import writing
 from vae_runner.report.console import BatchProgress, make_console, print_epoch, print_stack_epoch
 from vae_runner.training.allocator import reuse_freed_blocks
 from vae_runner.training.annealing import kl_weight as annealed_kl_weight
-from vae_runner.training.build import build_device
+from vae_runner.training.build import build_device, build_model
 from vae_runner.training.checkpoint import CheckpointError
 from vae_runner.training.engine import build_engine
 from vae_runner.training.engines import Engines, parts_for, split
@@ -115,16 +115,55 @@ def run_stack(
         if len(records) > 1:
             for record, label in zip(records, member_labels(members), strict=True):
                 record.short_label = label
-        engine = _build(records, start_dir, noise, dtype)
-        try:
-            results = _train(engine, records, stop)
-        finally:
-            engine.close()
-        for record, result in zip(records, results, strict=True):
-            if not isinstance(result, BaseException):
+        results: list[dict[str, Any] | BaseException | None] = [None] * len(records)
+        cfg = records[0].cfg
+        data = load_data(cfg.data, cfg.likelihood, start_dir)  # batch_size fits: Config's
+        # A checkpoint that does not fit its run's model is that run's failure, not its stack's
+        for member, record in enumerate(records):
+            refusal = _misfit(record, data.image_shape)
+            if refusal is not None:
+                results[member] = refusal
+        training = [m for m, result in enumerate(results) if result is None]
+        if training:
+            stacked = [records[m] for m in training]
+            engine = _build(stacked, data, noise, dtype)
+            try:
+                trained = _train(engine, stacked, stop)
+            finally:
+                engine.close()
+            for m, result in zip(training, trained, strict=True):
+                results[m] = result
+        for member, record in enumerate(records):
+            if isinstance(results[member], BaseException):
+                continue
+            try:  # each run's last record, plots and logger's end, whatever the others' do
                 record.finish(stop, in_sweep=sweep_dir is not None)
+            except Exception as err:
+                record.failed(err, stop)
+                results[member] = err
     stop.chain()  # a handler that was there before ours (submitit's requeue) now runs
     return results
+
+
+def _misfit(record: RunRecord, image_shape: tuple[int, ...]) -> CheckpointError | None:
+    """A checkpoint whose model does not fit its run's config (shapes, names), in one line."""
+    if record.checkpoint is None:
+        return None
+    cfg = record.cfg
+    try:
+        build_model(cfg.model, cfg.likelihood, image_shape).load_state_dict(
+            record.checkpoint["model"]
+        )
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        return _checkpoint_error(err)
+    return None
+
+
+def _checkpoint_error(err: BaseException) -> CheckpointError:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return CheckpointError(
+        f"the checkpoint does not fit this run's model and optimizer: {first[:200]}"
+    )
 
 
 def member_labels(members: list[MemberRun]) -> list[str]:
@@ -136,8 +175,8 @@ def member_labels(members: list[MemberRun]) -> list[str]:
     return [label or f"#{i}" for i, label in enumerate(labels)]
 
 
-def _build(records: list[RunRecord], start_dir: Path | None, noise, dtype) -> Engines:
-    """The engines of the stack (training/engines.py): device, threads and data once for every
+def _build(records: list[RunRecord], data, noise, dtype) -> Engines:
+    """The engines of the stack (training/engines.py): device and threads once for every
     member, each member's model from its seed, and each member's checkpoint taken up."""
     cfg = records[0].cfg
     device = build_device(cfg.device)
@@ -145,19 +184,16 @@ def _build(records: list[RunRecord], start_dir: Path | None, noise, dtype) -> En
         reuse_freed_blocks()
     if cfg.device.threads:
         torch.set_num_threads(cfg.device.threads)
-    data = load_data(cfg.data, cfg.likelihood, start_dir).to(device)  # batch_size fits: Config
+    data = data.to(device)
     cfgs = [r.cfg for r in records]
-    parts = split(cfgs, parts_for(len(cfgs), device, noise is not None))
+    parts = split(cfgs, parts_for(cfgs, device, noise is not None))
     engines = Engines([build_engine(part, data, device, noise, dtype) for part in parts])
     for member, record in enumerate(records):
         if record.checkpoint is not None:
             try:
                 engines.load_member(member, record.checkpoint)
-            except (RuntimeError, ValueError, KeyError, TypeError) as err:  # shapes, states
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise CheckpointError(
-                    f"the checkpoint does not fit this run's model and optimizer: {first[:200]}"
-                ) from None
+            except (RuntimeError, ValueError, KeyError, TypeError) as err:  # optimizer states
+                raise _checkpoint_error(err) from None
     return engines
 
 
@@ -194,7 +230,7 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
     except Exception as err:
         if not started:
             raise  # no record exists yet: the caller says it in one line
-        for record in started:
+        for record in records:  # also those whose start it cut short: none stays `running`
             if record.history["status"] == "running":
                 record.failed(err, stop)
         return [err if r.history["status"] == "failed" else r.history for r in records]
