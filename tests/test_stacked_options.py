@@ -1,7 +1,8 @@
 """Every config group's every option, composed and run under hydra/launcher=stacked at least once
 (in process, tiny): a stack's members each end `completed` with the option they asked for in
 their own record, and the options that change a model's shape or its batch loop make stacks of
-their own."""
+their own. Some 20 small sweeps (about a minute): marked slow, so they run in CI's second
+phase beside the end-to-end tests and the default run stays short."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import pytest
 
 from helpers import vae_train_in_process
+
+pytestmark = pytest.mark.slow
 
 TINY = ("epochs=2", "eval.iw_samples=0", "pictures=false", "device.threads=1", "data=digits")
 TINY += ("data.limit=300", "hydra/launcher=stacked")
