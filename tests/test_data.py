@@ -265,7 +265,10 @@ def test_dynamic_binarisation_resamples_training_images_and_fixes_the_test_set()
     again = load_data(*_data_and_likelihood("likelihood.binarize=dynamic"))
     assert set(data.test.unique().tolist()) <= {0, 16} and torch.equal(data.test, again.test)
     index = torch.arange(64)
-    first, second = data.train_batch(index), data.train_batch(index)
+    first, second = (
+        data.train_batch(index, torch.bernoulli),
+        data.train_batch(index, torch.bernoulli),
+    )
     assert set(first.unique().tolist()) <= {0.0, 1.0} and not torch.equal(first, second)
     grey = data.to_float(data.train[index])
     assert (first <= torch.ceil(grey)).all()  # a black pixel is never drawn white

@@ -44,9 +44,11 @@ class ImageData:
         """A batch of stored grey levels as float32 in [0, 1]."""
         return levels.float().div_(self.max_level)
 
-    def train_batch(self, index: torch.Tensor) -> torch.Tensor:
+    def train_batch(self, index: torch.Tensor, bernoulli) -> torch.Tensor:
+        """The training images at `index` as floats; with dynamic binarisation, drawn by
+        `bernoulli` (each run's own generators: training/noise.py)."""
         x = self.to_float(self.train.index_select(0, index))  # a gather: faster than train[index]
-        return torch.bernoulli(x) if self.resample_train else x
+        return bernoulli(x) if self.resample_train else x
 
     def without_train(self) -> ImageData:
         """The same data with an empty training set (for the end of a run: see runner.py)."""
@@ -223,12 +225,3 @@ def load_data(
     if isinstance(likelihood, BernoulliLikelihoodConfig):
         data = binarize(data, likelihood.binarize)
     return data
-
-
-def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device):
-    """Index tensors of one shuffled epoch; the last batch may be smaller (no sample dropped).
-
-    The generator stays on the CPU so the same seed gives the same order on every device.
-    """
-    perm = torch.randperm(n, generator=generator).to(device)
-    return perm.split(batch_size)

@@ -31,21 +31,6 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
-def capture_rng(device: torch.device, shuffle: torch.Generator) -> dict[str, Any]:
-    # Python's `random` and NumPy draw nothing during training, so only torch's states matter.
-    state = {"torch": torch.get_rng_state(), "shuffle": shuffle.get_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict[str, Any], device: torch.device, shuffle: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    shuffle.set_state(state["shuffle"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_checkpoint(run_dir: Path, payload: dict[str, Any], is_best: bool) -> Path:
     """Write last.pt (and best.pt when `is_best`); each file is always complete."""
     folder = Path(run_dir) / CHECKPOINT_DIR
@@ -127,7 +112,11 @@ def _malformed(payload: dict[str, Any]) -> str | None:
         return f"its `epoch` is {payload['epoch']}"
     if not all(isinstance(t, torch.Tensor) for t in payload["model"].values()):
         return "its `model` holds values that are not tensors"
-    for key in ("torch", "shuffle"):
-        if not isinstance(payload["rng"].get(key), torch.Tensor):
-            return f"its `rng` has no `{key}` state"
+    rng = payload["rng"]
+    if not isinstance(rng.get("shuffle"), torch.Tensor):
+        return "its `rng` has no `shuffle` state"
+    # the run's own noise generator (training/noise.py); a checkpoint from before it, torch's
+    # global generator, whose stream a CPU run takes up
+    if not any(isinstance(rng.get(key), torch.Tensor) for key in ("noise", "torch")):
+        return "its `rng` has no `noise` state"
     return None

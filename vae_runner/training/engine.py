@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -24,8 +25,8 @@ import torch
 from vae_runner.config.schema import Config
 from vae_runner.data.images import ImageData
 from vae_runner.training.build import build_model, build_scheduler, step_scheduler
-from vae_runner.training.epoch import TestSums, TrainSums, draw_noise, evaluate, member_losses
-from vae_runner.training.losses import elbo_terms
+from vae_runner.training.epoch import TestSums, TrainSums, draw_noise, evaluate
+from vae_runner.training.losses import elbo_terms, member_losses
 from vae_runner.training.model import VAE
 from vae_runner.training.noise import Noise, SeededNoise
 from vae_runner.training.stacked_model import (
@@ -110,12 +111,7 @@ class Engine:
             if stop is not None:
                 stop.check()  # a requested stop ends the stack here, at a batch boundary
             b = index.shape[1]
-            x = data.to_float(data.train.index_select(0, index.flatten())).to(self.dtype)
-            if data.resample_train:  # dynamic binarisation, with each member's own draws
-                parts = x.chunk(m)  # a member sitting out draws nothing: its generator stays
-                x = torch.cat(
-                    [self.noise.bernoulli(j, p) if active[j] else p for j, p in enumerate(parts)]
-                )
+            x = data.train_batch(index.flatten(), partial(self._binarize, active)).to(self.dtype)
             eps = draw_noise(self.noise, active, (b, latent), x)
             self.optimizer.zero_grad()
             with autocast:
@@ -144,6 +140,13 @@ class Engine:
             for r, k, total, top, bad in sums
         ]
 
+    def _binarize(self, active: list[bool], probs: torch.Tensor) -> torch.Tensor:
+        """Dynamic binarisation of a stack's batch ([M*B, ...]), each member with its own draws;
+        a member sitting out draws nothing: its generator stays where it is."""
+        parts = probs.chunk(self.members)
+        draws = [self.noise.bernoulli(j, p) if active[j] else p for j, p in enumerate(parts)]
+        return torch.cat(draws)
+
     def evaluate(self, active: list[bool], split: str = "test") -> list[TestSums]:
         return evaluate(self.model, self.data, self.cfgs[0].batch_size, self.noise, active, split)
 
@@ -167,11 +170,7 @@ class Engine:
     def member_state(self, member: int) -> dict[str, Any]:
         """model, optimizer, scheduler and rng, as a single run's checkpoint holds them."""
         scheduler = self.schedulers[member]
-        rng = {
-            "shuffle": self.shuffles[member].get_state(),
-            "torch": torch.get_rng_state(),  # unused: the run draws nothing from the global RNG
-            **self.noise.state(member),
-        }
+        rng = {"shuffle": self.shuffles[member].get_state(), **self.noise.state(member)}
         return dict(
             model=member_state_dict(self.model, member),
             optimizer=self.optimizer.member_state_dict(member),

@@ -37,29 +37,6 @@ class TestSums(NamedTuple):
     active_burda: int  # dimensions whose posterior mean varies over the test set (Burda et al.)
 
 
-def member_losses(
-    recon: torch.Tensor,
-    kl_by_dim: torch.Tensor,
-    kl_weight: torch.Tensor,
-    reduction: str,
-    free_bits: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Each member's training loss ([M]): recon + kl_weight * KL under `reduction`, as
-    losses.training_loss computes it for one run. recon: [M, B]; kl_by_dim: [M, B, L];
-    kl_weight, free_bits: [M] (free_bits None: off for every member)."""
-    kl = kl_by_dim.sum(dim=2)
-    per_sample = recon + kl_weight.unsqueeze(1) * kl
-    loss = per_sample.sum(dim=1) if reduction == "sum" else per_sample.mean(dim=1)
-    if free_bits is None:
-        return loss
-    # Free bits (losses.training_loss): each dimension's batch-mean KL counts as >= free_bits
-    floored = kl_by_dim.mean(dim=1).clamp(min=free_bits.unsqueeze(1)).sum(dim=1)
-    batch = recon.shape[1]
-    kl_total = floored * batch if reduction == "sum" else floored
-    recon_total = recon.sum(dim=1) if reduction == "sum" else recon.mean(dim=1)
-    return torch.where(free_bits > 0, recon_total + kl_weight * kl_total, loss)
-
-
 def draw_noise(noise: Noise, active: list[bool], shape: tuple[int, ...], like: torch.Tensor):
     """[M * shape[0], ...]: each active member's own draws; zeros for a member that sits this
     epoch out (its generator does not move)."""

@@ -94,21 +94,39 @@ def elbo_terms(recon: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> E
     return ElboTerms(recon=recon, kl_by_dim=gaussian_kl_by_dim(mu, logvar))
 
 
-def training_loss(
-    terms: ElboTerms, kl_weight: float, reduction: str, free_bits: float = 0.0
+def member_losses(
+    recon: torch.Tensor,
+    kl_by_dim: torch.Tensor,
+    kl_weight: torch.Tensor,
+    reduction: str,
+    free_bits: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The scalar that is back-propagated: recon + kl_weight * KL under `reduction`.
+    """Each member's training loss ([M]) of a stack (M = 1: one run): recon + kl_weight * KL
+    under `reduction`. recon: [M, B]; kl_by_dim: [M, B, L]; kl_weight, free_bits: [M]
+    (free_bits None: off for every member).
 
     With free bits (Kingma et al. 2016), each latent dimension's KL, averaged over the batch,
     counts as at least `free_bits` nats: below that floor it adds a constant and no gradient,
     so the encoder is not pushed to collapse that dimension. Only the loss changes; the
-    reported KL (`terms`) stays the true one.
+    reported KL stays the true one.
     """
-    if free_bits > 0:
-        kl_per_sample = terms.kl_by_dim.mean(dim=0).clamp(min=free_bits).sum()
-        batch = terms.recon.shape[0]
-        kl_total = kl_per_sample * batch if reduction == "sum" else kl_per_sample
-        recon_total = terms.recon.sum() if reduction == "sum" else terms.recon.mean()
-        return recon_total + kl_weight * kl_total
-    per_sample = terms.recon + kl_weight * terms.kl
-    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+    kl = kl_by_dim.sum(dim=2)
+    per_sample = recon + kl_weight.unsqueeze(1) * kl
+    loss = per_sample.sum(dim=1) if reduction == "sum" else per_sample.mean(dim=1)
+    if free_bits is None:
+        return loss
+    floored = kl_by_dim.mean(dim=1).clamp(min=free_bits.unsqueeze(1)).sum(dim=1)
+    batch = recon.shape[1]
+    kl_total = floored * batch if reduction == "sum" else floored
+    recon_total = recon.sum(dim=1) if reduction == "sum" else recon.mean(dim=1)
+    return torch.where(free_bits > 0, recon_total + kl_weight * kl_total, loss)
+
+
+def training_loss(
+    terms: ElboTerms, kl_weight: float, reduction: str, free_bits: float = 0.0
+) -> torch.Tensor:
+    """One run's scalar loss from its batch's terms: `member_losses` of a stack of one."""
+    like = dict(dtype=terms.recon.dtype, device=terms.recon.device)
+    weight = torch.tensor([kl_weight], **like)
+    floor = torch.tensor([free_bits], **like) if free_bits > 0 else None
+    return member_losses(terms.recon[None], terms.kl_by_dim[None], weight, reduction, floor)[0]
