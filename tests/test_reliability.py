@@ -18,7 +18,7 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.exit_codes import exit_code
 from vae_runner.files import WriteError
 from vae_runner.record import EPOCH_KEYS
-from vae_runner.rundir import LOCK_FILE, Busy, claim, earlier_attempt, is_live
+from vae_runner.rundir import LOCK_FILE, Busy, claim, earlier_attempt, held_here, is_live
 from vae_runner.training import run_record, signals
 from vae_runner.training import runner as runner_module
 from vae_runner.training.checkpoint import load_checkpoint
@@ -77,6 +77,7 @@ def test_a_claim_held_by_another_process_is_refused(tmp_path):
         with pytest.raises(Busy, match=f"pid {holder.pid}"):
             claim(run_dir)
         assert is_live(run_dir)
+        assert not held_here(run_dir)  # live, but not this process's: a job claims (refused)
     finally:
         holder.kill()
         holder.wait()
@@ -290,6 +291,8 @@ def saved_checkpoint(tmp_path_factory):
         (lambda c: c.update(epoch="3"), "its `epoch` is a str"),
         (lambda c: c["rng"].pop("shuffle"), "its `rng` has no `shuffle` state"),
         (lambda c: c.update(model={"fc1.weight": [1, 2]}), "`model` holds values that are not"),
+        (lambda c: c.update(history='{"epoch": [1'), "its `history` is not JSON"),
+        (lambda c: c.update(history=3), "its `history` is a int"),
     ],
 )
 def test_a_checkpoint_lacking_fields_is_one_line_naming_the_file(
@@ -313,6 +316,29 @@ def test_a_checkpoint_lacking_fields_is_one_line_naming_the_file(
     assert str(path) in str(refused.value)
 
 
+def test_a_checkpoint_holds_history_json_s_own_text_and_one_with_a_dict_loads_too(
+    tmp_path, saved_checkpoint
+):
+    """The history goes into last.pt as history.json's text (torch.save pickles one string,
+    not thousands of numbers); a checkpoint written with the history as a dict (before) loads
+    into the same record."""
+    import torch
+
+    run_dir = tmp_path / "run"
+    run(typed_config("epochs=2", *CHEAP[1:]), run_dir, console=quiet())
+    raw = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)
+    assert isinstance(raw["history"], str)
+    held = json.loads(raw["history"])  # the record as the epoch left it (before the run's end)
+    final = history_of(run_dir)
+    assert held["status"] == "running" and final["status"] == "completed"
+    assert held["epoch"] == final["epoch"] == [1, 2]
+    assert held["train_loss"] == final["train_loss"] and held["lr"] == final["lr"]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["history"] == held
+    older = dict(raw, history=json.loads(raw["history"]))  # the dict a checkpoint held before
+    torch.save(older, tmp_path / "older.pt")
+    assert load_checkpoint(tmp_path / "older.pt")["history"] == json.loads(raw["history"])
+
+
 def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_refused(tmp_path, saved_checkpoint):
     import copy
 
@@ -328,13 +354,17 @@ def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_refused(tmp_path, sa
         run(cfg, tmp_path / "run", console=quiet(), checkpoint=spoilt)
 
 
-def test_a_held_claim_is_found_under_the_path_hydra_normalises(tmp_path):
-    from vae_runner.rundir import take_held
+def test_a_directory_its_checks_claimed_is_held_here_under_the_path_hydra_normalises(tmp_path):
+    """A single run's job is handed nothing: it asks whether its own process holds its
+    directory (the checks' claim, for the command), under the path Hydra gives the job."""
+    from vae_runner.rundir import release_held
 
     (tmp_path / "a").mkdir()
-    held = claim(tmp_path / "a" / ".." / "run", hold=True)  # hydra.run.dir=../run
-    assert take_held(tmp_path / "run") is held  # Hydra's runtime.output_dir folds the `..`
-    held.release()
+    assert not held_here(tmp_path / "run")
+    claim(tmp_path / "a" / ".." / "run", hold=True)  # hydra.run.dir=../run
+    assert held_here(tmp_path / "run")  # Hydra's runtime.output_dir folds the `..`
+    release_held()  # as the command's end does
+    assert not held_here(tmp_path / "run") and not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- out of memory

@@ -233,3 +233,34 @@ def test_on_job_end_sees_each_jobs_objective_after_its_stack_trained(tmp_path, m
         json.loads((where / str(n) / "history.json").read_text())["best_test_loss"] for n in (0, 1)
     ]
     assert said == [f"Succeeded with return value: {loss}" for loss in best]
+
+
+@pytest.mark.parametrize("grid", [("lr=1e-2,1e-3", "seeds=2"), ("lr=1e-2,1e-3,1e-4",)])
+def test_a_stacked_launch_composes_and_types_no_job_that_its_sweeper_checked(
+    tmp_path, monkeypatch, grid
+):
+    """The `checked` sweeper composes one job of each setting (its other seeds derived) and
+    types every job; it hands them to the stacked launcher, which composes and types none of
+    them again (each composition costs about 0.1 s)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    import vae_runner.cli.checks as checks
+    import vae_runner.cli.job as job
+
+    composed, typed = [], []
+    load, to_typed = ConfigLoaderImpl.load_sweep_config, checks.job_config
+    monkeypatch.setattr(
+        ConfigLoaderImpl,
+        "load_sweep_config",
+        lambda self, cfg, overrides: composed.append(overrides) or load(self, cfg, overrides),
+    )
+    for module in (checks, job):  # the job's preparation types a job it was not handed
+        monkeypatch.setattr(module, "job_config", lambda c: typed.append(c.lr) or to_typed(c))
+    monkeypatch.chdir(tmp_path)
+    assert sweep(monkeypatch, tmp_path / "s", *grid, STACKED) == 0
+    settings = 3 if len(grid) == 1 else 2
+    assert len(composed) == settings  # by the checked sweeper, none by the launcher
+    assert len(typed) == settings  # the first job of each setting; its seeds are derived
+    jobs = sorted((tmp_path / "s").glob("*/history.json"))
+    assert len(jobs) == (3 if len(grid) == 1 else 4)
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in jobs)

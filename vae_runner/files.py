@@ -115,17 +115,34 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, payload: Any, in_place_if_full: bool = False) -> None:
+def _finite_json(payload: Any, **layout: Any) -> str:
+    """json.dumps with non-finite numbers as null; the walk that replaces them only when the
+    payload holds one (a diverged run's record): a walk in Python over every value."""
+    try:
+        return json.dumps(payload, allow_nan=False, **layout)
+    except ValueError:
+        return json.dumps(finite_or_none(payload), allow_nan=False, **layout)
+
+
+def json_text(payload: Any) -> str:
+    """The text write_json_atomic writes for `payload` (indented; non-finite numbers null)."""
+    return _finite_json(payload, indent=2) + "\n"
+
+
+def write_json_atomic(
+    path: Path, payload: Any, in_place_if_full: bool = False, text: str | None = None
+) -> None:
     """`in_place_if_full`: on a full disk, rewrite an existing file in its own blocks
-    (rewrite_in_place) rather than fail, for a record that must say how the run ended."""
-    text = json.dumps(finite_or_none(payload), indent=2, allow_nan=False) + "\n"
+    (rewrite_in_place) rather than fail, for a record that must say how the run ended.
+    `text`: json_text(payload), when the caller made it already."""
+    text = json_text(payload) if text is None else text
     try:
         replace_atomically(path, lambda f: f.write(text.encode()))
     except WriteError as err:
         if not (in_place_if_full and err.errno in NO_ROOM and Path(path).is_file()):
             raise
         # Without the indentation, the record is a fraction of the size it had: it fits.
-        compact = json.dumps(finite_or_none(payload), separators=(",", ":"), allow_nan=False)
+        compact = _finite_json(payload, separators=(",", ":"))
         if not rewrite_in_place(Path(path), compact + "\n"):
             raise
 

@@ -81,8 +81,9 @@ def read_owner(run_dir: Path) -> dict[str, Any] | None:
     return owner if isinstance(owner, dict) else None
 
 
-# Claims taken before their job runs (by the checks of a single run, or for a whole sweep),
-# kept here until the job takes its own or the sweep ends.
+# The claims a vae-train command's checks took before Hydra wrote anything (a single run's
+# directory, a sweep's): the command's own, given back when it ends (release_held). A job
+# is never handed one: it asks held_here() whether its process holds its directory already.
 _held: dict[Path, Claim] = {}
 
 
@@ -91,19 +92,23 @@ def _key(run_dir: Path) -> Path:
     return Path(os.path.abspath(run_dir))
 
 
-def take_held(run_dir: Path) -> Claim | None:
-    return _held.pop(_key(run_dir), None)
-
-
 def release_held() -> None:
     """Give back every held claim, removing the folders they made that stayed empty."""
     while _held:
         _held.popitem()[1].release(remove_empty_dir=True)
 
 
+def held_here(run_dir: Path) -> bool:
+    """Whether this process holds `run_dir`'s lock: taken and not given back, its owner line
+    naming this process. A job whose command's checks claimed its directory trains under
+    that claim; any other job claims its directory itself."""
+    owner = read_owner(run_dir)
+    return bool(owner) and owner.get("pid") == os.getpid() and is_live(run_dir)
+
+
 def claim(run_dir: Path, key: str = "hydra.run.dir", hold: bool = False) -> Claim:
     """Lock `run_dir` (made if absent) for this process, or raise Busy naming the holder.
-    `hold`: keep the claim in this module until take_held() or release_held()."""
+    `hold`: the command's own claim (its checks'), kept until release_held()."""
     run_dir = _key(run_dir)  # released from there, whatever the job's cwd becomes
     created = not run_dir.exists()
     with writing(run_dir):

@@ -51,10 +51,16 @@ class CheckedSweeper(basic_sweeper()):
         jobs = plan(planned_jobs(every))
         loader = self.hydra_context.config_loader
         # Hydra composes a job of each setting; its other seeds are derived (cli.sweep_configs)
-        configs = JobConfigs(lambda job: loader.load_sweep_config(self.config, job), dirname)
+        # A launcher that prepares its jobs itself (hydra/launcher=stacked) takes them from
+        # here, composed and typed, instead of composing and typing every job again.
+        take = getattr(self.launcher, "take_checked_configs", None)
+        load = lambda job: loader.load_sweep_config(self.config, job)  # noqa: E731
+        configs = JobConfigs(load, dirname, keep_jobs=take is not None)
         once = Once()
         for number, job in enumerate(jobs):
             check_sweep_job(configs, job, number, len(jobs) > 1, once)
+        if take is not None:
+            take(configs)
         return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:

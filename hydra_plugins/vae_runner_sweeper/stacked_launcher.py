@@ -80,6 +80,12 @@ class StackedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.checked_configs: Any = None  # the checked sweeper's (cli.sweep_configs.JobConfigs)
+
+    def take_checked_configs(self, configs: Any) -> None:
+        """The `checked` sweeper's composed and typed jobs (cli.sweep_configs.JobConfigs): the
+        launch derives each job from them instead of composing it again."""
+        self.checked_configs = configs
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -101,7 +107,7 @@ class StackedLauncher(Launcher):
         jobs: list[_Job] = []
         from vae_runner.cli.sweep_configs import plan
 
-        configs = self._job_configs()
+        configs = self.checked_configs or self._job_configs()
         try:
             planned = plan([list(overrides) for overrides in job_overrides])
             for number, job in enumerate(planned, initial_job_idx):
@@ -118,9 +124,9 @@ class StackedLauncher(Launcher):
         return [job.ret for job in jobs]
 
     def _job_configs(self):
-        """Each job's composed config, as the checked sweeper makes them: Hydra composes one
-        job of each setting (0.3 s each), the setting's other seeds are derived from it
-        (cli.sweep_configs), so a stack's preparation does not compose every job again."""
+        """Each job's composed config when no checked sweeper handed them over (Optuna's
+        sweeper): Hydra composes one job of each setting (0.3 s each), the setting's other
+        seeds are derived from it (cli.sweep_configs)."""
         from vae_runner.cli.sweep_configs import JobConfigs, dirname
 
         assert self.config is not None and self.hydra_context is not None
@@ -136,10 +142,12 @@ class StackedLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         log.info(f"\t#{number} : {' '.join(filter_overrides(job.overrides))}")
         try:
-            composed, _ = configs.checked(job, lambda cfg, typed: typed or job_config(cfg))
+            composed, typed = configs.checked(job, lambda cfg, typed: typed or job_config(cfg))
+            if self.checked_configs is None:
+                typed = None  # typed, not checked: prepare_job checks it (its data, device)
         except ConfigError:  # a job no sweeper checked (Optuna's): prepare_job records why
             loader = self.hydra_context.config_loader
-            composed = loader.load_sweep_config(self.config, list(job.overrides))
+            composed, typed = loader.load_sweep_config(self.config, list(job.overrides)), None
         config = copy.deepcopy(composed)  # a derived one is its setting's, changed in place
         with open_dict(config):
             config.hydra.job.id = number
@@ -150,7 +158,7 @@ class StackedLauncher(Launcher):
         )
         ret = run_job(
             hydra_context=context,
-            task_function=lambda cfg: prepare_job(cfg, HydraConfig.get()),
+            task_function=lambda cfg: prepare_job(cfg, HydraConfig.get(), typed),
             config=config,
             job_dir_key="hydra.sweep.dir",
             job_subdir_key="hydra.sweep.subdir",

@@ -7,10 +7,13 @@ A job never raises and never calls sys.exit: an exception would make Hydra skip 
 callbacks, and sys.exit would abort the other jobs of a sweep. It returns its exit code (for a
 single run) and its objective (for a search sweeper); a sweep job's outcome is its history.json.
 
-A job holds its directory's claim (vae_runner.rundir) from start to end. Started again in its
-own directory (a requeue, a retry, the same sweep run again), it carries on from the earlier
-attempt: from checkpoints/last.pt, from scratch when no epoch finished, or not at all when the
-run already finished.
+A job trains under its directory's claim (vae_runner.rundir): a sweep's job takes its own in
+prepare_job and gives it back in finish_job; a single run's was taken by its checks before
+Hydra wrote anything (cli.checks.check_run), and the command gives it back when it ends.
+
+Started again in its own directory (a requeue, a retry, the same sweep run again), a job
+carries on from the earlier attempt: from checkpoints/last.pt, from scratch when no epoch
+finished, or not at all when the run already finished.
 """
 
 from __future__ import annotations
@@ -45,10 +48,10 @@ from vae_runner.rundir import (
     Busy,
     Claim,
     claim,
+    held_here,
     never_trained,
     remove_hydra_record,
     remove_temporary_files,
-    take_held,
 )
 from vae_runner.sweep import finish
 from vae_runner.training import signals
@@ -67,7 +70,7 @@ class PreparedJob:
     start_dir: Path  # where vae-train started: relative data paths are read from there
     single: bool  # a single run (hydra.run.dir), not a sweep's job
     stop_file: Path | None  # a sweep job's stop request (training.signals)
-    claim: Claim
+    claim: Claim | None  # its own; None: its command's checks hold the directory (rundir)
     cfg: Config | None = None  # typed (None only while prepare_job has not typed it yet)
     checkpoint: dict | None = None  # what it carries on from
     how: str = "resume"  # resume | restart: how the checkpoint is taken up
@@ -93,14 +96,17 @@ def run_job(cfg: DictConfig, hydra_cfg: DictConfig) -> tuple[int, float]:
     try:
         (result,) = train_jobs([prepared])
     except BaseException:  # SystemExit, SweepStopped: nothing of this job is left held
-        prepared.claim.release(remove_empty_dir=True)
+        _give_back(prepared)
         raise
     return finish_job(prepared, result)
 
 
-def prepare_job(cfg: DictConfig, hydra_cfg: DictConfig) -> PreparedJob | tuple[int, float]:
+def prepare_job(
+    cfg: DictConfig, hydra_cfg: DictConfig, typed: Config | None = None
+) -> PreparedJob | tuple[int, float]:
     """Everything of a job before training: the stop check, its directory's claim, whether and
-    how it carries on an earlier attempt, its typed config and checkpoint. Returns the job,
+    how it carries on an earlier attempt, its typed config (`typed`: the one a launcher's
+    checks already made of `cfg`) and checkpoint. Returns the job,
     ready to train and holding its claim, or (exit code, objective) when it ends here (stopped,
     refused, already finished, failed), its claim given back. Never raises, except
     signals.SweepStopped in a stopped sweep's own process (the launcher's loop ends there)."""
@@ -111,15 +117,12 @@ def prepare_job(cfg: DictConfig, hydra_cfg: DictConfig) -> PreparedJob | tuple[i
     if stopped:  # the sweep was asked to stop before this job began
         _leave_not_started(run_dir)
         if single:  # a Ctrl-C while starting that Python could not raise where it landed
-            held = take_held(run_dir)  # its checks' claim: given back, the empty folder too
-            if held is not None:
-                held.release(remove_empty_dir=True)
             print_error(signals.INTERRUPTED_WHILE_STARTING)
         if not single and signals.requested() and finish.sweep_started():
             raise signals.SweepStopped(stopped)  # the sweep's own process: skip the rest at once
         return signals.exit_status(stopped), NOTHING
-    lock = take_held(run_dir)  # a single run's checks claimed its directory already
-    if lock is None:
+    lock = None  # a single run's checks claimed its directory already, for its command
+    if not held_here(run_dir):
         try:
             lock = claim(run_dir, "hydra.sweep.dir")
         except Busy as err:  # that directory is another process's: nothing is written there
@@ -133,14 +136,14 @@ def prepare_job(cfg: DictConfig, hydra_cfg: DictConfig) -> PreparedJob | tuple[i
     if not single:
         job.job_label = " ".join(hydra_cfg.overrides.task) or None
     try:
-        ended = _prepare_claimed(job, cfg, list(hydra_cfg.overrides.task))
+        ended = _prepare_claimed(job, cfg, list(hydra_cfg.overrides.task), typed)
     except BaseException as err:
         ended = err
     if ended is None:
         return job
     if isinstance(ended, BaseException):
         return finish_job(job, ended)  # its claim given back there
-    job.claim.release(remove_empty_dir=True)
+    _give_back(job)
     return ended
 
 
@@ -172,7 +175,7 @@ def finish_job(job: PreparedJob, result: dict | BaseException) -> tuple[int, flo
             return _ended_by(job, result)
         return _outcome(result)
     finally:
-        job.claim.release(remove_empty_dir=True)  # a single run that left nothing: no folder
+        _give_back(job)
 
 
 def stopped_before_training(job: PreparedJob) -> int | None:
@@ -189,10 +192,18 @@ def leave_not_started(job: PreparedJob) -> None:
     """A prepared job that will not train (its sweep was stopped first): as a job that never
     began, the summary lists it as not started; its claim given back."""
     _leave_not_started(job.run_dir)
-    job.claim.release(remove_empty_dir=True)
+    _give_back(job)
 
 
-def _prepare_claimed(job: PreparedJob, cfg: DictConfig, overrides: list[str]):
+def _give_back(job: PreparedJob) -> None:
+    """The job's own claim, and its directory when the job left it empty."""
+    if job.claim is not None:
+        job.claim.release(remove_empty_dir=True)
+
+
+def _prepare_claimed(
+    job: PreparedJob, cfg: DictConfig, overrides: list[str], typed: Config | None = None
+):
     """Fill `job` in; returns None when it is to train, else how it ended: (code, objective)
     or the exception that ended it."""
     run_dir, start_dir = job.run_dir, job.start_dir
@@ -207,10 +218,11 @@ def _prepare_claimed(job: PreparedJob, cfg: DictConfig, overrides: list[str]):
             raise
         remove_temporary_files(run_dir)  # what kills left of interrupted writes
         return None
-    job.cfg = job_config(cfg)
-    if not job.single:
-        # A sweep's jobs were checked by the `checked` sweeper, but not by another
-        # sweeper (Optuna's): check here, where the job's own record says why.
+    job.cfg = typed if typed is not None else job_config(cfg)
+    if not job.single and typed is None:
+        # A sweep's jobs were checked by the `checked` sweeper (which typed them: `typed`,
+        # or its launcher composes them again), but not by another sweeper (Optuna's):
+        # check here, where the job's own record says why.
         check_job(job.cfg, start_dir)
     try:
         attempt = carry_on(run_dir, job.cfg, overrides, _dir_key(job.single))

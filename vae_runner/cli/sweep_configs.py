@@ -90,8 +90,11 @@ Check = Callable[[DictConfig, "Config | None"], Config]
 class JobConfigs:
     """Each job's composed config, composed by Hydra once per setting, checked by `check`."""
 
-    def __init__(self, load: Load, dirname: Dirname) -> None:
-        self._load, self._dirname = load, dirname
+    def __init__(self, load: Load, dirname: Dirname, keep_jobs: bool = False) -> None:
+        """`keep_jobs`: also keep each job that has no seed of its own to derive (its whole
+        overrides are its key), for a launcher that asks for every job again (the stacked
+        one): a config per such job, so only when one will ask."""
+        self._load, self._dirname, self._keep_jobs = load, dirname, keep_jobs
         self._settings: dict[tuple[str, ...], tuple[DictConfig, Config]] = {}
 
     def checked(self, job: PlannedJob, check: Check) -> tuple[DictConfig, Config]:
@@ -99,9 +102,12 @@ class JobConfigs:
         sets) and its typed config, once `check` passed them. A derived config is its
         setting's, changed in place: it holds only until the next job's is asked for."""
         setting = job.setting()
-        known = None if setting is None else self._settings.pop(setting, None)
+        key = setting if setting is not None else ("<job>", *job.overrides)
+        known = self._settings.pop(key, None)
         derived = None
-        if known is not None:
+        if known is not None and setting is None:
+            derived = known  # the same overrides compose to the same config
+        elif known is not None:
             # if it cannot be derived, Hydra composes it: its error is then Hydra's own
             with contextlib.suppress(Exception):
                 derived = self._derive(*known, job)
@@ -110,8 +116,8 @@ class JobConfigs:
         else:
             cfg = self._load(list(job.overrides))
             typed = check(cfg, None)
-        if setting is not None:
-            self._settings[setting] = (cfg, typed)
+        if setting is not None or self._keep_jobs:
+            self._settings[key] = (cfg, typed)
         return cfg, typed
 
     def _derive(self, cfg: DictConfig, typed: Config, job: PlannedJob) -> tuple[DictConfig, Config]:

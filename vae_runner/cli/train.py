@@ -79,6 +79,7 @@ def main() -> None:
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
     hydra_failed, code = _launch(_hydra_main, wants_traceback)
+    release_held()  # a single run's directory, which its checks claimed for this command
     sweep_code = finish.finish_multirun(hydra_failed)
     if sweep_code is not None and code in (None, ExitCode.FAILED):
         code = sweep_code

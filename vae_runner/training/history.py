@@ -67,9 +67,12 @@ def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, A
     return updated
 
 
-def save_history(run_dir: Path, history: dict[str, Any], in_place_if_full: bool = False) -> None:
-    """`in_place_if_full`: for how a run ended, which a full disk must not leave `running`."""
-    write_json_atomic(Path(run_dir) / HISTORY_FILE, history, in_place_if_full)
+def save_history(
+    run_dir: Path, history: dict[str, Any], in_place_if_full: bool = False, text: str | None = None
+) -> None:
+    """`in_place_if_full`: for how a run ended, which a full disk must not leave `running`.
+    `text`: the history as files.json_text made it already (for the checkpoint too)."""
+    write_json_atomic(Path(run_dir) / HISTORY_FILE, history, in_place_if_full, text)
 
 
 def failure_record(config: dict | None, message: str, kind: str) -> dict[str, Any]:

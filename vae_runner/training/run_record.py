@@ -21,7 +21,7 @@ from vae_runner import __version__
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import Config
 from vae_runner.faults import out_of_memory_line
-from vae_runner.files import WriteError
+from vae_runner.files import WriteError, json_text
 from vae_runner.record import EpochRecord, selected_on
 from vae_runner.report.console import log, print_divergence, print_summary, print_warning
 from vae_runner.report.images import save_grids
@@ -265,16 +265,17 @@ class RunRecord:
         (a second signal waits for both files: training/runner.py)."""
         epoch = record["epoch"]
         updated = with_epoch(self.history, record)
+        text = json_text(updated)  # history.json's text, the checkpoint's history too
         checkpoint = dict(
             epoch=epoch,
             **state,  # model, optimizer, scheduler, rng (after the test pass, which samples z)
             kl_weight=kl_w,
-            history=updated,
+            history=text,
             config=self.config,
         )
         # Checkpoint first, history second: history.json never runs ahead of last.pt.
         save_checkpoint(self.run_dir, checkpoint, is_best=updated["best_epoch"] == epoch)
-        save_history(self.run_dir, updated)
+        save_history(self.run_dir, updated, text=text)
         self.history.update(updated)
 
     def after_epoch(self, record: dict[str, Any], model_of, data) -> None:
