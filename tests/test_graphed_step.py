@@ -175,8 +175,19 @@ def test_a_non_finite_batch_is_recorded_as_the_eager_step_records_it():
     assert all(s.first_bad_batch is not None for s in got)  # lr=1e3 diverged: it was tested
 
 
+def test_the_warm_up_before_a_capture_leaves_no_trace():
+    eager, static = engine_pair(STACK[:3])
+    train_both(eager, static, [1.0] * 3, [True] * 3)  # optimizer state and counts exist
+    step = static.graphed._steps[100]
+    step.index.copy_(torch.arange(300).view(3, 100))
+    graphed_step.warm_up(step)
+    assert static.optimizer._groups[0].steps.max() > 0
+    assert_same_members(eager, static, rel=0)  # weights, optimizer state, generators
+    assert all(not t.any() for t in (step.sums.recon, step.sums.batch, step.sums.norm_max))
+    train_both(eager, static, [1.0] * 3, [True] * 3)  # and training goes on as before
+
+
 def test_the_graph_path_is_cuda_only():
     cfg = typed_config(*BASE)
     data = load_data(cfg.data, cfg.likelihood)
     assert build_engine([cfg], data, torch.device("cpu")).graphed is None
-    assert graphed_step.WARMUP_STEPS >= 1

@@ -29,6 +29,7 @@ Where it differs from the eager step, and why:
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -116,6 +117,26 @@ class StaticStep:
             sums.first_bad.copy_(torch.where(bad, sums.batch, sums.first_bad))
 
 
+def warm_up(step: StaticStep) -> None:
+    """WARMUP_STEPS of `step` (on a side stream on CUDA, as a capture needs) that leave no
+    trace: they train for real, so every member's state (weights, optimizer, generators, in a
+    single run's checkpoint format) is put back afterwards, and the sums are zeroed."""
+    engine = step.engine
+    saved = [engine.member_state(m) for m in range(engine.members)]
+    cuda = step.index.device.type == "cuda"
+    side = torch.cuda.Stream() if cuda else None
+    if cuda:
+        side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side) if cuda else nullcontext():
+        for _ in range(WARMUP_STEPS):
+            step()
+    if cuda:
+        torch.cuda.current_stream().wait_stream(side)
+    for m, state in enumerate(saved):
+        engine.load_member(m, state)
+    step.sums.zero()
+
+
 class CapturedStep:
     """A StaticStep captured as a CUDA graph: calling it replays the graph."""
 
@@ -124,18 +145,7 @@ class CapturedStep:
         if not isinstance(engine.noise, SeededNoise):
             raise TypeError("device.graphs needs each member's own CUDA generator (SeededNoise)")
         self.step = step
-        # The warm-up trains for real: every member's state (weights, optimizer, generators,
-        # in a single run's checkpoint format) is put back afterwards.
-        saved = [engine.member_state(m) for m in range(engine.members)]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                step()
-        torch.cuda.current_stream().wait_stream(side)
-        for m, state in enumerate(saved):
-            engine.load_member(m, state)
-        step.sums.zero()
+        warm_up(step)
         self.graph = torch.cuda.CUDAGraph()
         for generator in engine.noise.generators:
             self.graph.register_generator_state(generator)
