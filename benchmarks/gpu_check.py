@@ -143,7 +143,7 @@ def table(rows: dict, seed_s: float | None, args) -> None:
             f"{num(graphed[f'iw{k}_s'])} | {num(graphed[f'iw{k}_nll'], 4)} |"
         )
     single = rows[(1, True)]["epoch_s"]
-    if seed_s:
+    if seed_s and not args.cpu_dry_run:  # the dry run's data are not the seed loop's
         print(f"\nsingle run, graphs on: {seed_s / single:.1f}x the seed's loop")
 
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 
@@ -40,8 +40,8 @@ from vae_runner.training.losses import elbo_terms, member_losses
 from vae_runner.training.noise import SeededNoise
 from vae_runner.training.stacked_optim import clip_grad_norms
 
-if TYPE_CHECKING:
-    from vae_runner.training.engine import Engine
+# The engine (training/engine.py) that imports this module: typed as Any, not imported back
+Engine = Any
 
 # Eager steps on a side stream before the capture: cuBLAS workspaces, the optimizer's state and
 # the autograd graph's buffers are made there, not inside the graph (torch's CUDA-graph notes)
