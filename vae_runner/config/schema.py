@@ -228,6 +228,7 @@ class DeviceConfig:
     name: str = MISSING
     precision: str = MISSING  # fp32 | bf16 (autocast of the forward pass and the loss)
     compile: bool = MISSING  # torch.compile the model (CUDA: with CUDA graphs)
+    graphs: bool = MISSING  # CUDA: the whole training step captured once as a CUDA graph
     threads: Optional[int] = (
         MISSING  # torch's CPU threads; null = torch's (or the launcher's) choice
     )
@@ -240,6 +241,17 @@ class DeviceConfig:
         _require(
             self.threads is None or self.threads >= 1,
             f"device.threads must be >= 1 or null (got {self.threads})",
+        )
+        # device=auto may land on a CPU: there graphs are a no-op, said in the run's warnings
+        _require(
+            not self.graphs or self.name not in ("cpu", "mps"),
+            f"device.graphs=true needs CUDA, but device={self.name}; use device=cuda (or "
+            "device=auto on a machine with a GPU), or device.graphs=false",
+        )
+        _require(
+            not (self.graphs and self.compile),
+            "device.graphs=true and device.compile=true both capture CUDA graphs of the training "
+            "step; choose one: device.compile=false (graphs capture the whole step)",
         )
 
 

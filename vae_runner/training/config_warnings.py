@@ -22,6 +22,11 @@ def config_warnings(cfg: Config, horizon: int | None = None) -> list[str]:
         found.append(
             f"plot_every={cfg.plot_every} draws nothing with pictures=false; drop one of the two"
         )
+    if cfg.device.graphs and cfg.device.name == "auto" and not _cuda():
+        found.append(
+            "device.graphs=true does nothing here: device=auto found no CUDA GPU, so the "
+            "training step runs eagerly; CUDA graphs are CUDA's (device.graphs=false says so)"
+        )
     decay = getattr(cfg.optimizer, "weight_decay", 0.0)
     if cfg.optimizer.name == "adamw" and 0 < cfg.lr * decay <= FLOAT32_HALF_ULP:
         found.append(
@@ -35,3 +40,9 @@ def config_warnings(cfg: Config, horizon: int | None = None) -> list[str]:
 
 # Up to this, 1 - x rounds to exactly 1.0 in float32 (half the spacing of floats below 1).
 FLOAT32_HALF_ULP = 2.0**-25
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -26,6 +26,7 @@ from vae_runner.config.schema import Config
 from vae_runner.data.images import ImageData
 from vae_runner.training.build import build_model, build_scheduler, step_scheduler
 from vae_runner.training.epoch import TestSums, TrainSums, draw_noise, evaluate
+from vae_runner.training.graphed_step import GraphedTraining
 from vae_runner.training.losses import elbo_terms, member_losses
 from vae_runner.training.model import VAE
 from vae_runner.training.noise import Noise, SeededNoise
@@ -58,6 +59,7 @@ class Engine:
     noise: Noise
     train_model: Callable  # what the training step calls: `model`, or its torch.compile'd form
     dtype: torch.dtype = torch.float32
+    graphed: Any = None  # a GraphedTraining (device.graphs on CUDA) that trains the epochs
     _max_norms: torch.Tensor = field(init=False)
     _free_bits: torch.Tensor | None = field(init=False)
     _params: list[torch.Tensor] = field(init=False)
@@ -81,6 +83,8 @@ class Engine:
         self, kl_weights: list[float], active: list[bool], progress=None, stop=None
     ) -> list[TrainSums]:
         """One pass over the training set for every active member; the others do not move."""
+        if self.graphed is not None:  # device.graphs on CUDA: training/graphed_step.py
+            return self.graphed.train_epoch(kl_weights, active, progress, stop)
         cfg, data, m = self.cfgs[0], self.data, self.members
         self.model.train()
         device = data.train.device
@@ -88,15 +92,7 @@ class Engine:
         on = torch.tensor(active, device=device)
         mask = None if all(active) else on
         n = len(data.train)
-        # Each member's own order of the training set ([M, N]); a member sitting out keeps its
-        # generator where it is
-        orders = torch.stack(
-            [
-                torch.randperm(n, generator=g) if a else torch.arange(n)
-                for g, a in zip(self.shuffles, active, strict=True)
-            ]
-        ).to(device)
-        batches = orders.split(cfg.batch_size, dim=1)
+        batches = self.batch_orders(active).split(cfg.batch_size, dim=1)
         recon_sum = torch.zeros(m, device=device, dtype=self.dtype)
         kl_sum = torch.zeros_like(recon_sum)
         norm_sum = torch.zeros_like(recon_sum)
@@ -139,6 +135,16 @@ class Engine:
             TrainSums(r / n, k / n, total / len(batches), top, int(bad) or None)
             for r, k, total, top, bad in sums
         ]
+
+    def batch_orders(self, active: list[bool]) -> torch.Tensor:
+        """Each member's own order of the training set ([M, N], on the data's device); a member
+        sitting out keeps its generator where it is."""
+        n = len(self.data.train)
+        orders = [
+            torch.randperm(n, generator=g) if a else torch.arange(n)
+            for g, a in zip(self.shuffles, active, strict=True)
+        ]
+        return torch.stack(orders).to(self.data.train.device)
 
     def _binarize(self, active: list[bool], probs: torch.Tensor) -> torch.Tensor:
         """Dynamic binarisation of a stack's batch ([M*B, ...]), each member with its own draws;
@@ -200,6 +206,7 @@ class Engine:
     def release_training_state(self) -> None:
         """Give back what only training needed, once the last checkpoints hold it (see
         run_record.release_training_state)."""
+        self.graphed = None  # its graphs hold the optimizer's state and the training set
         self.data = self.data.without_train()
         self.optimizer.clear_state()
         self.optimizer.zero_grad()
@@ -231,7 +238,7 @@ def build_engine(
         # model's many kernels is what bounds it there. Evaluation and checkpoints use `model`.
         mode = "reduce-overhead" if device.type == "cuda" else "default"
         train_model = torch.compile(model, mode=mode)
-    return Engine(
+    engine = Engine(
         cfgs,
         device,
         data,
@@ -244,3 +251,6 @@ def build_engine(
         train_model,
         dtype,
     )
+    if device.type == "cuda" and cfgs[0].device.graphs:
+        engine.graphed = GraphedTraining(engine, capture=True)
+    return engine

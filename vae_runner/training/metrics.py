@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
 from typing import NamedTuple
 
 import torch
@@ -43,10 +44,12 @@ def _log_normal(z: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor) -> to
 
 
 @torch.no_grad()
-def log_weights(model, x: torch.Tensor, samples: int, generator: torch.Generator) -> torch.Tensor:
-    """log w_k for every image of the batch x: a [samples, batch] tensor."""
+def log_weights(model, x: torch.Tensor, draw) -> torch.Tensor:
+    """log w_k for every image of the batch x: a [samples, batch] tensor; `draw(mu)` gives the
+    standard normal draws, [samples, *mu.shape] (image_noise)."""
     mu, logvar = model.encode(x)
-    noise = torch.randn((samples, *mu.shape), generator=generator).to(mu.device)
+    noise = draw(mu)
+    samples = len(noise)
     z = mu + noise * torch.exp(0.5 * logvar)  # [K, B, D]
     out = model.decode(z.flatten(0, 1))  # [K * B, ...]
     x_k = x.unsqueeze(0).expand(samples, *x.shape).flatten(0, 1)
@@ -56,11 +59,52 @@ def log_weights(model, x: torch.Tensor, samples: int, generator: torch.Generator
     return log_px_z + log_pz - log_qz
 
 
+def image_seed(seed: int, image: int) -> int:
+    """Image `image`'s seed: 32 bits, since the CPU's generator (mt19937) keeps only those;
+    distinct for the images of one estimate (fewer than 1000003 of them)."""
+    return (seed * 1_000_003 + image) % 2**32
+
+
+def image_noise(
+    generator: torch.Generator, seed: int, first: int, samples: int, mu: torch.Tensor
+) -> torch.Tensor:
+    """The standard normal draws of images first, first + 1, ... (one per row of mu, their
+    posterior means): [samples, *mu.shape] in mu's dtype and device. Image i's K x latent draws
+    come from the generator seeded by image_seed(seed, i) alone, so the estimate does not depend
+    on how the images are chunked (nor on the device's memory); one draw call per image."""
+    count, latent = mu.shape
+    noise = torch.empty(count, samples, latent, dtype=mu.dtype, device=mu.device)
+    for j in range(count):
+        generator.manual_seed(image_seed(seed, first + j))
+        noise[j].normal_(generator=generator)
+    return noise.transpose(0, 1)
+
+
+# The chunk sizes, in decoded values (K x images x pixels): the CPU's keep its tensors at 4 MiB
+# (full-speed products, no rise of the run's peak memory); a GPU's are as large as half its free
+# memory allows at GPU_BYTES_PER_VALUE each (the logits, the repeated images, the per-pixel NLL
+# and the decoder's hidden layer live together), up to GPU_CHUNK_VALUES (1 GiB per tensor).
 CHUNK_VALUES = 1 << 20
+GPU_CHUNK_VALUES = 1 << 28
+GPU_BYTES_PER_VALUE = 32
+
+
+def chunk_values(device: torch.device) -> int:
+    """How many decoded values one chunk of the estimate holds on `device`."""
+    if device.type != "cuda":
+        return CHUNK_VALUES
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(CHUNK_VALUES, min(GPU_CHUNK_VALUES, free // 2 // GPU_BYTES_PER_VALUE))
 
 
 def importance_weighted_nll(
-    model, images, samples: int, seed: int = 0, to_float=None, check=None
+    model,
+    images,
+    samples: int,
+    seed: int = 0,
+    to_float=None,
+    check=None,
+    values: int | None = None,
 ) -> LikelihoodEstimate:
     """Estimate -log p(x) over `images` ([N, ...] floats in [0, 1]) with K = `samples`.
 
@@ -68,16 +112,18 @@ def importance_weighted_nll(
     so the whole test set is never held as floats at once. `check`, if given, is called before
     each chunk (a run's stop request: the estimate can take minutes).
 
-    Vectorised over images and samples, in chunks of about 2^20 decoded values (4 MiB tensors:
-    large enough for full-speed matrix products, small enough that the estimate does not raise
-    the run's peak memory; at least one image, so K * D values when that is more). Its own
-    generator: the estimate does not move the training run's random state.
+    Vectorised over images and samples, in chunks of `values` decoded values (default
+    chunk_values: 2^20 on the CPU, as much as the memory allows on a GPU; at least one image,
+    so K * D values when that is more). The numbers do not depend on the chunks (image_noise).
+    Its own generator, on the images' device: the estimate does not move the training run's
+    random state.
     """
     started = time.perf_counter()
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(images.device)
     per_image = max(1, math.prod(images.shape[1:]))
-    chunk = max(1, CHUNK_VALUES // (samples * per_image))
+    values = values or chunk_values(images.device)
+    chunk = max(1, values // (samples * per_image))
     # float64 sums kept on the device and read once: no host sync per chunk (-NLL, -ELBO and
     # the per-image NLL's squares, for its spread)
     sums = torch.zeros(3, dtype=torch.float64, device=images.device)
@@ -85,7 +131,8 @@ def importance_weighted_nll(
         if check is not None:
             check()
         x = images[start : start + chunk]
-        log_w = log_weights(model, x if to_float is None else to_float(x), samples, generator)
+        x = x if to_float is None else to_float(x)
+        log_w = log_weights(model, x, partial(image_noise, generator, seed, start, samples))
         log_px = (torch.logsumexp(log_w, dim=0) - math.log(samples)).double()  # per image
         sums[0] -= log_px.sum()
         sums[1] -= log_w.double().mean(dim=0).sum()

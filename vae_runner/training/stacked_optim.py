@@ -140,6 +140,19 @@ class StackedOptimizer:
                 a = active.index_select(0, group.idx)
             group.step(self._params, rows, a)
 
+    @torch.no_grad()
+    def step_vectorised(self, active: torch.Tensor | None = None) -> None:
+        """One step on the vectorised path whatever the device, `active` an [M] bool tensor on
+        the params' device (None: all): the step a CUDA graph captures (graphed_step.py). Every
+        hyper-parameter and step count is a device tensor that set_lr and the step change in
+        place, and nothing is read back on the host."""
+        rows = [i for i, p in enumerate(self._params) if p.grad is not None]
+        for group in self._groups:
+            a = active
+            if active is not None and group.idx is not None:
+                a = active.index_select(0, group.idx)
+            group.step(self._params, rows, a)
+
     def _mask_tensor(self, active: list[bool]) -> torch.Tensor:
         """The vectorised path's [M] mask for a list; it changes only between epochs, so the last
         one is kept (building it is a host-to-device copy)."""

@@ -14,6 +14,15 @@ def col(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.view(-1, *([1] * (ndim - 1)))
 
 
+def _in_place(old: dict | None, new: dict) -> dict:
+    """`new`'s values copied into `old`'s tensors (same keys and shapes), else `new` itself."""
+    if old is None or old.keys() != new.keys():
+        return new
+    for key, value in new.items():
+        old[key].copy_(value)
+    return old
+
+
 class FamilyGroup:
     """The members of one family ("adam": Adam and AdamW, or "sgd"): their state tensors hold
     only their rows, [len(members), *shape], and `idx` gathers those rows from the stack (None
@@ -43,10 +52,13 @@ class FamilyGroup:
 
         if self.family == "adam":
             # Adam adds weight_decay * param to the grad; AdamW scales param by 1 - lr * wd.
+            # Which kernels run depends on the options only, never on the lr (a captured step
+            # keeps its kernels while set_lr changes the lr; x * 1.0 is x exactly).
             l2 = [h.weight_decay if h.kind == "adam" else 0.0 for h in hs]
             decay = [1 - h.lr * h.weight_decay if h.kind == "adamw" else 1.0 for h in hs]
-            self.l2, self.decoupled = any(l2), any(d != 1.0 for d in decay)
-            self.c = {
+            self.l2 = any(l2)
+            self.decoupled = any(h.kind == "adamw" and h.weight_decay for h in hs)
+            consts = {
                 "l2": t(l2),
                 "decay": t(decay),
                 "1-b1": t([1 - h.betas[0] for h in hs]),
@@ -54,7 +66,7 @@ class FamilyGroup:
                 "1-b2": t([1 - h.betas[1] for h in hs]),
             }
             s = self.scalar_dtype
-            self.h = {
+            scalars = {
                 "lr": t([h.lr for h in hs], s),
                 "b1": t([h.betas[0] for h in hs], s),
                 "b2": t([h.betas[1] for h in hs], s),
@@ -65,15 +77,22 @@ class FamilyGroup:
             self.momentum = any(h.momentum for h in hs)
             nesterov = [h.nesterov for h in hs]
             self.nesterov = "all" if all(nesterov) else "mixed" if any(nesterov) else "none"
-            self.c = {
-                "l2": t([h.weight_decay for h in hs]),
-                "momentum": t([h.momentum for h in hs]),
-                "-lr": t([-h.lr for h in hs]),
-                # mixed nesterov: direction = c1 * grad + c2 * buf, c1 = 1, c2 = momentum for a
-                # nesterov member, c1 = 0, c2 = 1 (the buffer) for the others
-                "c1": t([1.0 if n else 0.0 for n in nesterov]),
-                "c2": t([h.momentum if h.nesterov else 1.0 for h in hs]),
-            }
+            consts, scalars = (
+                {
+                    "l2": t([h.weight_decay for h in hs]),
+                    "momentum": t([h.momentum for h in hs]),
+                    "-lr": t([-h.lr for h in hs]),
+                    # mixed nesterov: direction = c1 * grad + c2 * buf, c1 = 1, c2 = momentum for a
+                    # nesterov member, c1 = 0, c2 = 1 (the buffer) for the others
+                    "c1": t([1.0 if n else 0.0 for n in nesterov]),
+                    "c2": t([h.momentum if h.nesterov else 1.0 for h in hs]),
+                },
+                {},
+            )
+        # Into the tensors a step already reads, when there are some: a CUDA graph that captured
+        # the step sees a new lr without being captured again (training/graphed_step.py).
+        self.c = _in_place(getattr(self, "c", None), consts)
+        self.h = _in_place(getattr(self, "h", None), scalars)
 
     def state_names(self) -> tuple[str, ...]:
         if self.family == "adam":
