@@ -57,3 +57,49 @@ def test_the_chunk_rule_cpu_and_cuda(monkeypatch):
         assert chunk_values(cuda) == expected
     # K = 1000 on Fashion-MNIST's 784 pixels: 1 image per chunk on the CPU, 342 on a large GPU
     assert max(1, 2**20 // (1000 * 784)) == 1 and 2**28 // (1000 * 784) == 342
+
+
+# --------------------------------------------------------------------------- the one-sample pass
+def test_the_test_pass_takes_batch_size_chunks_on_the_cpu_and_2_20_values_on_a_gpu():
+    from vae_runner.training.epoch import eval_chunk
+
+    cpu = torch.zeros(10000, 28, 28, dtype=torch.uint8)
+    assert eval_chunk(cpu, 128) == 128  # the CPU's numbers are as before
+    cuda = torch.zeros(10000, 28, 28, dtype=torch.uint8, device="meta")
+    cuda_like = type("Images", (), {"device": torch.device("cuda"), "shape": cuda.shape})()
+    assert eval_chunk(cuda_like, 128) == (1 << 20) // 784 == 1337  # whatever the stack's size
+    digits_like = type("Images", (), {"device": torch.device("cuda"), "shape": (359, 64)})()
+    assert eval_chunk(digits_like, 128) == (1 << 20) // 64  # more than the test set: one chunk
+    tiny = type("Images", (), {"device": torch.device("cuda"), "shape": (10, 4096, 4096)})()
+    assert eval_chunk(tiny, 128) == 128  # never below batch_size
+
+
+class _NoNoise:
+    """z = the posterior mean: the pass's sums then depend on nothing but the images."""
+
+    def normal(self, member, shape, like):
+        return torch.zeros(shape, dtype=like.dtype, device=like.device)
+
+
+def test_the_test_pass_sums_are_the_same_in_any_chunks(monkeypatch):
+    """The pass sums per chunk and reads once: its measures do not depend on the chunk (with
+    the noise out of the way, float64), so a GPU's large chunks measure what 128s would."""
+    from vae_runner.training import epoch
+    from vae_runner.training.stacked_model import stack_models
+
+    cfg = typed_config("device=cpu", "data=digits")
+    data = load_data(cfg.data, cfg.likelihood)
+    torch.manual_seed(0)
+    one = build_model(cfg.model, cfg.likelihood, data.image_shape).double()
+    torch.manual_seed(1)
+    two = build_model(cfg.model, cfg.likelihood, data.image_shape).double()
+    model = stack_models([one, two]).double()
+    by_batch = epoch.evaluate(model, data, 128, _NoNoise(), [True, True])
+    monkeypatch.setattr(epoch, "eval_chunk", lambda images, batch_size: len(images))
+    whole = epoch.evaluate(model, data, 128, _NoNoise(), [True, True])
+    for a, b in zip(by_batch, whole, strict=True):
+        assert a.recon == pytest.approx(b.recon, rel=1e-12)
+        assert a.kl == pytest.approx(b.kl, rel=1e-12)
+        assert a.kl_by_dim == pytest.approx(b.kl_by_dim, rel=1e-12)
+        assert a.active_burda == b.active_burda
+    assert by_batch[0].recon != by_batch[1].recon  # two members, each its own model
