@@ -191,3 +191,32 @@ def test_the_graph_path_is_cuda_only():
     cfg = typed_config(*BASE)
     data = load_data(cfg.data, cfg.likelihood)
     assert build_engine([cfg], data, torch.device("cpu")).graphed is None
+
+
+def test_the_static_step_reads_nothing_back_to_the_host(monkeypatch):
+    """A CUDA graph replays kernels only: a step that read a tensor's value on the host (.item(),
+    .tolist(), a tensor as a bool or a number, a copy to the CPU) would sync every batch, and
+    its Python branch would be frozen into the capture. The captured function is run here with
+    every such read refused (the profiler's sync check needs a GPU)."""
+    cfgs = [typed_config(*BASE, "batch_size=100", f"seed={s}", "grad_clip=1.0") for s in (0, 1)]
+    data = load_data(cfgs[0].data, cfgs[0].likelihood)
+    engine = build_engine(cfgs, data, torch.device("cpu"))  # its own seeded generators
+    engine.graphed = GraphedTraining(engine, capture=False)
+    step = engine.graphed._step(100, (True, False))  # a member sitting out: the masked path
+    step.index.copy_(torch.arange(200).view(2, 100))
+    reads = []
+
+    def refused(name):
+        def read(self, *args, **kwargs):
+            reads.append(name)
+            raise AssertionError(f"the step read a tensor on the host: Tensor.{name}")
+
+        return read
+
+    with monkeypatch.context() as patched:
+        for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu"):
+            patched.setattr(torch.Tensor, name, refused(name))
+        step()
+        step()
+    assert reads == []
+    assert engine.graphed.sums.batch.item() == 2  # both steps ran whole
