@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # device.graphs checked on a GPU: install the project, then one table (benchmarks/gpu_check.py):
-# a single run and a 64-member stack with graphs off and on, the seed's loop, the IW estimate
-# at K=1000 and K=5000. Under 5 minutes on a fresh GPU machine that has torch installed.
+# a single run and a 64-member stack with the eager step, the step to capture run as it is, and
+# the step captured and replayed; the seed's loop; the IW estimate at K=1000 and K=5000. Exits 1
+# when a capture trains another model than the step it captured. Under 5 minutes on a fresh GPU
+# machine that has torch installed.
 #
 #   bash benchmarks/gpu_check.sh                        # CUDA, Fashion-MNIST (--root DIR)
 #   bash benchmarks/gpu_check.sh --cpu-dry-run          # tiny, on the CPU: proves the script

@@ -12,6 +12,7 @@ from __future__ import annotations
 import pytest
 import torch
 from test_stacked_oracle import BASE, MEMBERS, HandedNoise
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from vae_runner.config.schema import Config
 from vae_runner.data.images import load_data
@@ -193,17 +194,58 @@ def test_the_graph_path_is_cuda_only():
     assert build_engine([cfg], data, torch.device("cpu")).graphed is None
 
 
-def test_the_static_step_reads_nothing_back_to_the_host(monkeypatch):
-    """A CUDA graph replays kernels only: a step that read a tensor's value on the host (.item(),
-    .tolist(), a tensor as a bool or a number, a copy to the CPU) would sync every batch, and
-    its Python branch would be frozen into the capture. The captured function is run here with
-    every such read refused (the profiler's sync check needs a GPU)."""
-    cfgs = [typed_config(*BASE, "batch_size=100", f"seed={s}", "grad_clip=1.0") for s in (0, 1)]
+# Operators that read a tensor's values on the host (a sync, and a branch a capture would
+# freeze): a scalar's value, a mask's true positions, an output whose size the values decide.
+HOST_READS = ("aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select")
+
+
+class _RefuseHostReads(TorchDispatchMode):
+    """Every operator the step runs, down to torch's own (what Tensor.item, a boolean mask or a
+    list index does inside C++): a host read, or a copy to another device, is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = func._schema.name
+        moves = name == "aten::_to_copy" and kwargs.get("device") not in (None, args[0].device)
+        masks = name == "aten::index" and any(
+            i is not None and i.dtype == torch.bool for i in args[1]
+        )
+        if name in HOST_READS or moves or masks:
+            self.reads.append(name)
+        return func(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "members",
+    [
+        [("optimizer=adam", "grad_clip=1.0", "seed=0")] * 2,
+        [  # both optimizer families in one stack, free bits, a member sitting out (below)
+            ("optimizer=adam", "grad_clip=1.0", "seed=0"),
+            ("optimizer=sgd", "optimizer.momentum=0.9", "grad_clip=0", "seed=1"),
+            ("optimizer=adamw", "annealing.free_bits=0.5", "seed=2"),
+        ],
+    ],
+    ids=["adam", "mixed"],
+)
+def test_the_static_step_reads_nothing_back_to_the_host(monkeypatch, members):
+    """A CUDA graph replays kernels only: a step that read a tensor's value on the host would
+    sync every batch, and its Python branch would be frozen into the capture. The captured
+    function is run here with every such read refused, at Python's level (.item(), .tolist(), a
+    tensor as a bool or number, a copy to the CPU) and at torch's operators' (the profiler's
+    sync check needs a GPU)."""
+    cfgs = [typed_config(*BASE, "batch_size=100", *member) for member in members]
     data = load_data(cfgs[0].data, cfgs[0].likelihood)
     engine = build_engine(cfgs, data, torch.device("cpu"))  # its own seeded generators
     engine.graphed = GraphedTraining(engine, capture=False)
-    step = engine.graphed._step(100, (True, False))  # a member sitting out: the masked path
-    step.index.copy_(torch.arange(200).view(2, 100))
+    active = tuple(m != 1 for m in range(len(cfgs)))  # member 1 sits out (a mask) when present
+    engine.graphed.train_epoch([1.0] * len(cfgs), list(active))  # optimizer state exists
+    step = engine.graphed._step(100, active)
+    step.index.copy_(torch.arange(100 * len(cfgs)).view(len(cfgs), 100))
+    batches = engine.graphed.sums.batch.item()
     reads = []
 
     def refused(name):
@@ -213,10 +255,10 @@ def test_the_static_step_reads_nothing_back_to_the_host(monkeypatch):
 
         return read
 
-    with monkeypatch.context() as patched:
+    with monkeypatch.context() as patched, _RefuseHostReads() as dispatched:
         for name in ("item", "tolist", "__bool__", "__float__", "__int__", "numpy", "cpu"):
             patched.setattr(torch.Tensor, name, refused(name))
         step()
         step()
-    assert reads == []
-    assert engine.graphed.sums.batch.item() == 2  # both steps ran whole
+    assert reads == [] and dispatched.reads == []
+    assert engine.graphed.sums.batch.item() == batches + 2  # both steps ran whole

@@ -18,7 +18,7 @@ from vae_runner.config.errors import ConfigError
 from vae_runner.exit_codes import exit_code
 from vae_runner.files import WriteError
 from vae_runner.record import EPOCH_KEYS
-from vae_runner.rundir import LOCK_FILE, Busy, claim, earlier_attempt, held_here, is_live
+from vae_runner.rundir import LOCK_FILE, Busy, claim, claimed_by_checks, earlier_attempt, is_live
 from vae_runner.training import run_record, signals
 from vae_runner.training import runner as runner_module
 from vae_runner.training.checkpoint import load_checkpoint
@@ -77,7 +77,7 @@ def test_a_claim_held_by_another_process_is_refused(tmp_path):
         with pytest.raises(Busy, match=f"pid {holder.pid}"):
             claim(run_dir)
         assert is_live(run_dir)
-        assert not held_here(run_dir)  # live, but not this process's: a job claims (refused)
+        assert not claimed_by_checks(run_dir)  # another process's: a job claims (refused)
     finally:
         holder.kill()
         holder.wait()
@@ -354,17 +354,21 @@ def test_a_checkpoint_whose_tensors_do_not_fit_the_model_is_refused(tmp_path, sa
         run(cfg, tmp_path / "run", console=quiet(), checkpoint=spoilt)
 
 
-def test_a_directory_its_checks_claimed_is_held_here_under_the_path_hydra_normalises(tmp_path):
-    """A single run's job is handed nothing: it asks whether its own process holds its
-    directory (the checks' claim, for the command), under the path Hydra gives the job."""
+def test_a_directory_its_checks_claimed_is_found_under_any_spelling_and_no_other(tmp_path):
+    """A single run's job is handed nothing: it asks whether its command's checks claimed its
+    folder, under the path Hydra gives the job; a claim a job took itself (another job of the
+    same process aimed at the same folder) is not the checks': that job is refused Busy."""
     from vae_runner.rundir import release_held
 
     (tmp_path / "a").mkdir()
-    assert not held_here(tmp_path / "run")
+    assert not claimed_by_checks(tmp_path / "run")
     claim(tmp_path / "a" / ".." / "run", hold=True)  # hydra.run.dir=../run
-    assert held_here(tmp_path / "run")  # Hydra's runtime.output_dir folds the `..`
+    assert claimed_by_checks(tmp_path / "run")  # Hydra's runtime.output_dir folds the `..`
+    own = claim(tmp_path / "job")  # a sweep job's own claim, in this process
+    assert not claimed_by_checks(tmp_path / "job")
+    own.release()
     release_held()  # as the command's end does
-    assert not held_here(tmp_path / "run") and not (tmp_path / "run").exists()
+    assert not claimed_by_checks(tmp_path / "run") and not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- out of memory

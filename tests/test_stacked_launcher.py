@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from vae_runner.rundir import is_live
+from vae_runner.sweep import finish
 from vae_runner.sweep.stacks import group_stacks, stack_key, stack_lines
 from vae_runner.training import runner, signals
 
@@ -208,7 +210,15 @@ def test_a_stop_before_a_stack_leaves_it_not_started(tmp_path, monkeypatch, caps
 
     monkeypatch.setattr(runner, "run_stack", first_then_stop)
     where = tmp_path / "s"
+    summarize, claimed = finish.summarize, []
+
+    def summarize_claimed(*args, **kwargs):  # the stopped sweep's summary, in its own claim
+        claimed.append(is_live(where))
+        return summarize(*args, **kwargs)
+
+    monkeypatch.setattr(finish, "summarize", summarize_claimed)
     assert sweep(monkeypatch, where, "batch_size=64,128", STACKED) == 130
+    assert claimed == [True] and not is_live(where)  # given back only once it was written
     assert trained == [["0"]]
     assert json.loads((where / "0" / "history.json").read_text())["status"] == "completed"
     assert not (where / "1" / "history.json").exists() and not (where / "1" / ".hydra").exists()
@@ -264,3 +274,23 @@ def test_a_stacked_launch_composes_and_types_no_job_that_its_sweeper_checked(
     jobs = sorted((tmp_path / "s").glob("*/history.json"))
     assert len(jobs) == (3 if len(grid) == 1 else 4)
     assert all(json.loads(p.read_text())["status"] == "completed" for p in jobs)
+
+
+def test_two_jobs_of_one_stacked_sweep_aimed_at_one_folder_are_not_trained_together(
+    tmp_path, monkeypatch, capsys
+):
+    """Every job of a stacked sweep is prepared in the sweep's own process: a second job whose
+    folder the first one holds is refused (Busy), never trained into the same folder."""
+    monkeypatch.chdir(tmp_path)
+    original, trained = runner.run_stack, []
+
+    def run_stack(members, *args, **kwargs):
+        trained.append([str(m.run_dir) for m in members])
+        return original(members, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "run_stack", run_stack)
+    where = tmp_path / "s"
+    assert sweep(monkeypatch, where, "lr=1e-3,1e-3", "hydra.sweep.subdir=same", STACKED) != 0
+    assert f"{where / 'same'} is in use by another vae-train" in capsys.readouterr().err
+    assert trained == [[str(where / "same")]]  # the first job alone
+    assert json.loads((where / "same" / "history.json").read_text())["status"] == "completed"

@@ -138,3 +138,26 @@ def test_a_derived_jobs_own_checks_still_refuse_it(tmp_path, monkeypatch, capsys
         "hydra.sweep.dir; nothing was run"
     )
     assert (sweep / "2" / "notes.txt").read_text() == "mine\n"
+
+
+def test_a_job_kept_whole_for_the_launcher_is_handed_out_once_then_forgotten():
+    """keep_jobs (the stacked launcher asks for every job again): a job without a seed of its
+    own is kept after its check and handed to the launcher as it is, then forgotten, so a large
+    grid does not hold each config twice; jobs with seeds keep one config per setting."""
+    from vae_runner.cli.sweep_configs import JobConfigs, plan
+
+    loads = []
+
+    def load(overrides):
+        loads.append(overrides)
+        return OmegaConf.create({"lr": len(loads)})
+
+    configs = JobConfigs(load, lambda overrides, cfg: "", keep_jobs=True)
+    jobs = plan([["lr=0.1"], ["lr=0.2"]])
+    check = lambda cfg, typed: ("typed", cfg.lr)  # noqa: E731
+    checked = [configs.checked(job, check) for job in jobs]  # the sweeper's checks
+    assert len(loads) == 2 and len(configs._settings) == 2
+    handed = [configs.checked(job, check) for job in jobs]  # the launcher's turn
+    assert len(loads) == 2  # nothing composed again
+    assert [cfg for cfg, _ in handed] == [cfg for cfg, _ in checked]
+    assert configs._settings == {}  # forgotten once handed out

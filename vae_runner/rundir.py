@@ -83,7 +83,7 @@ def read_owner(run_dir: Path) -> dict[str, Any] | None:
 
 # The claims a vae-train command's checks took before Hydra wrote anything (a single run's
 # directory, a sweep's): the command's own, given back when it ends (release_held). A job
-# is never handed one: it asks held_here() whether its process holds its directory already.
+# is never handed one: it asks claimed_by_checks() whether its directory is among them.
 _held: dict[Path, Claim] = {}
 
 
@@ -98,12 +98,22 @@ def release_held() -> None:
         _held.popitem()[1].release(remove_empty_dir=True)
 
 
-def held_here(run_dir: Path) -> bool:
-    """Whether this process holds `run_dir`'s lock: taken and not given back, its owner line
-    naming this process. A job whose command's checks claimed its directory trains under
-    that claim; any other job claims its directory itself."""
-    owner = read_owner(run_dir)
-    return bool(owner) and owner.get("pid") == os.getpid() and is_live(run_dir)
+def claimed_by_checks(run_dir: Path) -> bool:
+    """Whether this command's checks claimed `run_dir` and hold it still, under any spelling of
+    the folder (resume= may name it otherwise than hydra.run.dir). A job whose folder is among
+    them trains under that claim; any other job claims its folder itself, so two jobs of one
+    process aimed at one folder are still refused (the second is Busy)."""
+    for held in _held.values():
+        if held.fd is not None and _same_folder(held.run_dir, run_dir):
+            return True
+    return False
+
+
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
 
 
 def claim(run_dir: Path, key: str = "hydra.run.dir", hold: bool = False) -> Claim:

@@ -48,7 +48,7 @@ from vae_runner.rundir import (
     Busy,
     Claim,
     claim,
-    held_here,
+    claimed_by_checks,
     never_trained,
     remove_hydra_record,
     remove_temporary_files,
@@ -122,7 +122,7 @@ def prepare_job(
             raise signals.SweepStopped(stopped)  # the sweep's own process: skip the rest at once
         return signals.exit_status(stopped), NOTHING
     lock = None  # a single run's checks claimed its directory already, for its command
-    if not held_here(run_dir):
+    if not claimed_by_checks(run_dir):
         try:
             lock = claim(run_dir, "hydra.sweep.dir")
         except Busy as err:  # that directory is another process's: nothing is written there

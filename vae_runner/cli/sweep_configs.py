@@ -116,7 +116,9 @@ class JobConfigs:
         else:
             cfg = self._load(list(job.overrides))
             typed = check(cfg, None)
-        if setting is not None or self._keep_jobs:
+        # A job kept whole is asked for once more (by the launcher), then forgotten: the
+        # launcher keeps its own copy of each job's config, so the two never pile up.
+        if setting is not None or (self._keep_jobs and known is None):
             self._settings[key] = (cfg, typed)
         return cfg, typed
 

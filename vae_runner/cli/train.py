@@ -78,9 +78,11 @@ def main() -> None:
     # instead of printing them: explain() then says them in one line from the exception's fields.
     wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    hydra_failed, code = _launch(_hydra_main, wants_traceback)
-    release_held()  # a single run's directory, which its checks claimed for this command
-    sweep_code = finish.finish_multirun(hydra_failed)
+    try:
+        hydra_failed, code = _launch(_hydra_main, wants_traceback)
+        sweep_code = finish.finish_multirun(hydra_failed)  # a sweep's summary, in its claim
+    finally:
+        release_held()  # the command's claims: a single run's folder, a sweep's (rundir)
     if sweep_code is not None and code in (None, ExitCode.FAILED):
         code = sweep_code
     sys.exit(code if code is not None else _single_run.get("code", ExitCode.COMPLETED))
