@@ -25,9 +25,8 @@ import torch
 from vae_runner.config.schema import Config
 from vae_runner.data.images import ImageData
 from vae_runner.training.build import build_model, build_scheduler, step_scheduler
-from vae_runner.training.epoch import TestSums, TrainSums, draw_noise, evaluate
+from vae_runner.training.epoch import EpochSums, TestSums, TrainSums, evaluate, train_step
 from vae_runner.training.graphed_step import GraphedTraining
-from vae_runner.training.losses import elbo_terms, member_losses
 from vae_runner.training.model import VAE
 from vae_runner.training.noise import Noise, SeededNoise
 from vae_runner.training.stacked_model import (
@@ -35,7 +34,7 @@ from vae_runner.training.stacked_model import (
     member_state_dict,
     stack_models,
 )
-from vae_runner.training.stacked_optim import StackedOptimizer, clip_grad_norms
+from vae_runner.training.stacked_optim import StackedOptimizer
 
 
 def seeded_model(cfg: Config, image_shape: tuple[int, ...]) -> VAE:
@@ -85,56 +84,26 @@ class Engine:
         """One pass over the training set for every active member; the others do not move."""
         if self.graphed is not None:  # device.graphs on CUDA: training/graphed_step.py
             return self.graphed.train_epoch(kl_weights, active, progress, stop)
-        cfg, data, m = self.cfgs[0], self.data, self.members
+        cfg, data = self.cfgs[0], self.data
         self.model.train()
         device = data.train.device
         kl_w = torch.tensor(kl_weights, device=device, dtype=self.dtype)
-        on = torch.tensor(active, device=device)
-        mask = None if all(active) else on
-        n = len(data.train)
+        mask = None if all(active) else torch.tensor(active, device=device)
         batches = self.batch_orders(active).split(cfg.batch_size, dim=1)
-        recon_sum = torch.zeros(m, device=device, dtype=self.dtype)
-        kl_sum = torch.zeros_like(recon_sum)
-        norm_sum = torch.zeros_like(recon_sum)
-        norm_max = torch.zeros_like(recon_sum)
-        # Divergence is found without a host sync: each member's first non-finite batch number
-        # is kept on the device and read with the other sums at the end of the epoch.
-        first_bad = torch.zeros_like(recon_sum)
-        precision = cfg.device.precision
-        autocast = torch.autocast(device.type, torch.bfloat16, enabled=precision == "bf16")
-        latent = self.model.latent_dim
-        for i, index in enumerate(batches):
+        sums = EpochSums(self.members, device, self.dtype)
+        bf16 = cfg.device.precision == "bf16"
+        autocast = partial(torch.autocast, device.type, torch.bfloat16, enabled=bf16)
+        binarize = partial(self._binarize, active)
+        step = partial(self.optimizer.step, active)  # the list: no host read of a mask per step
+        for index in batches:
             if stop is not None:
                 stop.check()  # a requested stop ends the stack here, at a batch boundary
-            b = index.shape[1]
-            x = data.train_batch(index.flatten(), partial(self._binarize, active)).to(self.dtype)
-            eps = draw_noise(self.noise, active, (b, latent), x)
-            self.optimizer.zero_grad()
-            with autocast:
-                out, mu, logvar = self.train_model(x, eps)
-                nll = self.model.likelihood.nll(out.to(self.dtype), x)
-                terms = elbo_terms(nll, mu.to(self.dtype), logvar.to(self.dtype))
-                recon = terms.recon.view(m, b)
-                kl_by_dim = terms.kl_by_dim.view(m, b, latent)
-                losses = member_losses(recon, kl_by_dim, kl_w, cfg.reduction.name, self._free_bits)
-            total = losses if mask is None else torch.where(mask, losses, 0.0)
-            total.sum().backward()
-            norms = clip_grad_norms(self._params, self._max_norms)
-            self.optimizer.step(active)  # the list: no host read of the mask per step
-            with torch.no_grad():
-                recon_sum += recon.sum(dim=1)
-                kl_sum += kl_by_dim.sum(dim=(1, 2))
-                norm_sum += norms
-                norm_max = torch.maximum(norm_max, norms)
-                bad = ~(torch.isfinite(losses) & torch.isfinite(norms)) & (first_bad == 0)
-                first_bad = torch.where(bad, float(i + 1), first_bad)
+            train_step(
+                self, index, binarize, active, mask, kl_w, sums, self.train_model, step, autocast
+            )
             if progress is not None:
                 progress.advance()
-        sums = torch.stack([recon_sum, kl_sum, norm_sum, norm_max, first_bad], dim=1).tolist()
-        return [
-            TrainSums(r / n, k / n, total / len(batches), top, int(bad) or None)
-            for r, k, total, top, bad in sums
-        ]
+        return sums.read(len(data.train), len(batches))
 
     def batch_orders(self, active: list[bool]) -> torch.Tensor:
         """Each member's own order of the training set ([M, N], on the data's device); a member

@@ -15,9 +15,10 @@ from typing import NamedTuple
 import torch
 
 from vae_runner.data.images import ImageData
-from vae_runner.training.losses import elbo_terms
+from vae_runner.training.losses import elbo_terms, member_losses
 from vae_runner.training.metrics import active_units_burda
 from vae_runner.training.noise import Noise
+from vae_runner.training.stacked_optim import clip_grad_norms
 
 
 class TrainSums(NamedTuple):
@@ -35,6 +36,73 @@ class TestSums(NamedTuple):
     kl: float
     kl_by_dim: list[float]  # test-set mean KL of each latent dimension
     active_burda: int  # dimensions whose posterior mean varies over the test set (Burda et al.)
+
+
+class EpochSums:
+    """An epoch's per-member sums ([M] each) and its batch counter, on the device: every step
+    adds into them in place (no host sync, and the buffers a CUDA graph needs), and they are
+    read once, at the epoch's end."""
+
+    def __init__(self, members: int, device: torch.device, dtype: torch.dtype) -> None:
+        def zeros(*shape):
+            return torch.zeros(*shape, device=device, dtype=dtype)
+
+        self.recon, self.kl, self.norm_sum, self.norm_max = (zeros(members) for _ in range(4))
+        # Divergence is found without a host sync: each member's first non-finite batch (1-based)
+        self.first_bad = zeros(members)
+        self.batch = zeros(())  # batches done this epoch
+
+    def zero(self) -> None:
+        for t in (self.recon, self.kl, self.norm_sum, self.norm_max, self.first_bad, self.batch):
+            t.zero_()
+
+    @torch.no_grad()
+    def add(self, recon, kl_by_dim, norms, losses) -> None:
+        """One batch: recon [M, B], kl_by_dim [M, B, D], norms and losses [M]."""
+        self.batch += 1
+        self.recon += recon.sum(dim=1)
+        self.kl += kl_by_dim.sum(dim=(1, 2))
+        self.norm_sum += norms
+        torch.maximum(self.norm_max, norms, out=self.norm_max)
+        bad = ~(torch.isfinite(losses) & torch.isfinite(norms)) & (self.first_bad == 0)
+        self.first_bad.copy_(torch.where(bad, self.batch, self.first_bad))
+
+    def read(self, n: int, batches: int) -> list[TrainSums]:
+        """The per-member means over `n` images and `batches` batches: the epoch's host sync."""
+        rows = torch.stack([self.recon, self.kl, self.norm_sum, self.norm_max, self.first_bad])
+        return [
+            TrainSums(r / n, k / n, total / batches, top, int(bad) or None)
+            for r, k, total, top, bad in rows.T.tolist()
+        ]
+
+
+def train_step(
+    engine, index, binarize, active, mask, kl_weights, sums: EpochSums, model, step, autocast
+) -> None:
+    """One training step of `engine`'s members (training/engine.py) on the batch `index` ([M, B]
+    rows of the training set): gather and binarise, draw z, forward, loss, backward, clip each
+    member's norm, `step()` the optimizer, add to `sums`. The eager epoch and the step a CUDA
+    graph captures (training/graphed_step.py) are both this function. `mask` ([M] bools, or
+    None: all train) zeroes the loss of a member sitting out; `autocast()` makes the context."""
+    m, b = index.shape
+    latent = engine.model.latent_dim
+    dtype = engine.dtype
+    x = engine.data.train_batch(index.flatten(), binarize).to(dtype)
+    eps = draw_noise(engine.noise, active, (b, latent), x)
+    engine.optimizer.zero_grad()
+    with autocast():
+        out, mu, logvar = model(x, eps)
+        nll = engine.model.likelihood.nll(out.to(dtype), x)
+        terms = elbo_terms(nll, mu.to(dtype), logvar.to(dtype))
+        recon = terms.recon.view(m, b)
+        kl_by_dim = terms.kl_by_dim.view(m, b, latent)
+        reduction = engine.cfgs[0].reduction.name
+        losses = member_losses(recon, kl_by_dim, kl_weights, reduction, engine._free_bits)
+    total = losses if mask is None else torch.where(mask, losses, 0.0)
+    total.sum().backward()
+    norms = clip_grad_norms(engine._params, engine._max_norms)
+    step()
+    sums.add(recon, kl_by_dim, norms, losses)
 
 
 def draw_noise(noise: Noise, active: list[bool], shape: tuple[int, ...], like: torch.Tensor):

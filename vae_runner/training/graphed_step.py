@@ -4,19 +4,18 @@ full batch (CUDA only; everywhere else Engine.train_epoch's eager loop trains).
 On a GPU the seed's small model is bound by kernel launches (about 9 us each on an H200) and the
 Python around them, not by arithmetic: a replayed graph launches the whole step at once.
 
-`StaticStep.__call__` IS the step: the index gather, dynamic binarisation and reparameterisation
-noise, forward, loss, backward, per-member clipping, the stacked optimizer's step, the
-per-member sums and the first non-finite batch. It reads its inputs from buffers that live as
-long as it does (the batch's indices, the KL weights, the optimizer's hyper-parameters) and
-adds into buffers (the epoch's sums): what a graph needs. On CUDA it is captured; on the CPU the
-tests call it as it is and compare it with the eager step (tests/test_graphed_step.py).
+`StaticStep.__call__` runs the eager epoch's own step (epoch.train_step: the index gather,
+dynamic binarisation and reparameterisation noise, forward, loss, backward, per-member
+clipping, the stacked optimizer's step, the per-member sums and the first non-finite batch) on
+buffers that live as long as it does (the batch's indices, the KL weights, the optimizer's
+hyper-parameters, the epoch's sums): what a graph needs. On CUDA it is captured; on the CPU the
+tests call it as it is and compare it with the eager epoch (tests/test_graphed_step.py).
 
-Where it differs from the eager step, and why:
+What it hands the step otherwise than the eager epoch does, and why:
 - the optimizer takes its vectorised path (StackedOptimizer.step_vectorised): every
   hyper-parameter is an [M] device tensor that set_lr rewrites in place, and the step counts
   are device tensors. Torch's fused kernels, the eager path on CPU and CUDA, take the lr as a
   Python number, which a capture would freeze. (The two paths agree to rounding: tests.)
-- the batch number that a non-finite loss records is a device counter, not a Python int.
 - autocast (bf16) runs without its cast cache, which a graph must not keep between replays.
 - noise: each member's own CUDA generator is registered with the graph
   (CUDAGraph.register_generator_state). A replay draws what the same calls would draw eagerly
@@ -35,10 +34,8 @@ from typing import Any
 
 import torch
 
-from vae_runner.training.epoch import TrainSums, draw_noise
-from vae_runner.training.losses import elbo_terms, member_losses
+from vae_runner.training.epoch import EpochSums, TrainSums, train_step
 from vae_runner.training.noise import SeededNoise
-from vae_runner.training.stacked_optim import clip_grad_norms
 
 # The engine (training/engine.py) that imports this module: typed as Any, not imported back
 Engine = Any
@@ -46,31 +43,6 @@ Engine = Any
 # Eager steps on a side stream before the capture: cuBLAS workspaces, the optimizer's state and
 # the autograd graph's buffers are made there, not inside the graph (torch's CUDA-graph notes)
 WARMUP_STEPS = 3
-
-
-class EpochSums:
-    """An epoch's per-member sums ([M] each) and the batch counter, on the device: every step
-    adds into them in place, and they are read once, at the epoch's end."""
-
-    def __init__(self, members: int, device: torch.device, dtype: torch.dtype) -> None:
-        def zeros(*shape):
-            return torch.zeros(*shape, device=device, dtype=dtype)
-
-        self.recon, self.kl, self.norm_sum, self.norm_max = (zeros(members) for _ in range(4))
-        self.first_bad = zeros(members)  # 1-based batch of the first non-finite loss or norm
-        self.batch = zeros(())  # batches done this epoch
-
-    def zero(self) -> None:
-        for t in (self.recon, self.kl, self.norm_sum, self.norm_max, self.first_bad, self.batch):
-            t.zero_()
-
-    def read(self, n: int, batches: int) -> list[TrainSums]:
-        """The per-member means, as Engine.train_epoch gives them: the epoch's one host sync."""
-        rows = torch.stack([self.recon, self.kl, self.norm_sum, self.norm_max, self.first_bad])
-        return [
-            TrainSums(r / n, k / n, total / batches, top, int(bad) or None)
-            for r, k, total, top, bad in rows.T.tolist()
-        ]
 
 
 class StaticStep:
@@ -89,32 +61,12 @@ class StaticStep:
         )
 
     def __call__(self) -> None:
-        e, sums = self.engine, self.sums
-        m, b = self.index.shape
-        latent = e.model.latent_dim
-        x = e.data.train_batch(self.index.flatten(), self.binarize).to(e.dtype)
-        eps = draw_noise(e.noise, self.active, (b, latent), x)
-        e.optimizer.zero_grad()  # backward makes the gradients: in a capture, the graph's own
-        with self.autocast():
-            out, mu, logvar = e.model(x, eps)
-            nll = e.model.likelihood.nll(out.to(e.dtype), x)
-            terms = elbo_terms(nll, mu.to(e.dtype), logvar.to(e.dtype))
-            recon = terms.recon.view(m, b)
-            kl_by_dim = terms.kl_by_dim.view(m, b, latent)
-            reduction = e.cfgs[0].reduction.name
-            losses = member_losses(recon, kl_by_dim, self.kl_weights, reduction, e._free_bits)
-        total = losses if self.mask is None else torch.where(self.mask, losses, 0.0)
-        total.sum().backward()
-        norms = clip_grad_norms(e._params, e._max_norms)
-        e.optimizer.step_vectorised(self.mask)
-        with torch.no_grad():
-            sums.batch += 1
-            sums.recon += recon.sum(dim=1)
-            sums.kl += kl_by_dim.sum(dim=(1, 2))
-            sums.norm_sum += norms
-            torch.maximum(sums.norm_max, norms, out=sums.norm_max)
-            bad = ~(torch.isfinite(losses) & torch.isfinite(norms)) & (sums.first_bad == 0)
-            sums.first_bad.copy_(torch.where(bad, sums.batch, sums.first_bad))
+        e = self.engine
+        step = partial(e.optimizer.step_vectorised, self.mask)
+        train_step(
+            e, self.index, self.binarize, self.active, self.mask, self.kl_weights, self.sums,
+            e.model, step, self.autocast,
+        )  # fmt: skip
 
 
 def warm_up(step: StaticStep) -> None:

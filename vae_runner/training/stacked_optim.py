@@ -134,11 +134,7 @@ class StackedOptimizer:
             return
         if isinstance(active, list):
             active = self._mask_tensor(active)
-        for group in self._groups:
-            a = active
-            if active is not None and group.idx is not None:
-                a = active.index_select(0, group.idx)
-            group.step(self._params, rows, a)
+        self._step_groups(rows, active)
 
     @torch.no_grad()
     def step_vectorised(self, active: torch.Tensor | None = None) -> None:
@@ -146,7 +142,10 @@ class StackedOptimizer:
         the params' device (None: all): the step a CUDA graph captures (graphed_step.py). Every
         hyper-parameter and step count is a device tensor that set_lr and the step change in
         place, and nothing is read back on the host."""
-        rows = [i for i, p in enumerate(self._params) if p.grad is not None]
+        self._step_groups([i for i, p in enumerate(self._params) if p.grad is not None], active)
+
+    def _step_groups(self, rows: list[int], active: torch.Tensor | None) -> None:
+        """The vectorised path: each family's group over its members' rows of the mask."""
         for group in self._groups:
             a = active
             if active is not None and group.idx is not None:
