@@ -6,12 +6,17 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 from rich.console import Console
 from test_annealing import fu_eq5
 
+from vae_runner.training.build import LrShell
 from vae_runner.training.config_warnings import config_warnings
 from vae_runner.training.runner import run
 from vae_runner.training.schedules import cosine_lr, extension_line
@@ -135,3 +140,44 @@ def test_a_sigmoid_midpoint_past_the_last_epoch_is_warned():
 @pytest.mark.parametrize("annealing", ["linear", "constant", "cyclical", "sigmoid"])
 def test_no_warning_for_the_defaults(annealing):
     assert config_warnings(typed_config(f"annealing={annealing}")) == []
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda o: torch.optim.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1),
+        lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.3),
+    ],
+    ids=["plateau", "step"],
+)
+def test_a_torch_scheduler_on_an_lr_shell_steps_as_on_a_real_optimizer(make):
+    """build.LrShell holds a member's lr for its torch scheduler without torch's Optimizer
+    machinery: the same lrs, epoch by epoch, and the same scheduler state as on an SGD."""
+    real = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    shell = LrShell(0.1)
+    schedulers = [make(real), make(shell)]
+    real.step()
+    shell.step()
+    losses = [3.0, 2.0, 2.5, 2.6, 2.7, 1.0, 1.5, 1.6, 1.7, 1.8]
+    for loss in losses:
+        for scheduler in schedulers:
+            plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+            scheduler.step(loss) if plateau else scheduler.step()
+        assert shell.param_groups[0]["lr"] == real.param_groups[0]["lr"]
+    assert real.param_groups[0]["lr"] < 0.1  # it did change
+    assert schedulers[1].state_dict() == schedulers[0].state_dict()
+
+
+def test_a_run_of_the_stacked_engine_never_imports_torch_dynamo(tmp_path):
+    """Its import is 0.9 s of every command (build.LrShell): no member's optimizer, scheduler
+    or state dict may bring it in. A fresh interpreter, as a command starts."""
+    code = (
+        "import sys\n"
+        "from helpers import typed_config\n"
+        "from vae_runner.training.runner import run\n"
+        f"run(typed_config('epochs=2', 'scheduler=plateau', *{SMALL!r}), {str(tmp_path)!r})\n"
+        "assert 'torch._dynamo' not in sys.modules, 'torch._dynamo was imported'\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]

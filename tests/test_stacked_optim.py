@@ -15,6 +15,7 @@ from vae_runner.training import stacked_optim
 from vae_runner.training.build import build_optimizer
 from vae_runner.training.stacked_optim import StackedOptimizer, clip_grad_norms
 from vae_runner.training.stacked_optim_fused import fused_kernels_apply
+from vae_runner.training.stacked_optim_state import member_hyper, torch_param_group
 
 # A member's parameter shapes: a matrix, a vector, a 3-d tensor and a scalar
 SHAPES = [(3, 4), (4,), (2, 3, 2), ()]
@@ -195,6 +196,25 @@ def test_member_state_dict_is_build_optimizers_state_dict(name):
                 assert ours["state"][i][key].device.type == "cpu"
                 assert ours["state"][i][key].dtype == value.dtype
                 torch.testing.assert_close(ours["state"][i][key], value, **CLOSE)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("cfg", [adam(wd=0.1, betas=(0.8, 0.99)), adamw(), sgd(0.9, True, 0.01)])
+def test_a_members_param_group_is_the_one_torch_writes_fused_or_foreach(cfg, fused, dtype):
+    """torch_param_group writes torch's keys out (building a torch optimizer would import
+    torch._dynamo): held here against the installed torch, on both of build_optimizer's paths."""
+    param = torch.zeros(3, dtype=dtype, requires_grad=True)
+    if fused:
+        torchs = build_optimizer(cfg, [param], 3e-3)
+    else:
+        kind = {AdamConfig: torch.optim.Adam, AdamWConfig: torch.optim.AdamW}.get(type(cfg))
+        options = dict(betas=tuple(cfg.betas)) if kind else dict(momentum=cfg.momentum)
+        if kind is None:
+            kind, options["nesterov"] = torch.optim.SGD, cfg.nesterov
+        torchs = kind([param], lr=3e-3, weight_decay=cfg.weight_decay, foreach=True, **options)
+    ours = torch_param_group(member_hyper(cfg, 3e-3), fused, n_params=1)
+    assert ours == torchs.state_dict()["param_groups"][0]
 
 
 @pytest.mark.parametrize("name", ["sgd nesterov", "mixed kinds"])

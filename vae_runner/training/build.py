@@ -110,6 +110,26 @@ def build_optimizer(cfg: OptimizerConfig, params, lr: float) -> torch.optim.Opti
         return kind(params, lr=lr, foreach=True, **options)
 
 
+class LrShell(torch.optim.Optimizer):
+    """What one member's torch scheduler steps: a single param group that holds the member's
+    lr, with no parameters (the stacked optimizer applies the lr; training/engine.py copies it
+    there each epoch). So the member's scheduler is torch's own, and its state a single run's.
+
+    Optimizer.__init__ is not called, nor any Optimizer method: torch wraps add_param_group,
+    zero_grad, state_dict and step for torch.compile, and the first call of any of them imports
+    torch._dynamo, 0.9 s of every vae-train command's start-up and exit (benchmarks/RESULTS.md,
+    2026-12-05) for a compiler no eager run uses. torch's schedulers read and set
+    `param_groups` only (tests/test_schedules.py runs them against a real torch optimizer)."""
+
+    def __init__(self, lr: float) -> None:  # no super().__init__(): see the docstring
+        self.defaults = {"lr": lr}
+        self.state: dict = {}
+        self.param_groups = [{"params": [], "lr": lr}]
+
+    def step(self, closure=None) -> None:
+        """Nothing to update; torch's schedulers want it called before their own step."""
+
+
 def build_scheduler(cfg: SchedulerConfig, optimizer: torch.optim.Optimizer):
     """An epoch-level LR scheduler that keeps a state, or None. The plateau one must be stepped
     with the test loss. Cosine keeps none: it is a pure function of the epoch, set at the start

@@ -7,9 +7,10 @@ up one member's state (model, optimizer, scheduler, random generators) in a sing
 Per member, and never shared: initialisation from its seed, batch order and noise (its own
 generators: training/noise.py), gradient-norm clipping, the optimizer's step with its own
 hyper-parameters (training/stacked_optim.py), its learning-rate schedule (a real torch scheduler
-on a one-parameter "shell" optimizer, whose lr is copied into the stack each epoch, so its state
-is a single run's), its KL weight, and whether it trains at all this epoch (`active`: a member
-stopped early, diverged, or still waiting to reach the stack's epoch does not move).
+on a "shell" that holds only the member's lr, build.LrShell, whose lr is copied into the stack
+each epoch, so its state is a single run's), its KL weight, and whether it trains at all this
+epoch (`active`: a member stopped early, diverged, or still waiting to reach the stack's epoch
+does not move).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 
 from vae_runner.config.schema import Config
 from vae_runner.data.images import ImageData
-from vae_runner.training.build import build_model, build_scheduler, step_scheduler
+from vae_runner.training.build import LrShell, build_model, build_scheduler, step_scheduler
 from vae_runner.training.epoch import EpochSums, TestSums, TrainSums, evaluate, train_step
 from vae_runner.training.graphed_step import GraphedTraining
 from vae_runner.training.model import VAE
@@ -52,7 +53,7 @@ class Engine:
     data: ImageData
     model: VAE  # the stacked model (training/stacked_model.py)
     optimizer: StackedOptimizer
-    shells: list[torch.optim.Optimizer]  # per member: what its scheduler steps (its lr)
+    shells: list[LrShell]  # per member: what its scheduler steps (its lr)
     schedulers: list[Any]  # per member: a torch scheduler, or None
     shuffles: list[torch.Generator]  # per member: its batch order (CPU), seeded by its seed
     noise: Noise
@@ -195,10 +196,10 @@ def build_engine(
     optimizer = StackedOptimizer(params, [c.optimizer for c in cfgs], [c.lr for c in cfgs])
     shells, schedulers = [], []
     for cfg in cfgs:
-        shell = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+        shell = LrShell(cfg.lr)
         shells.append(shell)
         schedulers.append(build_scheduler(cfg.scheduler, shell))
-        shell.step()  # a no-op (no gradient) that tells torch's scheduler the optimizer has stepped
+        shell.step()  # a no-op that tells torch's scheduler the optimizer has stepped
     shuffles = [torch.Generator().manual_seed(cfg.seed) for cfg in cfgs]
     noise = noise or SeededNoise([cfg.seed for cfg in cfgs], device)
     train_model = model

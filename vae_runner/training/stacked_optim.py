@@ -17,8 +17,12 @@ from collections.abc import Sequence
 import torch
 
 from vae_runner.config.schema import OptimizerConfig
-from vae_runner.training.build import build_optimizer
-from vae_runner.training.stacked_optim_fused import FusedFamilyStep, fused_kernels_apply
+from vae_runner.training.stacked_optim_fused import (
+    FUSED_DEVICES,
+    FUSED_DTYPES,
+    FusedFamilyStep,
+    fused_kernels_apply,
+)
 from vae_runner.training.stacked_optim_group import FamilyGroup, col
 from vae_runner.training.stacked_optim_state import (
     member_hyper,
@@ -63,13 +67,9 @@ class StackedOptimizer:
                     f"is not [{self.size}, ...] on {first.device} in {first.dtype} as parameter 0"
                 )
         self._hypers = [member_hyper(c, lr) for c, lr in zip(configs, lrs, strict=True)]
-        # What torch writes besides the hyper-parameters (fused, foreach, ...): ask the builder a
-        # single run uses, on a stand-in parameter of this device and dtype.
-        stand_in = torch.zeros(1, dtype=first.dtype, device=first.device)
-        self._templates = [
-            build_optimizer(c, [stand_in], lr).state_dict()["param_groups"][0]
-            for c, lr in zip(configs, lrs, strict=True)
-        ]
+        # Whether build_optimizer's torch optimizer for one member would be fused here (else
+        # foreach): its state dict says which (stacked_optim_state.torch_param_group).
+        self._torch_fused = first.device.type in FUSED_DEVICES and first.dtype in FUSED_DTYPES
         # MPS has no float64: the step counts and step-dependent factors are float32 there.
         scalar_dtype = torch.float32 if first.device.type == "mps" else torch.float64
         families = {}
@@ -166,9 +166,8 @@ class StackedOptimizer:
         group, row = self._where[member]
         h = self._hypers[member]
         steps = group.steps[:, row].tolist()
-        template = self._templates[member]
-        fused = template.get("fused") or template.get("capturable")
         default = torch.get_default_dtype()
+        fused = self._torch_fused
         step_dtype = torch.float64 if default == torch.float64 and not fused else torch.float32
         state = {}
         for i, n in enumerate(steps):
@@ -179,7 +178,8 @@ class StackedOptimizer:
             for name in group.state_names():
                 entry[name] = group.state[i][name][row].detach().to("cpu", copy=True)
             state[i] = entry
-        return {"state": state, "param_groups": [torch_param_group(template, h, len(steps))]}
+        group_dict = torch_param_group(h, self._torch_fused, len(steps))
+        return {"state": state, "param_groups": [group_dict]}
 
     def load_member_state_dict(self, member: int, state: dict) -> None:
         """Take up a torch.optim state dict of the member's kind (as single-run checkpoints

@@ -60,15 +60,23 @@ def member_hyper(cfg: OptimizerConfig, lr: float) -> MemberHyper:
     raise ValueError(f"StackedOptimizer has no rule for optimizer config {cfg!r}")
 
 
-def torch_param_group(template: dict, h: MemberHyper, n_params: int) -> dict:
-    """torch's param group for the member: the template's keys (as build_optimizer's optimizer
-    writes them) with the member's hyper-parameters."""
-    group = {k: v for k, v in template.items() if k != "params"}
-    group.update(lr=h.lr, weight_decay=h.weight_decay)
+def torch_param_group(h: MemberHyper, fused: bool, n_params: int) -> dict:
+    """The param group that torch.optim's optimizer of the member's kind, as build_optimizer
+    makes it (`fused`, else foreach), writes in its state dict: its keys as torch 2.14 writes
+    them, with the member's hyper-parameters. Written out rather than asked of a torch
+    optimizer built for the purpose: building one imports torch._dynamo (training.build.LrShell
+    says why that matters). tests/test_stacked_optim.py holds this against the installed
+    torch; a key torch adds later is one torch's own load_state_dict fills in."""
+    group: dict[str, Any] = {"lr": h.lr}
     if h.family == "adam":
-        group.update(betas=tuple(h.betas), eps=h.eps)
+        group.update(betas=tuple(h.betas), eps=h.eps, weight_decay=h.weight_decay)
+        group.update(amsgrad=False, maximize=False, foreach=None if fused else True)
+        group.update(capturable=False, differentiable=False, fused=True if fused else None)
+        group["decoupled_weight_decay"] = h.kind == "adamw"
     else:
-        group.update(momentum=h.momentum, nesterov=h.nesterov)
+        group.update(momentum=h.momentum, dampening=0, weight_decay=h.weight_decay)
+        group.update(nesterov=h.nesterov, maximize=False, foreach=None if fused else True)
+        group.update(differentiable=False, fused=True if fused else None)
     group["params"] = list(range(n_params))
     return group
 
