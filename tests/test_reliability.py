@@ -371,6 +371,40 @@ def test_a_directory_its_checks_claimed_is_found_under_any_spelling_and_no_other
     assert not claimed_by_checks(tmp_path / "run") and not (tmp_path / "run").exists()
 
 
+def test_a_single_runs_job_takes_what_its_checks_found_and_makes_none_of_it_again(
+    tmp_path, monkeypatch
+):
+    """The checks type the config and read the folder's earlier attempt (resume=: load the
+    checkpoint) under the claim they take; the job trains on what they left on that claim
+    (cli.checks.Checked): nothing is typed, read or loaded twice."""
+    from collections import Counter
+
+    from vae_runner.cli import checks, job
+    from vae_runner.training import resume
+
+    calls: Counter = Counter()
+
+    def count(module, name):
+        original = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counted)
+
+    for module, name in [(checks, "job_config"), (job, "job_config"), (checks, "earlier_attempt")]:
+        count(module, name)
+    count(resume, "load_for_resume")
+    run_dir = tmp_path / "run"
+    assert vae_train_in_process(monkeypatch, *CHEAP, "epochs=1", f"hydra.run.dir={run_dir}") == 0
+    assert (calls["job_config"], calls["earlier_attempt"]) == (1, 1)
+    assert vae_train_in_process(monkeypatch, f"resume={run_dir}", "epochs=2") == 0
+    assert calls["load_for_resume"] == 1
+    history = json.loads((run_dir / "history.json").read_text())
+    assert history["epoch"] == [1, 2] and history["status"] == "completed"
+
+
 # --------------------------------------------------------------------------- out of memory
 def test_an_allocation_that_fails_is_said_in_one_line():
     import torch

@@ -47,6 +47,10 @@ class Claim:
     run_dir: Path
     fd: int | None
     created_dir: bool  # this claim made the folder: a refused run removes it again
+    # What the command's checks that took it found (cli.checks.Checked: the typed config, the
+    # earlier attempt or the checkpoint resumed), for the job that trains under it: the job
+    # does not type, read or load any of it again.
+    found: Any = None
 
     def release(self, remove_empty_dir: bool = False) -> None:
         if self.fd is None:
@@ -98,15 +102,16 @@ def release_held() -> None:
         _held.popitem()[1].release(remove_empty_dir=True)
 
 
-def claimed_by_checks(run_dir: Path) -> bool:
-    """Whether this command's checks claimed `run_dir` and hold it still, under any spelling of
-    the folder (resume= may name it otherwise than hydra.run.dir). A job whose folder is among
-    them trains under that claim; any other job claims its folder itself, so two jobs of one
-    process aimed at one folder are still refused (the second is Busy)."""
+def claimed_by_checks(run_dir: Path) -> Claim | None:
+    """The claim this command's checks took on `run_dir` and hold still, under any spelling of
+    the folder (resume= may name it otherwise than hydra.run.dir), or None. A job whose folder is
+    among them trains under that claim, with what the checks found (`Claim.found`); any other
+    job claims its folder itself, so two jobs of one process aimed at one folder are still
+    refused (the second is Busy)."""
     for held in _held.values():
         if held.fd is not None and _same_folder(held.run_dir, run_dir):
-            return True
-    return False
+            return held
+    return None
 
 
 def _same_folder(a: Path, b: Path) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.types import Override
@@ -267,9 +267,22 @@ def stop_if_interrupted() -> None:
         raise Refused(signals.INTERRUPTED_WHILE_STARTING, code=signals.exit_status(signum))
 
 
+@dataclass
+class Checked:
+    """What a single run's checks found, left on the claim they hold for its job (cli.job):
+    its typed config, and the earlier attempt in its folder or (resume=) the checkpoint it goes
+    on from. The folder is claimed from the checks to the job's end, so nothing of it changes
+    in between but Hydra's own .hydra/."""
+
+    typed: Config
+    attempt: Attempt | None = None
+    checkpoint: dict | None = None
+
+
 def check_run(cfg: DictConfig) -> None:
     """A single run (RunMode.RUN), before Hydra writes anything in its directory. The run's
-    directory is claimed here, for the run's whole life (cli.job releases it)."""
+    directory is claimed here, for the run's whole life (the command releases it), with what
+    the checks found on the claim for the job (Checked)."""
     stop_if_interrupted()
     run_dir = Path(str(cfg.hydra.run.dir))
     if cfg.hydra.sweeper.get("params"):
@@ -312,25 +325,27 @@ def check_run(cfg: DictConfig) -> None:
                 raise CarryOnSweep(target, multirun_arguments(target, overrides))
             if target.is_dir() and not is_run_dir(target):  # nothing of ours written there
                 raise ConfigError(f"resume={cfg.resume}: this directory holds no vae-train run")
-            if target.is_dir():
-                claim(target, "resume", hold=True)
+            held = claim(target, "resume", hold=True) if target.is_dir() else None
             try:
-                load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+                typed, checkpoint = load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
             except RunFinished as finished:  # refused, once what a kill left is repaired
                 repair(target, finished.history or {}, finished.cfg, Path(cfg.hydra.runtime.cwd))
                 raise
+            if held is not None:
+                held.found = Checked(typed, checkpoint=checkpoint)
             return
         refuse_empty_dir(run_dir, "hydra.run.dir")
         check_writable(run_dir, "hydra.run.dir")
         refuse_inside_a_live_sweep(run_dir)
         typed = check_new_job(cfg)
         stop_if_interrupted()  # checking imported torch: seconds
-        claim(run_dir, "hydra.run.dir", hold=True)
+        held = claim(run_dir, "hydra.run.dir", hold=True)
         attempt = carry_on(run_dir, typed, list(cfg.hydra.overrides.task), "hydra.run.dir")
         if attempt.history and attempt.history.get("status") in FINISHED:
             repair(run_dir, attempt.history, typed, Path(cfg.hydra.runtime.cwd))
             line = finished_line(run_dir, attempt.history)
             raise Refused(line, code=exit_code(attempt.history), error=False)
+        held.found = Checked(typed, attempt=attempt)
     except BaseException:
         release_held()
         raise

@@ -9,7 +9,9 @@ single run) and its objective (for a search sweeper); a sweep job's outcome is i
 
 A job trains under its directory's claim (vae_runner.rundir): a sweep's job takes its own in
 prepare_job and gives it back in finish_job; a single run's was taken by its checks before
-Hydra wrote anything (cli.checks.check_run), and the command gives it back when it ends.
+Hydra wrote anything (cli.checks.check_run), which leave on it what they found (the typed
+config, the earlier attempt, the checkpoint resumed: none of it is made twice), and the command
+gives it back when it ends.
 
 Started again in its own directory (a requeue, a retry, the same sweep run again), a job
 carries on from the earlier attempt: from checkpoints/last.pt, from scratch when no epoch
@@ -28,6 +30,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from vae_runner.cli.checks import (
+    Checked,
     carry_on,
     check_job,
     extended,
@@ -121,8 +124,9 @@ def prepare_job(
         if not single and signals.requested() and finish.sweep_started():
             raise signals.SweepStopped(stopped)  # the sweep's own process: skip the rest at once
         return signals.exit_status(stopped), NOTHING
-    lock = None  # a single run's checks claimed its directory already, for its command
-    if not claimed_by_checks(run_dir):
+    held = claimed_by_checks(run_dir)  # a single run's: its checks claimed it, for its command
+    lock = None
+    if held is None:
         try:
             lock = claim(run_dir, "hydra.sweep.dir")
         except Busy as err:  # that directory is another process's: nothing is written there
@@ -136,7 +140,8 @@ def prepare_job(
     if not single:
         job.job_label = " ".join(hydra_cfg.overrides.task) or None
     try:
-        ended = _prepare_claimed(job, cfg, list(hydra_cfg.overrides.task), typed)
+        found = held.found if held is not None else None
+        ended = _prepare_claimed(job, cfg, list(hydra_cfg.overrides.task), typed, found)
     except BaseException as err:
         ended = err
     if ended is None:
@@ -202,33 +207,45 @@ def _give_back(job: PreparedJob) -> None:
 
 
 def _prepare_claimed(
-    job: PreparedJob, cfg: DictConfig, overrides: list[str], typed: Config | None = None
+    job: PreparedJob,
+    cfg: DictConfig,
+    overrides: list[str],
+    typed: Config | None = None,
+    found: Checked | None = None,
 ):
     """Fill `job` in; returns None when it is to train, else how it ended: (code, objective)
-    or the exception that ended it."""
+    or the exception that ended it. `found`: what a single run's checks found (cli.checks),
+    taken as it is."""
     run_dir, start_dir = job.run_dir, job.start_dir
     if cfg.resume is not None:
         from vae_runner.training.resume import RunFinished, load_for_resume  # torch
 
         job.fresh = False
-        try:
-            job.cfg, job.checkpoint = load_for_resume(run_dir, overrides, cfg)
-        except RunFinished as finished:  # refused, once what a kill left is repaired
-            repair(run_dir, finished.history or {}, finished.cfg, start_dir)
-            raise
+        if found is not None and found.checkpoint is not None:
+            job.cfg, job.checkpoint = found.typed, found.checkpoint
+        else:
+            try:
+                job.cfg, job.checkpoint = load_for_resume(run_dir, overrides, cfg)
+            except RunFinished as finished:  # refused, once what a kill left is repaired
+                repair(run_dir, finished.history or {}, finished.cfg, start_dir)
+                raise
         remove_temporary_files(run_dir)  # what kills left of interrupted writes
         return None
+    if typed is None and found is not None:
+        typed = found.typed
     job.cfg = typed if typed is not None else job_config(cfg)
     if not job.single and typed is None:
         # A sweep's jobs were checked by the `checked` sweeper (which typed them: `typed`,
         # or its launcher composes them again), but not by another sweeper (Optuna's):
         # check here, where the job's own record says why.
         check_job(job.cfg, start_dir)
-    try:
-        attempt = carry_on(run_dir, job.cfg, overrides, _dir_key(job.single))
-    except ConfigError as err:  # another run's record: never written into
-        print_error(str(err))
-        return int(ExitCode.CONFIG), NOTHING
+    attempt = found.attempt if found is not None else None
+    if attempt is None:
+        try:
+            attempt = carry_on(run_dir, job.cfg, overrides, _dir_key(job.single))
+        except ConfigError as err:  # another run's record: never written into
+            print_error(str(err))
+            return int(ExitCode.CONFIG), NOTHING
     # Nothing of an earlier attempt's training is there (Hydra's .hydra/ of this one may be)
     job.fresh = attempt.history is None and not attempt.has_checkpoint
     if attempt.history and is_finished(attempt.history, job.cfg):
