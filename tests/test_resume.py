@@ -375,7 +375,11 @@ def test_a_ctrl_c_while_starting_is_one_line(tmp_path):
 
 
 # After vae-train has taken over SIGINT (the `start` marker): 0 lands in its imports, the last
-# ones in the run on most machines; the loop stops at the first that lands in the run.
+# ones in the run on most machines; the loop stops at the first that lands in the run. The run
+# is longer than the largest step between two delays (its 100 epochs take about 3 s), so that
+# no pair lands after it ended, while the interpreter exits (Python's finalisation puts the
+# default handler back: a SIGINT there kills the process, -2). With epochs=1 a fast start-up
+# finished the whole run between the 1.0 s and the 1.3 s delay.
 START_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0, 6.0)
 
 
@@ -389,7 +393,7 @@ def test_two_ctrl_c_while_starting_are_one_line(tmp_path):
     for number, delay in enumerate(START_DELAYS):
         run_dir, log = tmp_path / f"run{number}", tmp_path / f"log{number}"
         process = start_cli(
-            "epochs=1", "eval.iw_samples=0", "pictures=false", f"hydra.run.dir={run_dir}",
+            "epochs=100", "eval.iw_samples=0", "pictures=false", f"hydra.run.dir={run_dir}",
             cwd=tmp_path, log=log, hold="start",
         )  # fmt: skip
         wait_for_hold(process, at="start")
