@@ -107,6 +107,28 @@ def test_an_lr_sweep_draws_its_best_loss_against_lr(tmp_path):
     assert [line.split("\t")[0] for line in drawn] == ["lr=1e-4", "lr=1e-3", "lr=1e-2", "lr=0.1"]
 
 
+def test_a_tie_marks_the_best_and_the_settings_level_with_it_and_names_no_winner(tmp_path):
+    """A tied verdict names no winner; the plot marks the best (rank 1) with those tied with
+    it, so that it never shows a star on every level setting but the best."""
+    from vae_runner.sweep.against import loss_vs
+
+    best = {"lr=1e-2": [25.6, 26.4], "lr=1e-3": [25.9, 26.5], "lr=1e-4": [34.1, 34.2]}
+    number = 0
+    for setting, values in best.items():
+        for seed, value in enumerate(values):
+            _run(tmp_path / str(number), [setting, "epochs=3", f"seed={seed}"], [50, value, 60])
+            number += 1
+    summary = _summary(tmp_path)
+    assert summary["verdict"]["kind"] == "tied" and summary["verdict"]["tied"] == ["lr=1e-3"]
+    (series,) = loss_vs(summary, "lr")["series"]
+    marked = {p["label"]: (p["winner"], p["tied"]) for p in series["points"]}
+    assert marked == {
+        "lr=1e-4": (False, False),
+        "lr=1e-3": (False, True),
+        "lr=1e-2": (False, True),  # the best: level with lr=1e-3, no winner
+    }
+
+
 def test_a_categorical_setting_gets_its_points_per_category(tmp_path):
     from vae_runner.sweep.against import loss_vs
 

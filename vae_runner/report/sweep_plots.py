@@ -2,7 +2,8 @@
 
 Each completed seed a hollow dot, each setting's mean a bar with its 95% interval (Student's t,
 as in the settings table), the means of a numeric key joined by a line per series, the verdict's
-winner a gold star just above its points and the settings tied with it a white one. A job that
+winner a gold star just above its points; with a tie, the best and the settings level with it a
+white one each. A job that
 did not complete has no loss to draw: it is a triangle just above the frame, named in the legend by
 its status, never dropped.
 
@@ -142,8 +143,9 @@ def _legend(data, colours, off_statuses, Line2D) -> list:
     if winner:
         handles.append(_star(Line2D, "gold", f"winner: {winner}"))
     if any(p["tied"] for p in points):
-        tied = "identical to the best" if data["verdict"].get("kind") == "identical" else ""
-        handles.append(_star(Line2D, "none", tied or "tied with the best"))
+        identical = data["verdict"].get("kind") == "identical"
+        label = "trained identically: no winner" if identical else "tied within noise: no winner"
+        handles.append(_star(Line2D, "none", label))
     for status in sorted(off_statuses):
         label = f"{status}: no loss (▲ above the frame)"
         handles.append(Line2D([], [], marker="^", color="crimson", ls="none", label=label))

@@ -3,7 +3,7 @@
 A sweep over `lr` (or beta, a weight decay, an optimizer) answers "which value is best, and by how
 much": the measure that ranks the sweep (the best validation loss, else the best test loss; see
 summary.ranked_on) against the value of the swept key, each seed a point, each setting's mean and
-95% interval, the verdict's winner (or the settings tied with the best) marked.
+95% interval, the verdict's winner marked (with a tie: the best and the settings level with it).
 
 One plot per key whose value differs between settings. When more than one key varies, the other
 keys' values split the settings into series (one colour each); when they form more than
@@ -114,6 +114,11 @@ def loss_vs(summary: dict[str, Any], key: str) -> dict[str, Any]:
         names = [""]
     series: dict[str, list] = {name: [] for name in names}
     said = summary.get("verdict") or {}
+    # A tie names no winner, and its `tied` are the settings level with the best: the best
+    # itself is one of the tied too (drawn as they are: else the plot marks all but the best).
+    level = [*said.get("tied", [])]
+    if level and said.get("kind") in ("tied", "identical"):
+        level += [s["label"] for s in settings if s.get("rank") == 1]
     for setting, value in zip(settings, raw, strict=True):
         rows = [r for r in summary["jobs"] if r["setting"] == setting["label"]]
         done = [r for r in rows if r["status"] == "completed" and finite_number(r.get(measure))]
@@ -127,7 +132,7 @@ def loss_vs(summary: dict[str, Any], key: str) -> dict[str, Any]:
                 "mean": spread["mean"],
                 "ci95": spread["ci95"],
                 "winner": said.get("winner") == setting["label"],
-                "tied": setting["label"] in (said.get("tied") or []),
+                "tied": setting["label"] in level,
             }
         )
     for points in series.values():
