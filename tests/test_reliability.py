@@ -399,10 +399,31 @@ def test_a_single_runs_job_takes_what_its_checks_found_and_makes_none_of_it_agai
     run_dir = tmp_path / "run"
     assert vae_train_in_process(monkeypatch, *CHEAP, "epochs=1", f"hydra.run.dir={run_dir}") == 0
     assert (calls["job_config"], calls["earlier_attempt"]) == (1, 1)
-    assert vae_train_in_process(monkeypatch, f"resume={run_dir}", "epochs=2") == 0
+    monkeypatch.chdir(tmp_path)  # resume= spelt relative: the record keeps the folder's path
+    assert vae_train_in_process(monkeypatch, "resume=run", "epochs=2") == 0
     assert calls["load_for_resume"] == 1
     history = json.loads((run_dir / "history.json").read_text())
     assert history["epoch"] == [1, 2] and history["status"] == "completed"
+    assert history["config"]["resume"] == str(run_dir)
+
+
+@pytest.mark.parametrize("launch", [(), ("-m", "lr=1e-2,1e-3", "hydra/launcher=stacked")])
+def test_a_config_reading_the_environment_reads_the_jobs_own(tmp_path, monkeypatch, launch):
+    """An `${oc.env:...}` in the config reads hydra.job.env_set, which Hydra sets only around
+    the job's task, also where the checks or a sweeper typed the config before (cli.checks
+    job_config): a single run, and a stacked sweep whose jobs the sweeper typed."""
+    monkeypatch.delenv("VAE_TEST_SEED", raising=False)
+    (tmp_path / "conf" / "experiment").mkdir(parents=True)  # a preset of the user's own
+    preset = "# @package _global_\nseed: ${oc.env:VAE_TEST_SEED,0}\n"
+    (tmp_path / "conf" / "experiment" / "env_seed.yaml").write_text(preset)
+    where = tmp_path / "out"
+    key = "hydra.sweep.dir" if launch else "hydra.run.dir"
+    args = ("-cd", str(tmp_path / "conf"), *launch, *CHEAP, "epochs=1", "experiment=env_seed")
+    env = "+hydra.job.env_set.VAE_TEST_SEED=7"
+    assert vae_train_in_process(monkeypatch, *args, env, f"{key}={where}") == 0
+    records = [where / "history.json"] if not launch else sorted(where.glob("*/history.json"))
+    assert len(records) == (2 if launch else 1)
+    assert {json.loads(r.read_text())["config"]["seed"] for r in records} == {7}
 
 
 # --------------------------------------------------------------------------- out of memory

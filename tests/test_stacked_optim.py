@@ -15,7 +15,7 @@ from vae_runner.training import stacked_optim
 from vae_runner.training.build import build_optimizer
 from vae_runner.training.stacked_optim import StackedOptimizer, clip_grad_norms
 from vae_runner.training.stacked_optim_fused import fused_kernels_apply
-from vae_runner.training.stacked_optim_state import member_hyper, torch_param_group
+from vae_runner.training.stacked_optim_state import member_hyper, torch_fuses, torch_param_group
 
 # A member's parameter shapes: a matrix, a vector, a 3-d tensor and a scalar
 SHAPES = [(3, 4), (4,), (2, 3, 2), ()]
@@ -215,6 +215,19 @@ def test_a_members_param_group_is_the_one_torch_writes_fused_or_foreach(cfg, fus
         torchs = kind([param], lr=3e-3, weight_decay=cfg.weight_decay, foreach=True, **options)
     ours = torch_param_group(member_hyper(cfg, 3e-3), fused, n_params=1)
     assert ours == torchs.state_dict()["param_groups"][0]
+
+
+def test_a_members_torch_optimizer_is_fused_where_torch_fuses_it():
+    """The fused-or-foreach choice a member's state dict records is torch's own: fused for a
+    floating-point parameter on a device of torch's fused kernels (mps among them), else not."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    assert torch_fuses(torch.zeros(2)) and torch_fuses(torch.zeros(2, dtype=torch.bfloat16))
+    assert not torch_fuses(torch.zeros(2, dtype=torch.long))
+    assert not torch_fuses(torch.zeros(2, device="meta"))  # no fused kernels there
+    assert "mps" in _get_fused_kernels_supported_devices()  # fused in torch's state dict there
+    fused = build_optimizer(adam(), [torch.zeros(2, requires_grad=True)], 1e-3)
+    assert fused.state_dict()["param_groups"][0]["fused"] is True
 
 
 @pytest.mark.parametrize("name", ["sgd nesterov", "mixed kinds"])

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hydra.core.override_parser.types import Override
+from hydra.core.utils import env_override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from vae_runner.cli.sweep_configs import JobConfigs, PlannedJob
@@ -54,8 +55,19 @@ class CarryOnSweep(Refused):
 
 
 def job_config(cfg: DictConfig) -> Config:
-    """The typed config of a job (its composed config without `hydra`)."""
-    return to_typed(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+    """The typed config of a job (its composed config without `hydra`), resolved in the job's
+    own environment (job_env): the checks type it before Hydra sets that environment, and
+    the job trains on what they typed."""
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    with job_env(cfg):
+        return to_typed(job)
+
+
+def job_env(cfg: DictConfig):
+    """hydra.job.env_set, set as Hydra sets it around a job's task (and put back after): an
+    `${oc.env:NAME}` in the config reads there what the job itself would read."""
+    env = OmegaConf.select(cfg, "hydra.job.env_set") or {}
+    return env_override({str(key): str(value) for key, value in env.items()})
 
 
 class Once:
@@ -327,7 +339,8 @@ def check_run(cfg: DictConfig) -> None:
                 raise ConfigError(f"resume={cfg.resume}: this directory holds no vae-train run")
             held = claim(target, "resume", hold=True) if target.is_dir() else None
             try:
-                typed, checkpoint = load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+                with job_env(cfg):
+                    typed, checkpoint = load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
             except RunFinished as finished:  # refused, once what a kill left is repaired
                 repair(target, finished.history or {}, finished.cfg, Path(cfg.hydra.runtime.cwd))
                 raise

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hydra.types import RunMode
@@ -222,7 +222,9 @@ def _prepare_claimed(
 
         job.fresh = False
         if found is not None and found.checkpoint is not None:
-            job.cfg, job.checkpoint = found.typed, found.checkpoint
+            # Recorded as the job's folder (Hydra's absolute output_dir), however resume= spelt it
+            job.cfg = replace(found.typed, resume=str(run_dir))
+            job.checkpoint = found.checkpoint
         else:
             try:
                 job.cfg, job.checkpoint = load_for_resume(run_dir, overrides, cfg)

@@ -17,16 +17,12 @@ from collections.abc import Sequence
 import torch
 
 from vae_runner.config.schema import OptimizerConfig
-from vae_runner.training.stacked_optim_fused import (
-    FUSED_DEVICES,
-    FUSED_DTYPES,
-    FusedFamilyStep,
-    fused_kernels_apply,
-)
+from vae_runner.training.stacked_optim_fused import FusedFamilyStep, fused_kernels_apply
 from vae_runner.training.stacked_optim_group import FamilyGroup, col
 from vae_runner.training.stacked_optim_state import (
     member_hyper,
     member_state_from_torch,
+    torch_fuses,
     torch_param_group,
 )
 
@@ -69,7 +65,7 @@ class StackedOptimizer:
         self._hypers = [member_hyper(c, lr) for c, lr in zip(configs, lrs, strict=True)]
         # Whether build_optimizer's torch optimizer for one member would be fused here (else
         # foreach): its state dict says which (stacked_optim_state.torch_param_group).
-        self._torch_fused = first.device.type in FUSED_DEVICES and first.dtype in FUSED_DTYPES
+        self._torch_fused = torch_fuses(first)
         # MPS has no float64: the step counts and step-dependent factors are float32 there.
         scalar_dtype = torch.float32 if first.device.type == "mps" else torch.float64
         families = {}

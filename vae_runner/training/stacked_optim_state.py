@@ -60,13 +60,26 @@ def member_hyper(cfg: OptimizerConfig, lr: float) -> MemberHyper:
     raise ValueError(f"StackedOptimizer has no rule for optimizer config {cfg!r}")
 
 
+def torch_fuses(param: torch.Tensor) -> bool:
+    """Whether torch's optimizer built with fused=True (build_optimizer's first choice) is
+    fused for a parameter like `param`, as torch decides it: floating point, on a device of
+    torch's fused kernels (torch's own list; mps among them, where this project's stacked
+    step takes the batched path). Else build_optimizer's optimizer is foreach."""
+    from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
+
+    devices = _get_fused_kernels_supported_devices()
+    return param.dtype.is_floating_point and param.device.type in devices
+
+
 def torch_param_group(h: MemberHyper, fused: bool, n_params: int) -> dict:
     """The param group that torch.optim's optimizer of the member's kind, as build_optimizer
     makes it (`fused`, else foreach), writes in its state dict: its keys as torch 2.14 writes
     them, with the member's hyper-parameters. Written out rather than asked of a torch
     optimizer built for the purpose: building one imports torch._dynamo (training.build.LrShell
     says why that matters). tests/test_stacked_optim.py holds this against the installed
-    torch; a key torch adds later is one torch's own load_state_dict fills in."""
+    torch; a key torch adds later is one torch's own load_state_dict fills in. Older torch
+    releases, where AdamW was a class of its own, wrote no `decoupled_weight_decay`: it is
+    always written here, and it is how a reader tells AdamW's state from Adam's (_kind_of)."""
     group: dict[str, Any] = {"lr": h.lr}
     if h.family == "adam":
         group.update(betas=tuple(h.betas), eps=h.eps, weight_decay=h.weight_decay)
