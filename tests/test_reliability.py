@@ -426,6 +426,26 @@ def test_a_config_reading_the_environment_reads_the_jobs_own(tmp_path, monkeypat
     assert {json.loads(r.read_text())["config"]["seed"] for r in records} == {7}
 
 
+@pytest.mark.parametrize("launcher", ["basic", "stacked"])
+def test_a_setting_given_as_an_interpolation_is_resolved_by_its_job_alone(
+    tmp_path, monkeypatch, launcher
+):
+    """`'seed=${oc.env:VAE_TEST_SEED}'` on the command line: Hydra hands it to each job to
+    resolve in the job's environment. The sweep's own code reads it as written (never
+    resolving it where the variable is unset: that was an InterpolationResolutionError, exit
+    2), and its summary expects the jobs that ran (not two phantom `not started` ones)."""
+    monkeypatch.delenv("VAE_TEST_SEED", raising=False)
+    sweep = tmp_path / "sweep"
+    args = ["-m", "lr=1e-2,1e-3", *CHEAP, "epochs=1", "seed=${oc.env:VAE_TEST_SEED}"]
+    args += ["+hydra.job.env_set.VAE_TEST_SEED=7", f"hydra.sweep.dir={sweep}"]
+    args += ["hydra/launcher=stacked"] if launcher == "stacked" else []
+    assert vae_train_in_process(monkeypatch, *args) == 0
+    summary = json.loads((sweep / "sweep_summary.json").read_text())
+    assert summary["counts"] == {"completed": 2}
+    seeds = {json.loads(r.read_text())["config"]["seed"] for r in sweep.glob("*/history.json")}
+    assert seeds == {7}
+
+
 # --------------------------------------------------------------------------- out of memory
 def test_an_allocation_that_fails_is_said_in_one_line():
     import torch

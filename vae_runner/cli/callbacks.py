@@ -18,6 +18,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from vae_runner.cli.checks import Refused, check_multirun, check_run
+from vae_runner.config.overrides import task_overrides
 from vae_runner.cpu_threads import cpu_count, default_threads
 from vae_runner.sweep import finish
 
@@ -74,7 +75,7 @@ def start_tracking(config: DictConfig) -> None:
     tracking.start_sweep(
         typed.logger,
         finish.state.sweep_dir,
-        list(config.hydra.overrides.task),
+        task_overrides(config.hydra),
         Path(str(config.hydra.runtime.cwd)),
     )
 

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from vae_runner.cli.sweep_configs import JobConfigs, PlannedJob
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
-from vae_runner.config.overrides import by_key, changeable, keys
+from vae_runner.config.overrides import by_key, changeable, keys, task_overrides
 from vae_runner.config.schema import Config
 from vae_runner.config.search_path import refuse_shadowed
 from vae_runner.config.typed import config_differences, to_typed
@@ -333,14 +333,14 @@ def check_run(cfg: DictConfig) -> None:
                         "hydra.sweep.dir"
                     )
                 claim(target, "resume").release()  # another process's sweep: refused here
-                overrides = list(cfg.hydra.overrides.task)
+                overrides = task_overrides(cfg.hydra)
                 raise CarryOnSweep(target, multirun_arguments(target, overrides))
             if target.is_dir() and not is_run_dir(target):  # nothing of ours written there
                 raise ConfigError(f"resume={cfg.resume}: this directory holds no vae-train run")
             held = claim(target, "resume", hold=True) if target.is_dir() else None
             try:
                 with job_env(cfg):
-                    typed, checkpoint = load_for_resume(target, list(cfg.hydra.overrides.task), cfg)
+                    typed, checkpoint = load_for_resume(target, task_overrides(cfg.hydra), cfg)
             except RunFinished as finished:  # refused, once what a kill left is repaired
                 repair(target, finished.history or {}, finished.cfg, Path(cfg.hydra.runtime.cwd))
                 raise
@@ -353,7 +353,7 @@ def check_run(cfg: DictConfig) -> None:
         typed = check_new_job(cfg)
         stop_if_interrupted()  # checking imported torch: seconds
         held = claim(run_dir, "hydra.run.dir", hold=True)
-        attempt = carry_on(run_dir, typed, list(cfg.hydra.overrides.task), "hydra.run.dir")
+        attempt = carry_on(run_dir, typed, task_overrides(cfg.hydra), "hydra.run.dir")
         if attempt.history and attempt.history.get("status") in FINISHED:
             repair(run_dir, attempt.history, typed, Path(cfg.hydra.runtime.cwd))
             line = finished_line(run_dir, attempt.history)
@@ -387,7 +387,7 @@ def check_multirun(cfg: DictConfig) -> None:
             f"seeds={cfg.seeds} is read by vae-train's default sweeper only; with "
             f"{sweeper.rsplit('.', 1)[-1]} each trial has one seed: drop seeds (or set seed=...)"
         )
-    refuse_swept_tracking(list(cfg.hydra.overrides.task))
+    refuse_swept_tracking(task_overrides(cfg.hydra))
     if cfg.get("logger") is not None and cfg.logger.get("name") == "mlflow":
         open_tracking_store(job_config(cfg), Path(cfg.hydra.runtime.cwd))
     claim(sweep_dir, "hydra.sweep.dir", hold=True)
@@ -444,7 +444,7 @@ def check_sweep_job(
             cfg.hydra.job.num = number  # as the launcher sets it, so hydra.sweep.subdir resolves
         job_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
         typed = check_new_job(cfg, typed, once)
-        carry_on(job_dir, typed, list(cfg.hydra.overrides.task), "hydra.sweep.dir")
+        carry_on(job_dir, typed, task_overrides(cfg.hydra), "hydra.sweep.dir")
         return typed
 
     try:

@@ -41,6 +41,7 @@ from vae_runner.cli.checks import (
 )
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import explain
+from vae_runner.config.overrides import task_overrides
 from vae_runner.config.schema import Config
 from vae_runner.exit_codes import ExitCode, exit_code
 from vae_runner.faults import out_of_memory_line
@@ -138,10 +139,10 @@ def prepare_job(
             return int(ExitCode.FAILED), NOTHING
     job = PreparedJob(run_dir, Path(hydra_cfg.runtime.cwd), single, stop_file, lock)
     if not single:
-        job.job_label = " ".join(hydra_cfg.overrides.task) or None
+        job.job_label = " ".join(task_overrides(hydra_cfg)) or None
     try:
         found = held.found if held is not None else None
-        ended = _prepare_claimed(job, cfg, list(hydra_cfg.overrides.task), typed, found)
+        ended = _prepare_claimed(job, cfg, task_overrides(hydra_cfg), typed, found)
     except BaseException as err:
         ended = err
     if ended is None:

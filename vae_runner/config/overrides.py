@@ -17,6 +17,16 @@ from vae_runner.config.errors import ConfigError
 CHANGEABLE_ON_RESUME = ("epochs", "early_stop", "device")
 
 
+def task_overrides(hydra) -> list[str]:
+    """The command line's settings as Hydra recorded them (`hydra.overrides.task` of the
+    `hydra` node given), as written. Read unresolved: iterating the node would resolve a value
+    that is an interpolation (`'seed=${oc.env:SEED,0}'`) where it is read, in the sweep's
+    process and environment, while Hydra hands it to the job to resolve as its own."""
+    from omegaconf import OmegaConf
+
+    return [str(o) for o in OmegaConf.to_container(hydra.overrides.task, resolve=False)]
+
+
 def parse(overrides: list[str]) -> list[Override]:
     return OverridesParser.create().parse_overrides([str(o) for o in overrides])
 

@@ -23,9 +23,9 @@ def _resume(resume: str | None, root) -> str | None:
     from the command line's settings that Hydra recorded in the node (hydra.overrides.task)."""
     if "resume" in root or "hydra" not in root:
         return resume
-    from vae_runner.config.overrides import parse
+    from vae_runner.config.overrides import parse, task_overrides
 
-    given = [o for o in parse(list(root.hydra.overrides.task)) if o.key_or_group == "resume"]
+    given = [o for o in parse(task_overrides(root.hydra)) if o.key_or_group == "resume"]
     return given[-1].value() if given else None
 
 

@@ -19,7 +19,13 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.config.overrides import by_key, changeable, parse, refuse_changes
+from vae_runner.config.overrides import (
+    by_key,
+    changeable,
+    parse,
+    refuse_changes,
+    task_overrides,
+)
 from vae_runner.sweep.rundirs import is_run_dir
 
 MULTIRUN_RECORD = "multirun.yaml"  # written by Hydra's basic sweeper (and `checked`, its child)
@@ -80,7 +86,7 @@ def multirun_arguments(sweep_dir: Path, given: list[str]) -> list[str]:
     device= of `given` (the command line of `vae-train resume=<sweep dir> ...`)."""
     refuse_changes(given)
     record = _record(sweep_dir)
-    task = [str(o) for o in record.hydra.overrides.task]
+    task = task_overrides(record.hydra)
     changes = {k: v for k, v in by_key(given).items() if changeable(k)}
     swept = _swept_epochs(record, task)
     if swept and "epochs" in changes:

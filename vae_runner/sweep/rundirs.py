@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from vae_runner.config.overrides import task_overrides
 from vae_runner.record import HISTORY_FILE, read_history
 from vae_runner.rundir import is_live
 
@@ -97,7 +98,7 @@ def planned_overrides(sweep_dir: Path) -> list[list[str]] | None:
             return None
         params = [f"{k}={v}" for k, v in (hydra.sweeper.params or {}).items()]
         seeds = OmegaConf.load(Path(sweep_dir) / "multirun.yaml").get("seeds")
-        return planned_jobs(params + [str(o) for o in hydra.overrides.task], seeds)
+        return planned_jobs(params + task_overrides(hydra), seeds)
     except Exception:  # a glob over a config group, an old file: list what ran, as found
         return None
 
