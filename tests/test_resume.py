@@ -376,10 +376,10 @@ def test_a_ctrl_c_while_starting_is_one_line(tmp_path):
 
 # After vae-train has taken over SIGINT (the `start` marker): 0 lands in its imports, the last
 # ones in the run on most machines; the loop stops at the first that lands in the run. The run
-# is longer than the largest step between two delays (its 100 epochs take about 3 s), so that
-# no pair lands after it ended, while the interpreter exits (Python's finalisation puts the
-# default handler back: a SIGINT there kills the process, -2). With epochs=1 a fast start-up
-# finished the whole run between the 1.0 s and the 1.3 s delay.
+# holds at its first batch until a stop (`batch:0:1`), so that no pair lands after it ended,
+# whatever the machine's speed: once the interpreter exits, Python's finalisation puts the
+# default handler back and a SIGINT kills the process (-2), which a fast start-up once let
+# happen between the 1.0 s and the 1.3 s delay.
 START_DELAYS = (0.0, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.3, 1.6, 2.0, 2.5, 3.0, 4.0, 6.0)
 
 
@@ -393,8 +393,8 @@ def test_two_ctrl_c_while_starting_are_one_line(tmp_path):
     for number, delay in enumerate(START_DELAYS):
         run_dir, log = tmp_path / f"run{number}", tmp_path / f"log{number}"
         process = start_cli(
-            "epochs=100", "eval.iw_samples=0", "pictures=false", f"hydra.run.dir={run_dir}",
-            cwd=tmp_path, log=log, hold="start",
+            "epochs=1", "eval.iw_samples=0", "pictures=false", f"hydra.run.dir={run_dir}",
+            cwd=tmp_path, log=log, hold="start,batch:0:1",
         )  # fmt: skip
         wait_for_hold(process, at="start")
         time.sleep(delay)  # where it lands is what varies; the outputs say where it did

@@ -12,8 +12,10 @@ the process holds at the places it names (comma-separated), writes a marker
   history.json does, until the process is killed.
 - `stop`: after the first stop, inside the critical section that writes the `interrupted`
   record, until a second signal arrives (which a critical section defers).
-- `start` (alone): not a hold, a marker once vae-train has taken over SIGINT and imports the
-  command: a signal sent after it lands in vae-train's start-up, never in Python's own.
+- `start`: not a hold, a marker once vae-train has taken over SIGINT and imports the command:
+  a signal sent after it lands in vae-train's start-up, never in Python's own. With holds
+  beside it (`start,batch:0:1`), a signal sent after the marker lands in the start-up or at
+  the hold, never after the run ended.
 
 SIGKILL and SIGSTOP find the run held. Every process of a sweep (joblib's workers, submitit's
 jobs) inherits the environment. A run directory holds once at each place: a requeued or
@@ -120,7 +122,8 @@ def _mark_start(marks: str) -> None:
     sys.meta_path.insert(0, MarkStart())
 
 
-if os.environ.get("VAE_TEST_HOLD") == "start":
+_places = [p for p in os.environ.get("VAE_TEST_HOLD", "").split(",") if p]
+if "start" in _places:
     _mark_start(os.environ["VAE_TEST_HOLD_DIR"])
-elif os.environ.get("VAE_TEST_HOLD"):
-    _install(os.environ["VAE_TEST_HOLD"], os.environ["VAE_TEST_HOLD_DIR"])
+if [p for p in _places if p != "start"]:
+    _install(",".join(p for p in _places if p != "start"), os.environ["VAE_TEST_HOLD_DIR"])

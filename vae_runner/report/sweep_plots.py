@@ -3,9 +3,8 @@
 Each completed seed a hollow dot, each setting's mean a bar with its 95% interval (Student's t,
 as in the settings table), the means of a numeric key joined by a line per series, the verdict's
 winner a gold star just above its points; with a tie, the best and the settings level with it a
-white one each. A job that
-did not complete has no loss to draw: it is a triangle just above the frame, named in the legend by
-its status, never dropped.
+white one each. A job that did not complete has no loss to draw: it is a triangle just above
+the frame, named in the legend by its status, never dropped.
 
 matplotlib's Figure API only (no pyplot), as in report.plots.
 """

@@ -116,7 +116,7 @@ def loss_vs(summary: dict[str, Any], key: str) -> dict[str, Any]:
     said = summary.get("verdict") or {}
     # A tie names no winner, and its `tied` are the settings level with the best: the best
     # itself is one of the tied too (drawn as they are: else the plot marks all but the best).
-    level = [*said.get("tied", [])]
+    level = list(said.get("tied") or [])
     if level and said.get("kind") in ("tied", "identical"):
         level += [s["label"] for s in settings if s.get("rank") == 1]
     for setting, value in zip(settings, raw, strict=True):

@@ -174,8 +174,7 @@ class StackedOptimizer:
             for name in group.state_names():
                 entry[name] = group.state[i][name][row].detach().to("cpu", copy=True)
             state[i] = entry
-        group_dict = torch_param_group(h, self._torch_fused, len(steps))
-        return {"state": state, "param_groups": [group_dict]}
+        return {"state": state, "param_groups": [torch_param_group(h, fused, len(steps))]}
 
     def load_member_state_dict(self, member: int, state: dict) -> None:
         """Take up a torch.optim state dict of the member's kind (as single-run checkpoints

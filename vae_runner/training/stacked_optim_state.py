@@ -80,18 +80,15 @@ def torch_param_group(h: MemberHyper, fused: bool, n_params: int) -> dict:
     torch; a key torch adds later is one torch's own load_state_dict fills in. Older torch
     releases, where AdamW was a class of its own, wrote no `decoupled_weight_decay`: it is
     always written here, and it is how a reader tells AdamW's state from Adam's (_kind_of)."""
-    group: dict[str, Any] = {"lr": h.lr}
+    paths = dict(foreach=None, fused=True) if fused else dict(foreach=True, fused=None)
+    common = dict(weight_decay=h.weight_decay, maximize=FIXED_OPTIONS["maximize"], **paths)
     if h.family == "adam":
-        group.update(betas=tuple(h.betas), eps=h.eps, weight_decay=h.weight_decay)
-        group.update(amsgrad=False, maximize=False, foreach=None if fused else True)
-        group.update(capturable=False, differentiable=False, fused=True if fused else None)
-        group["decoupled_weight_decay"] = h.kind == "adamw"
+        group = dict(lr=h.lr, betas=tuple(h.betas), eps=h.eps, amsgrad=FIXED_OPTIONS["amsgrad"])
+        group.update(capturable=False, decoupled_weight_decay=h.kind == "adamw")
     else:
-        group.update(momentum=h.momentum, dampening=0, weight_decay=h.weight_decay)
-        group.update(nesterov=h.nesterov, maximize=False, foreach=None if fused else True)
-        group.update(differentiable=False, fused=True if fused else None)
-    group["params"] = list(range(n_params))
-    return group
+        group = dict(lr=h.lr, momentum=h.momentum, dampening=FIXED_OPTIONS["dampening"])
+        group["nesterov"] = h.nesterov
+    return {**group, **common, "differentiable": False, "params": list(range(n_params))}
 
 
 def _kind_of(group: dict) -> str | None:
