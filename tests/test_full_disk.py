@@ -37,10 +37,10 @@ class FullDisk:
         self.monkeypatch = monkeypatch
 
     def fill(self) -> None:
-        def mkstemp(dir=None, prefix="", suffix=""):
-            return os.open("/dev/full", os.O_WRONLY), str(Path(dir) / f"{prefix}full{suffix}")
+        def create(path):
+            return files.temporary_name(path), os.open("/dev/full", os.O_WRONLY)
 
-        self.monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+        self.monkeypatch.setattr(files, "_create", create)
 
 
 @pytest.fixture
@@ -61,10 +61,10 @@ def test_a_full_disk_at_a_checkpoint_names_the_file_and_records_failed(
 ):
     real = runner_module.save_checkpoint
 
-    def disk_fills_before_epoch_2(run_dir, payload, is_best):
+    def disk_fills_before_epoch_2(run_dir, payload, is_best, *data):
         if payload["epoch"] == 2:
             full_disk.fill()
-        return real(run_dir, payload, is_best)
+        return real(run_dir, payload, is_best, *data)
 
     monkeypatch.setattr(runner_module, "save_checkpoint", disk_fills_before_epoch_2)
     run_dir = tmp_path / "run"
@@ -172,10 +172,10 @@ def test_a_stack_whose_files_fail_records_every_run_failed_at_its_last_whole_epo
 
     real = runner_module.save_checkpoint
 
-    def refused_for_member_1_at_epoch_2(run_dir, payload, is_best):
+    def refused_for_member_1_at_epoch_2(run_dir, payload, is_best, *data):
         if payload["epoch"] == 2 and Path(run_dir).name == "1":
             raise WriteError(errno.ENOSPC, f"cannot write {run_dir}/checkpoints/last.pt: full")
-        return real(run_dir, payload, is_best)
+        return real(run_dir, payload, is_best, *data)
 
     monkeypatch.setattr(runner_module, "save_checkpoint", refused_for_member_1_at_epoch_2)
     cfgs = [typed_config(*SHORT, "epochs=4", f"seed={s}") for s in range(3)]

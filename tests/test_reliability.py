@@ -220,11 +220,11 @@ def test_a_failed_checkpoint_write_leaves_the_history_at_the_last_checkpointed_e
     real = run_record.save_checkpoint
     calls = []
 
-    def full_disk_on_epoch_2(run_dir, payload, is_best):
+    def full_disk_on_epoch_2(run_dir, payload, is_best, *data):
         calls.append(payload["epoch"])
         if payload["epoch"] == 2:
             raise WriteError(28, f"cannot write {run_dir}/checkpoints/last.pt: No space left")
-        return real(run_dir, payload, is_best)
+        return real(run_dir, payload, is_best, *data)
 
     monkeypatch.setattr(run_record, "save_checkpoint", full_disk_on_epoch_2)
     run_dir = tmp_path / "run"

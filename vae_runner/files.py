@@ -7,11 +7,12 @@ environment fault and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import itertools
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,32 +34,52 @@ def writing(path: Path) -> Iterator[None]:
         raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+# A temporary file's name: `.NAME.<pid>-<n>.tmp` beside NAME, unique to this process and call
+# (no other writer can be handed it: os.open's O_EXCL), so no random name is drawn and no
+# leftover of an earlier write needs removing first.
+_numbers = itertools.count()
 
 
-# mkstemp makes 0600 files; a run's files get the permissions any new file would get.
-FILE_MODE = 0o666 & ~_current_umask()
+def temporary_name(path: str) -> str:
+    folder, name = os.path.split(path)
+    return os.path.join(folder, f".{name}.{os.getpid()}-{next(_numbers)}.tmp")
+
+
+def _create(path: str) -> tuple[str, int]:
+    """A new temporary file beside `path`, open for writing: (its name, its descriptor). Its
+    mode is what any new file gets here (0666 less the umask, which os.open applies)."""
+    while True:
+        tmp = temporary_name(path)
+        try:
+            return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        except FileExistsError:  # a file of a process that had this pid before: next number
+            continue
 
 
 def replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write `path` through a temporary file in the same folder, fsync, then rename over it,
-    so that `path` is always either the old or the new complete file, whatever happens."""
-    path = Path(path)
+    so that `path` is always either the old or the new complete file, whatever happens.
+
+    Few system calls (open, write, fsync, close, rename): in a stack the files of many runs are
+    written by threads while the main thread pickles the next run's, and every call a thread
+    returns from takes the GIL back from it."""
+    path = os.fspath(path)
     with writing(path):
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp, fd = _create(path)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(fd, "wb", buffering=WRITE_BUFFER) as f:
                 write(f)
                 f.flush()
-                os.fsync(f.fileno())
-                os.fchmod(f.fileno(), FILE_MODE)
+                os.fsync(fd)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
             raise
+
+
+# open()'s buffer for the writes above: a size given skips its isatty() and block-size look-ups
+WRITE_BUFFER = 1 << 16
 
 
 def is_temporary(name: str) -> bool:
@@ -122,6 +143,11 @@ def _finite_json(payload: Any, **layout: Any) -> str:
         return json.dumps(payload, allow_nan=False, **layout)
     except ValueError:
         return json.dumps(finite_or_none(payload), allow_nan=False, **layout)
+
+
+def json_value(value: Any) -> str:
+    """`value` as JSON on one line (json's C encoder; non-finite numbers null)."""
+    return _finite_json(value)
 
 
 def json_text(payload: Any) -> str:

@@ -15,6 +15,8 @@ A checkpoint that holds the history as a dict (written before) loads as it alway
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import io
 import json
 import os
@@ -26,7 +28,7 @@ from typing import Any
 import torch
 
 from vae_runner.config.errors import ConfigError
-from vae_runner.files import replace_atomically, writing
+from vae_runner.files import WriteError, replace_atomically, temporary_name, writing
 
 CHECKPOINT_DIR = "checkpoints"
 LAST, BEST = "last.pt", "best.pt"
@@ -37,27 +39,47 @@ class CheckpointError(ConfigError):
     """A checkpoint that cannot be used; the message names the file and what to do."""
 
 
-def save_checkpoint(run_dir: Path, payload: dict[str, Any], is_best: bool) -> Path:
-    """Write last.pt (and best.pt when `is_best`); each file is always complete."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    with writing(folder):
-        folder.mkdir(exist_ok=True)
-    last = folder / LAST
-    # Serialised in memory first: torch's zip writer turns a full disk into "unexpected pos"
-    # (a RuntimeError), while a plain write of the bytes raises the OSError that says so.
+def checkpoint_bytes(payload: dict[str, Any]) -> io.BytesIO:
+    """The bytes of last.pt for `payload`: torch.save's, in memory. Serialised in memory first:
+    torch's zip writer turns a full disk into "unexpected pos" (a RuntimeError), while a plain
+    write of the bytes raises the OSError that says so."""
     buffer = io.BytesIO()
     torch.save({"format": FORMAT_VERSION, **payload}, buffer)
-    replace_atomically(last, lambda f: f.write(buffer.getbuffer()))
+    return buffer
+
+
+def save_checkpoint(
+    run_dir: Path, payload: dict[str, Any], is_best: bool, data: io.BytesIO | None = None
+) -> Path:
+    """Write last.pt (and best.pt when `is_best`); each file is always complete. `data`:
+    checkpoint_bytes(payload), when the caller made it already (a stack makes its runs' bytes
+    in its main thread and writes them in others: training/runner.py)."""
+    folder = Path(run_dir) / CHECKPOINT_DIR
+    last = folder / LAST
+    buffer = checkpoint_bytes(payload) if data is None else data
+    try:
+        replace_atomically(last, lambda f: f.write(buffer.getbuffer()))
+    except WriteError as err:
+        if err.errno != errno.ENOENT or folder.exists():
+            raise
+        with writing(folder):  # the first checkpoint of the run (or its folder was removed)
+            folder.mkdir()
+        replace_atomically(last, lambda f: f.write(buffer.getbuffer()))
     if is_best:
         # A second name for the same bytes, swapped in atomically: no second write.
-        tmp = folder / f".{BEST}.link"
-        with writing(folder / BEST):
-            tmp.unlink(missing_ok=True)
+        best = folder / BEST
+        tmp = temporary_name(os.fspath(best))
+        with writing(best):
             try:
                 os.link(last, tmp)
             except OSError:  # a file system without hard links
                 replace_atomically(tmp, lambda f: f.write(last.read_bytes()))
-            os.replace(tmp, folder / BEST)
+            try:
+                os.replace(tmp, best)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
     return last
 
 

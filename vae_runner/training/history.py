@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from vae_runner.files import write_json_atomic
+from vae_runner.files import json_value, write_json_atomic
 from vae_runner.record import (
     EPOCH_KEYS,
     HISTORY_FILE,
@@ -67,11 +67,44 @@ def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, A
     return updated
 
 
+class HistoryText:
+    """history.json's text: one key per line, its value on that line (the curves then read as
+    rows). Written after every epoch of every run, it was the largest part of an epoch's
+    writes that is not torch's: json's indented layout is pure Python, one line per number.
+
+    A run's curves only grow (append_epoch), so each number is encoded once: the items of each
+    curve are kept as text, and a later call encodes only the items added since. A curve
+    shorter than what was kept (another record) is encoded again from its start."""
+
+    def __init__(self) -> None:
+        self._items: dict[str, list[str]] = {}
+
+    def __call__(self, history: dict[str, Any]) -> str:
+        lines, curves = [], epoch_keys(history)
+        for key, value in history.items():
+            if key in curves and isinstance(value, list):
+                done = self._items.setdefault(key, [])
+                if len(done) > len(value):
+                    done.clear()
+                done.extend(json_value(item) for item in value[len(done) :])
+                lines.append(f"  {json_value(key)}: [{', '.join(done)}]")
+            else:
+                lines.append(f"  {json_value(key)}: {json_value(value)}")
+        return "{\n" + ",\n".join(lines) + "\n}\n"
+
+
+def history_text(history: dict[str, Any]) -> str:
+    """history.json's text for `history` (HistoryText's layout, nothing kept)."""
+    return HistoryText()(history)
+
+
 def save_history(
     run_dir: Path, history: dict[str, Any], in_place_if_full: bool = False, text: str | None = None
 ) -> None:
     """`in_place_if_full`: for how a run ended, which a full disk must not leave `running`.
-    `text`: the history as files.json_text made it already (for the checkpoint too)."""
+    `text`: history_text(history) (or a HistoryText's), when the caller made it already (for
+    the checkpoint too)."""
+    text = history_text(history) if text is None else text
     write_json_atomic(Path(run_dir) / HISTORY_FILE, history, in_place_if_full, text)
 
 

@@ -6,6 +6,7 @@ happened to one of its members, in that run's own directory, exactly as a single
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import platform
@@ -21,18 +22,18 @@ from vae_runner import __version__
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.schema import Config
 from vae_runner.faults import out_of_memory_line
-from vae_runner.files import WriteError, json_text
+from vae_runner.files import WriteError
 from vae_runner.record import EpochRecord, selected_on
 from vae_runner.report.console import log, print_divergence, print_summary, print_warning
 from vae_runner.report.images import save_grids
 from vae_runner.report.logger_choice import build_logger
 from vae_runner.report.loggers import NoLogger
 from vae_runner.training import early_stop
-from vae_runner.training.checkpoint import save_checkpoint
+from vae_runner.training.checkpoint import checkpoint_bytes, save_checkpoint
 from vae_runner.training.config_warnings import config_warnings
 from vae_runner.training.diagnostics import collapse_warning
 from vae_runner.training.epoch import TestSums, TrainSums
-from vae_runner.training.history import new_history, save_history, with_epoch
+from vae_runner.training.history import HistoryText, new_history, save_history, with_epoch
 from vae_runner.training.metrics import BURDA_THRESHOLD, importance_weighted_nll
 from vae_runner.training.schedules import epoch_lr, extension_line, planned_horizon
 
@@ -80,6 +81,16 @@ def one_line(err: BaseException) -> str:
 
 
 @dataclass
+class EpochFiles:
+    """An epoch's files for one run, made and not yet written (RunRecord.epoch_files)."""
+
+    history: dict[str, Any]  # the record with the epoch
+    text: str  # history.json's text
+    checkpoint: dict[str, Any]  # last.pt's payload
+    data: io.BytesIO  # last.pt's bytes
+
+
+@dataclass
 class RunRecord:
     """A member's run: its directory, config and history, and where it stands."""
 
@@ -100,6 +111,7 @@ class RunRecord:
     short_label: str = ""  # in a stack's lines: its overrides that differ from other members'
     start: int = 1  # its first epoch to train
     done: bool = False  # no more epochs: stopped early, diverged, or failed
+    _text: HistoryText = field(default_factory=HistoryText)  # history.json's text, epoch by epoch
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
@@ -259,24 +271,34 @@ class RunRecord:
     def watched_loss(self, record: dict[str, Any]) -> float:
         return record[f"{selected_on(self.history)}_loss"]
 
-    def keep_epoch(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> None:
-        """The epoch joins the history only once last.pt holds it: a failed write leaves the
-        record at the previous epoch. The caller holds the stop's critical section around it
-        (a second signal waits for both files: training/runner.py)."""
-        epoch = record["epoch"]
+    def epoch_files(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> EpochFiles:
+        """What keeping the epoch writes: the history with it, history.json's text, and the
+        checkpoint with its bytes. Nothing is written, and the record is as it was."""
         updated = with_epoch(self.history, record)
-        text = json_text(updated)  # history.json's text, the checkpoint's history too
+        text = self._text(updated)  # history.json's text, the checkpoint's history too
         checkpoint = dict(
-            epoch=epoch,
+            epoch=record["epoch"],
             **state,  # model, optimizer, scheduler, rng (after the test pass, which samples z)
             kl_weight=kl_w,
             history=text,
             config=self.config,
         )
+        return EpochFiles(updated, text, checkpoint, checkpoint_bytes(checkpoint))
+
+    def write_epoch(self, files: EpochFiles) -> None:
+        """The epoch joins the history only once last.pt holds it: a failed write leaves the
+        record at the previous epoch. The caller holds the stop's critical section around it
+        (a second signal waits for both files: training/runner.py)."""
+        epoch = files.checkpoint["epoch"]
         # Checkpoint first, history second: history.json never runs ahead of last.pt.
-        save_checkpoint(self.run_dir, checkpoint, is_best=updated["best_epoch"] == epoch)
-        save_history(self.run_dir, updated, text=text)
-        self.history.update(updated)
+        is_best = files.history["best_epoch"] == epoch
+        save_checkpoint(self.run_dir, files.checkpoint, is_best, files.data)
+        save_history(self.run_dir, files.history, text=files.text)
+        self.history.update(files.history)
+
+    def keep_epoch(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> None:
+        """epoch_files, then write_epoch."""
+        self.write_epoch(self.epoch_files(record, state, kl_w))
 
     def after_epoch(self, record: dict[str, Any], model_of, data) -> None:
         """Diagnostics and pictures of a finished epoch: none of it changes the training.

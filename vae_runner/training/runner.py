@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 
 __all__ = ["MemberRun", "run", "run_stack", "one_line"]
 
-# Threads that write a stack's files after each epoch: their fsyncs wait on the disk together.
+# Threads that write a stack's files after each epoch (_keep_epochs)
 WRITERS = 4
 
 
@@ -237,17 +236,27 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
     return [r.history for r in records]
 
 
-def _all_at_once(calls: list, pool: ThreadPoolExecutor | None) -> None:
-    """Run `calls` (in `pool`'s threads when given and more than one); once all have ended, the
-    first failure rises."""
-    if pool is None or len(calls) < 2:
-        for call in calls:
-            call()
+def _keep_epochs(engine: Engines, records: list[RunRecord], kept, kl_weights, pool) -> None:
+    """Write each kept run's epoch (`kept`: (member, epoch values) pairs). With several runs,
+    this thread makes one run's files after another (pickling a checkpoint holds the GIL:
+    threads would only take turns) while `pool`'s threads write those already made (their
+    fsyncs wait on the disk together). Once all writes have ended, the first failure rises."""
+    if pool is None:
+        for m, values in kept:
+            records[m].keep_epoch(values, engine.member_state(m), kl_weights[m])
         return
-    futures = [pool.submit(call) for call in calls]
-    wait(futures)
-    for future in futures:
-        future.result()
+    # Every run's state first, before any thread writes: copying a state out of the stack is
+    # a few dozen small torch calls, each of which hands the GIL to a waiting writer.
+    states = [engine.member_state(m) for m, _ in kept]
+    writes = []
+    try:
+        for (m, values), state in zip(kept, states, strict=True):
+            files = records[m].epoch_files(values, state, kl_weights[m])
+            writes.append(pool.submit(records[m].write_epoch, files))
+    finally:
+        wait(writes)
+    for write in writes:
+        write.result()
 
 
 def _train_epochs(engine: Engines, records: list[RunRecord], stop, writer) -> None:
@@ -292,14 +301,9 @@ def _train_epochs(engine: Engines, records: list[RunRecord], stop, writer) -> No
                 continue
             engine.step_scheduler(m, record.watched_loss(values))
             kept.append((m, values))
-        # Each run's last.pt then history.json; the runs' files at once (their fsyncs overlap).
-        # A second signal waits for all of them.
-        writes = [
-            partial(records[m].keep_epoch, values, engine.member_state(m), kl_weights[m])
-            for m, values in kept
-        ]
+        # Each run's last.pt then history.json. A second signal waits for all of them.
         with stop.critical():
-            _all_at_once(writes, writer)
+            _keep_epochs(engine, records, kept, kl_weights, writer)
         if len(records) == 1:
             if kept:
                 print_epoch(console, epochs, kept[0][1])
