@@ -18,6 +18,7 @@ from hydra.core.override_parser.types import Override
 from hydra.core.utils import env_override
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from vae_runner import heap
 from vae_runner.cli.sweep_configs import JobConfigs, PlannedJob
 from vae_runner.config.errors import ConfigError
 from vae_runner.config.explain import SWEEP_EXTRA, explain
@@ -120,6 +121,7 @@ def check_job(typed: Config, start_dir: Path) -> None:
 def check_data(typed: Config, start_dir: Path) -> None:
     from vae_runner.data.images import check_available
 
+    heap.freeze_long_lived()  # torch is imported now (vae_runner/heap.py)
     check_available(typed.data, start_dir)
 
 

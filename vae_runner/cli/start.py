@@ -10,14 +10,19 @@ hundredths of a second, while Python itself starts, is Python's.)
 
 from __future__ import annotations
 
+from vae_runner import heap
 from vae_runner.training.signals import interrupted_at_start, take_over_sigint
 
 
 def entry() -> None:
     take_over_sigint()
+    heap.enable()
     from vae_runner.cli.train import entry as run
     from vae_runner.cli.train import interrupted_while_starting
 
     if interrupted_at_start():  # a Ctrl-C while Hydra and vae-train's modules were imported
         interrupted_while_starting()
-    run()
+    try:
+        run()
+    finally:
+        heap.at_exit()

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from vae_runner import heap
 from vae_runner.config.schema import Config
 from vae_runner.data.images import load_data
 from vae_runner.files import writing
@@ -126,6 +127,7 @@ def run_stack(
         if training:
             stacked = [records[m] for m in training]
             engine = _build(stacked, data, noise, dtype)
+            heap.freeze_long_lived()
             try:
                 trained = _train(engine, stacked, stop)
             finally:
