@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -93,7 +94,9 @@ class Engine:
         batches = self.batch_orders(active).split(cfg.batch_size, dim=1)
         sums = EpochSums(self.members, device, self.dtype)
         bf16 = cfg.device.precision == "bf16"
-        autocast = partial(torch.autocast, device.type, torch.bfloat16, enabled=bf16)
+        # Without bf16 no autocast context at all: a disabled one still makes eight calls into
+        # torch per step, and in a stack trained in threads each is a turn at the GIL.
+        autocast = partial(torch.autocast, device.type, torch.bfloat16) if bf16 else nullcontext
         binarize = partial(self._binarize, active)
         step = partial(self.optimizer.step, active)  # the list: no host read of a mask per step
         for index in batches:

@@ -204,6 +204,8 @@ class StackedOptimizer:
         torch's optimizer.state.clear()."""
         for group in self._groups:
             group.clear()
+        for fused in self._fused_steps:
+            fused.forget()
 
 
 @torch.no_grad()
@@ -220,16 +222,23 @@ def clip_grad_norms(params: list[torch.Tensor], max_norms: torch.Tensor) -> torc
     if size == 1:  # a single run: torch's own foreach norms (fewer kernels than per row)
         per_param = torch.stack(torch._foreach_norm(grads)).unsqueeze(1)
     else:
-        per_param = torch.stack(
-            [torch.linalg.vector_norm(g.reshape(size, -1), dim=1) for g in grads]
-        )
+        per_param = torch.stack([_member_norms(g) for g in grads])
     norms = torch.linalg.vector_norm(per_param, dim=0)
     max_norms = max_norms.to(norms.dtype)
     coef = torch.clamp(max_norms / (norms + CLIP_EPS), max=1.0)
-    coef = torch.where(torch.isinf(max_norms), 1.0, coef)
+    coef = torch.where(torch.isinf(max_norms), 1.0, coef).to(grads[0].dtype)
     if size == 1:
-        torch._foreach_mul_(grads, coef.to(grads[0].dtype).squeeze(0))  # x * 1.0 is x exactly
+        torch._foreach_mul_(grads, coef.squeeze(0))  # x * 1.0 is x exactly
     else:
-        for g in grads:
-            g.mul_(col(coef.to(g.dtype), g.dim()))
+        # One call for all of them (each a member's coefficient broadcast over its slice): in
+        # a stack trained in several threads, each call into torch is a turn at the GIL.
+        by_dim = {n: col(coef, n) for n in {g.dim() for g in grads}}
+        torch._foreach_mul_(grads, [by_dim[g.dim()] for g in grads])
     return norms
+
+
+def _member_norms(g: torch.Tensor) -> torch.Tensor:
+    """[M]: each member's 2-norm of its slice of the stacked [M, ...] tensor `g`, in one call."""
+    if g.dim() == 1:
+        return torch.linalg.vector_norm(g.unsqueeze(1), dim=1)
+    return torch.linalg.vector_norm(g, dim=tuple(range(1, g.dim())))

@@ -38,6 +38,7 @@ class FusedFamilyStep:
         self._mask_key: tuple[bool, ...] | None = None
         self._mask: torch.Tensor | None = None
         self._counts_of: torch.Tensor | None = None  # the group.steps the views below follow
+        self._kept: dict[tuple, tuple] = {}  # _slices
 
     def step(self, params, rows: list[int], active: list[bool] | None, hypers: list[MemberHyper]):
         """One step of the group's members for the parameters in `rows` (those with a gradient);
@@ -50,12 +51,15 @@ class FusedFamilyStep:
         counts = self._step_counts() if g.family == "adam" else None
         # Each tensor split once into its members' slices (cheap views); p[m] of the whole
         # stack, the state's rows in the group's order.
+        # The parameters' and the state's slices are kept while those tensors are the same
+        # (the state is made at the first step, and anew after clear()); the gradients are new
+        # at every step.
         p_of, g_of, s_of = {}, {}, {}
         for i in rows:
             grad = params[i].grad
-            p_of[i] = params[i].unbind(0)
+            p_of[i] = self._slices(("param", i), params[i])
             g_of[i] = (grad if grad.is_contiguous() else grad.contiguous()).unbind(0)
-            s_of[i] = [t.unbind(0) for t in g.state_tensors(i)]
+            s_of[i] = [self._slices(("state", i, k), t) for k, t in enumerate(g.state_tensors(i))]
         for row, m in enumerate(g.members):
             if not on[row]:
                 continue  # an inactive member's slices, state and counts stay as they are
@@ -68,6 +72,17 @@ class FusedFamilyStep:
                 _adam(h, ps, gs, *states, steps)
             else:
                 _sgd(h, ps, gs, states[0] if states and h.momentum else [])
+
+    def _slices(self, key: tuple, tensor: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """tensor.unbind(0), kept under `key` while it is that same tensor."""
+        kept = self._kept.get(key)
+        if kept is None or kept[0] is not tensor:
+            kept = self._kept[key] = (tensor, tensor.unbind(0))
+        return kept[1]
+
+    def forget(self) -> None:
+        """Let go of the kept slices (and so of the tensors they view): the state is freed."""
+        self._kept.clear()
 
     def _active_rows(self, on: list[bool]) -> torch.Tensor:
         """The [rows] 0/1 increment of the step counts; it changes only between epochs, so the
