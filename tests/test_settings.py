@@ -32,6 +32,34 @@ def test_welch_p_matches_the_textbook_value():
     assert welch_p([2.0, 2.0], [2.0, 2.0]) == 1.0 and welch_p([2.0, 2.0], [3.0, 3.0]) == 0.0
 
 
+def test_spread_and_welch_p_are_scipy_stats_values():
+    """settings.py takes Student's t from scipy.special (scipy.stats' import is 0.5 s): its
+    interval and p are held here against scipy.stats' own t.ppf and ttest_ind."""
+    import random
+    import warnings
+
+    import numpy as np
+    from scipy import stats
+
+    rng = random.Random(7)
+    for _ in range(300):
+        n_a, n_b = rng.randint(2, 12), rng.randint(2, 12)
+        scale_a, scale_b = 10 ** rng.uniform(-3, 1), 10 ** rng.uniform(-3, 1)
+        a = [rng.gauss(24.0, scale_a) for _ in range(n_a)]
+        b = [rng.gauss(24.0 + rng.uniform(-1, 1), scale_b) for _ in range(n_b)]
+        expected = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+        assert welch_p(a, b) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+        s = spread(a)
+        half = float(stats.t.ppf(0.975, n_a - 1)) * float(np.std(a, ddof=1)) / n_a**0.5
+        assert s["ci95"][1] - s["mean"] == pytest.approx(half, rel=1e-12)
+    # one side without spread: scipy's p stands (it only warns)
+    one_flat = ([24.0, 24.0, 24.0], [24.5, 24.9, 25.3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        expected = float(stats.ttest_ind(*one_flat, equal_var=False).pvalue)
+    assert welch_p(*one_flat) == pytest.approx(expected, rel=1e-12)
+
+
 def _run(run_dir: Path, overrides: list[str], status: str, losses: list[float]) -> None:
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))

@@ -8,13 +8,12 @@ noise: Welch's two-sided t-test of the best setting against each other one, at A
 it cannot tell from the best are *tied* with it. With one seed per setting no spread was
 measured and no test is possible: the verdict says so.
 
-Imports no torch (scipy's t distribution only).
+Imports no torch (scipy.special's t distribution only).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 ALPHA = 0.05
@@ -40,8 +39,6 @@ def finite_number(value: Any) -> bool:
 
 def spread(values: list[float]) -> dict[str, Any]:
     """n, mean, sd and the 95% interval of the finite values (sd and interval need n >= 2)."""
-    from scipy import stats
-
     finite = [float(v) for v in values if finite_number(v)]
     n = len(finite)
     if n == 0:
@@ -50,22 +47,48 @@ def spread(values: list[float]) -> dict[str, Any]:
     if n == 1:
         return {"n": 1, "mean": mean, "sd": None, "ci95": None}
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
-    half = float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    half = _t_quantile(0.975, n - 1) * sd / math.sqrt(n)
     return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
 
 
 def welch_p(a: list[float], b: list[float]) -> float | None:
-    """Two-sided p of Welch's t-test (None when either side has fewer than 2 values). Two
-    samples without any spread: 1.0 when equal, 0.0 when not (the t statistic is infinite)."""
-    from scipy import stats
-
+    """Two-sided p of Welch's t-test (None when either side has fewer than 2 values), as
+    scipy.stats.ttest_ind(a, b, equal_var=False) gives it (tests/test_settings.py holds them
+    together). Two samples without any spread: 1.0 when equal, 0.0 when not (the t statistic
+    is infinite)."""
     if len(a) < 2 or len(b) < 2:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:
         return 1.0 if a[0] == b[0] else 0.0
-    with warnings.catch_warnings():  # one side without spread: scipy warns, the p stands
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    (mean_a, var_a), (mean_b, var_b) = _mean_var(a), _mean_var(b)
+    share_a, share_b = var_a / len(a), var_b / len(b)
+    t = (mean_a - mean_b) / math.sqrt(share_a + share_b)
+    # Welch-Satterthwaite degrees of freedom
+    df = (share_a + share_b) ** 2 / (share_a**2 / (len(a) - 1) + share_b**2 / (len(b) - 1))
+    return 2.0 * _t_tail(-abs(t), df)
+
+
+def _mean_var(values: list[float]) -> tuple[float, float]:
+    mean = math.fsum(values) / len(values)
+    return mean, math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+
+
+# Student's t distribution from scipy.special, the functions scipy.stats.t calls (its ppf is
+# stdtrit, its sf stdtr of -x): importing scipy.stats took 0.5 s at the end of every sweep on
+# this project's 2 cores, scipy.special 0.09 s (benchmarks/RESULTS.md, 2026-12-05).
+
+
+def _t_quantile(q: float, df: float) -> float:
+    from scipy.special import stdtrit
+
+    return float(stdtrit(df, q))
+
+
+def _t_tail(x: float, df: float) -> float:
+    """P(T <= x) for Student's t with `df` degrees of freedom."""
+    from scipy.special import stdtr
+
+    return float(stdtr(df, x))
 
 
 def setting_key(overrides: dict[str, str]) -> tuple[tuple[str, str], ...]:
