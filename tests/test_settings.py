@@ -52,6 +52,13 @@ def test_spread_and_welch_p_are_scipy_stats_values():
         s = spread(a)
         half = float(stats.t.ppf(0.975, n_a - 1)) * float(np.std(a, ddof=1)) / n_a**0.5
         assert s["ci95"][1] - s["mean"] == pytest.approx(half, rel=1e-12)
+    # extreme scales (squares of 1e-160 underflow, scipy's own p is off there): the p of the
+    # same samples at scale 1, t = -2 sqrt(2) with 2 degrees of freedom
+    plain = float(stats.ttest_ind([1.0, 2.0], [3.0, 4.0], equal_var=False).pvalue)
+    assert plain == pytest.approx(0.10557, abs=1e-5)
+    for scale in (1e-160, 1e150):
+        tiny = ([1 * scale, 2 * scale], [3 * scale, 4 * scale])
+        assert welch_p(*tiny) == pytest.approx(plain, rel=1e-9)
     # one side without spread: scipy's p stands (it only warns)
     one_flat = ([24.0, 24.0, 24.0], [24.5, 24.9, 25.3])
     with warnings.catch_warnings():

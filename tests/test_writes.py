@@ -21,7 +21,13 @@ from vae_runner.training.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from vae_runner.training.history import HistoryText, history_text, new_history, with_epoch
+from vae_runner.training.history import (
+    FULL_DISK_ROOM,
+    HistoryText,
+    history_text,
+    new_history,
+    with_epoch,
+)
 
 
 def epoch_values(epoch: int, rng: random.Random, latent: int = 3) -> dict:
@@ -43,7 +49,8 @@ def test_history_text_kept_epoch_by_epoch_is_the_text_made_afresh():
         text = kept(history)
         assert text == history_text(history)
         assert json.loads(text) == finite_or_none(history)
-    lines = text.splitlines()
+    assert text.endswith("\n}\n" + FULL_DISK_ROOM)  # room for a failed record (below)
+    lines = text.rstrip().splitlines()
     # one line per key, the value on it: a curve reads as a row
     assert lines[0] == "{" and lines[-1] == "}" and len(lines) == len(history) + 2
     row = next(line for line in lines if line.startswith('  "train_loss": '))
@@ -122,3 +129,72 @@ def test_a_checkpoint_without_its_run_folder_is_a_write_error_naming_it(tmp_path
 
     with pytest.raises(WriteError, match=f"cannot write {tmp_path / 'gone' / CHECKPOINT_DIR}"):
         save_checkpoint(tmp_path / "gone", payload(1), is_best=False)
+
+
+def test_a_failed_record_fits_over_a_running_one_on_a_full_disk(tmp_path):
+    """On a full disk the record of how the run ended is written compactly in the blocks of the
+    file it replaces (files.write_json_atomic); history.json keeps room for it even after one
+    epoch, with the longest error line a record holds."""
+    from vae_runner.files import json_value
+
+    running = with_epoch(new_history({"lr": 1e-3}, meta={}), epoch_values(1, random.Random(2)))
+    text = history_text(running)
+    failed = {
+        **running,
+        "status": "failed",
+        "finished_at": "2026-12-05T07:30:00+00:00",
+        "error": {"kind": "error", "message": "x" * 300},
+    }
+    compact = json.dumps(finite_or_none(failed), separators=(",", ":")) + "\n"
+    assert len(compact.encode()) <= len(text.encode())
+    assert json.loads(text) == running and json_value(1.5) == "1.5"
+
+
+def test_a_stack_holds_at_most_in_flight_runs_files_and_writes_every_run(tmp_path, monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from vae_runner.training import runner
+    from vae_runner.training.runner import MemberRun, run_stack
+
+    from helpers import typed_config
+
+    monkeypatch.setattr(runner, "IN_FLIGHT", 1)
+    cfgs = [
+        typed_config("epochs=2", "eval.iw_samples=0", "pictures=false", f"seed={s}")
+        for s in range(3)
+    ]
+    members = [MemberRun(cfg, tmp_path / str(i)) for i, cfg in enumerate(cfgs)]
+    results = run_stack(members, Console(file=io.StringIO()))
+    for i, result in enumerate(results):
+        assert result["status"] == "completed" and result["epoch"] == [1, 2]
+        on_disk = json.loads((tmp_path / str(i) / "history.json").read_text())
+        assert on_disk["epoch"] == [1, 2] and on_disk["config"]["seed"] == i
+        assert load_checkpoint(tmp_path / str(i) / CHECKPOINT_DIR / LAST)["epoch"] == 2
+
+
+def test_a_sweep_whose_trials_are_checked_elsewhere_turns_the_collector_back_on(monkeypatch):
+    """hydra/sweeper=optuna checks no job in the sweep's process (its launcher may run them in
+    others): the sweep's checks end vae-train's import phase (vae_runner/heap.py) themselves."""
+    from vae_runner import heap
+    from vae_runner.cli import checks
+
+    from helpers import compose_config
+
+    calls = []
+    monkeypatch.setattr(heap, "freeze_long_lived", lambda: calls.append("freeze"))
+    monkeypatch.setattr(checks, "check_writable", lambda *args: None)
+    cfg = compose_config("hydra/sweeper=optuna", hydra=True)
+    checks.check_multirun(cfg)
+    assert calls == ["freeze"]
+    calls.clear()
+    checks.check_multirun(compose_config(hydra=True))  # the checked sweeper: at its jobs' checks
+    assert calls == []
+
+
+def test_best_pts_link_of_an_earlier_version_counts_as_a_temporary_file():
+    from vae_runner.files import is_temporary
+
+    assert is_temporary(".best.pt.link") and is_temporary(".best.pt.4242-7.tmp")
+    assert not is_temporary("best.pt") and not is_temporary(".best.pt")

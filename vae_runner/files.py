@@ -83,8 +83,11 @@ WRITE_BUFFER = 1 << 16
 
 
 def is_temporary(name: str) -> bool:
-    """A temporary file of these writers (`.NAME.*.tmp`, `.NAME.tmp.png`), left by a kill."""
-    return name.startswith(".") and (name.endswith(".tmp") or ".tmp." in name)
+    """A temporary file of these writers (`.NAME.*.tmp`, `.NAME.tmp.png`), left by a kill; or
+    `.best.pt.link`, the name best.pt's link had before 2026-12-05."""
+    return name.startswith(".") and (
+        name.endswith(".tmp") or ".tmp." in name or name == ".best.pt.link"
+    )
 
 
 def write_through_temporary(path: Path, write: Callable[[Path], None]) -> None:
@@ -167,7 +170,8 @@ def write_json_atomic(
     except WriteError as err:
         if not (in_place_if_full and err.errno in NO_ROOM and Path(path).is_file()):
             raise
-        # Without the indentation, the record is a fraction of the size it had: it fits.
+        # Without the spaces, the record is smaller than the file it had (history.json keeps
+        # room for this: training/history.py's FULL_DISK_ROOM): it fits.
         compact = _finite_json(payload, separators=(",", ":"))
         if not rewrite_in_place(Path(path), compact + "\n"):
             raise

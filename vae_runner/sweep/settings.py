@@ -60,6 +60,11 @@ def welch_p(a: list[float], b: list[float]) -> float | None:
         return None
     if len(set(a)) == 1 and len(set(b)) == 1:
         return 1.0 if a[0] == b[0] else 0.0
+    # t and its degrees of freedom do not change when both samples are shifted and scaled
+    # alike: taken on values of order 1, the squares below neither under- nor overflow.
+    center = math.fsum(a + b) / (len(a) + len(b))
+    scale = max(abs(v - center) for v in a + b)
+    a, b = [(v - center) / scale for v in a], [(v - center) / scale for v in b]
     (mean_a, var_a), (mean_b, var_b) = _mean_var(a), _mean_var(b)
     share_a, share_b = var_a / len(a), var_b / len(b)
     t = (mean_a - mean_b) / math.sqrt(share_a + share_b)

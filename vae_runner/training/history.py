@@ -67,6 +67,14 @@ def with_epoch(history: dict[str, Any], values: dict[str, float]) -> dict[str, A
     return updated
 
 
+# Trailing spaces (valid JSON) at the end of history.json: on a full disk the record of how the
+# run ended is written compactly over the file's own blocks (files.write_json_atomic), and it
+# must fit there. Its error line (300 characters at most), its end time and status need about
+# 400 bytes more than a running record; the compact form saves a byte per number, which a run
+# of a few epochs has too few of.
+FULL_DISK_ROOM = " " * 512 + "\n"
+
+
 class HistoryText:
     """history.json's text: one key per line, its value on that line (the curves then read as
     rows). Written after every epoch of every run, it was the largest part of an epoch's
@@ -90,7 +98,7 @@ class HistoryText:
                 lines.append(f"  {json_value(key)}: [{', '.join(done)}]")
             else:
                 lines.append(f"  {json_value(key)}: {json_value(value)}")
-        return "{\n" + ",\n".join(lines) + "\n}\n"
+        return "{\n" + ",\n".join(lines) + "\n}\n" + FULL_DISK_ROOM
 
 
 def history_text(history: dict[str, Any]) -> str:

@@ -36,6 +36,7 @@ __all__ = ["MemberRun", "run", "run_stack", "one_line"]
 
 # Threads that write a stack's files after each epoch (_keep_epochs)
 WRITERS = 4
+IN_FLIGHT = 2 * WRITERS  # runs' files made and not yet written, at most
 
 
 @dataclass
@@ -252,8 +253,11 @@ def _keep_epochs(engine: Engines, records: list[RunRecord], kept, kl_weights, po
     states = [engine.member_state(m) for m, _ in kept]
     writes = []
     try:
-        for (m, values), state in zip(kept, states, strict=True):
-            files = records[m].epoch_files(values, state, kl_weights[m])
+        for i, (m, values) in enumerate(kept):
+            if len(writes) >= IN_FLIGHT:  # a large stack's bytes are not all held at once
+                writes[-IN_FLIGHT].exception()
+            files = records[m].epoch_files(values, states[i], kl_weights[m])
+            states[i] = None  # in `files` now, freed once written
             writes.append(pool.submit(records[m].write_epoch, files))
     finally:
         wait(writes)
