@@ -384,11 +384,12 @@ def check_multirun(cfg: DictConfig) -> None:
             "hydra/launcher=submitit_local"
         )
     sweeper = str(cfg.hydra.sweeper.get("_target_", ""))
-    if not sweeper.endswith("CheckedSweeper"):
+    checked = sweeper.endswith("CheckedSweeper")
+    if not checked:
         # Its trials are checked (and may be trained) in other processes: nothing here may
         # import torch, and this process must not go on without its cycle collector.
         heap.freeze_long_lived()
-    if (cfg.get("seeds") or 1) > 1 and not sweeper.endswith("CheckedSweeper"):
+    if (cfg.get("seeds") or 1) > 1 and not checked:
         raise ConfigError(
             f"seeds={cfg.seeds} is read by vae-train's default sweeper only; with "
             f"{sweeper.rsplit('.', 1)[-1]} each trial has one seed: drop seeds (or set seed=...)"

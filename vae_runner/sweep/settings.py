@@ -43,10 +43,10 @@ def spread(values: list[float]) -> dict[str, Any]:
     n = len(finite)
     if n == 0:
         return {"n": 0, "mean": None, "sd": None, "ci95": None}
-    mean = math.fsum(finite) / n
     if n == 1:
-        return {"n": 1, "mean": mean, "sd": None, "ci95": None}
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in finite) / (n - 1))
+        return {"n": 1, "mean": finite[0], "sd": None, "ci95": None}
+    mean, var = _mean_var(finite)
+    sd = math.sqrt(var)
     half = _t_quantile(0.975, n - 1) * sd / math.sqrt(n)
     return {"n": n, "mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
 
