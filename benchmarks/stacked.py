@@ -60,18 +60,22 @@ def measure(members: int, limit: int | None, epochs: int, device: str, root: str
     # as vae-train trains a stack: on a CPU whose runs get one thread each, a sub-stack per core
     parts = split(cfgs, parts_for(cfgs, dev, fixed_noise=False))
     engine = Engines([build_engine(part, data, dev) for part in parts])
+    engine.start()  # the parts in processes of their own (Linux) or threads, as vae-train's
     active = [True] * members
     seconds = []
-    for epoch in range(epochs + 1):  # the first: warm-up (allocations, kernels, caches)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        engine.train_epoch([1.0] * members, active)
-        engine.evaluate(active)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        if epoch:
-            seconds.append(time.perf_counter() - started)
+    try:
+        for epoch in range(epochs + 1):  # the first: warm-up (allocations, kernels, caches)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
+            engine.train_epoch([1.0] * members, active)
+            engine.evaluate(active)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            if epoch:
+                seconds.append(time.perf_counter() - started)
+    finally:
+        engine.close()
     return {
         "members": members,
         "epoch_s": statistics.median(seconds),

@@ -38,3 +38,17 @@ def stacks(monkeypatch) -> list[list]:
 
     monkeypatch.setattr(runner, "run_stack", recording)
     return calls
+
+
+@pytest.fixture(params=["processes", "threads"])
+def split_stack(request, monkeypatch) -> str:
+    """A stack trained in two parts, in forked processes (Linux) or in threads (elsewhere):
+    training/engines.py. The fixture's value says which."""
+    from vae_runner.training import engine_process, runner
+
+    if request.param == "processes" and not engine_process.available():
+        pytest.skip("a stack's parts train in processes only on Linux")
+    monkeypatch.setattr(runner, "parts_for", lambda cfgs, device, fixed_noise: min(2, len(cfgs)))
+    if request.param == "threads":
+        monkeypatch.setattr(engine_process, "available", lambda: False)
+    return request.param

@@ -163,11 +163,12 @@ def test_a_real_full_disk_from_the_start_and_mid_run(tmp_path):
 
 
 def test_a_stack_whose_files_fail_records_every_run_failed_at_its_last_whole_epoch(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, split_stack
 ):
-    """A stack writes its runs' files at once: a write that fails (here member 1's last.pt of
-    epoch 2) ends the stack; that run's record stays at epoch 1 (history.json never ahead of
-    last.pt), the others keep what they wrote whole, and every run records `failed`."""
+    """A stack writes its runs' files at once (in two parts: members 0-1 and 2, each where
+    it trains): a write that fails (here member 1's last.pt of epoch 2) ends the stack; that
+    run's record stays at epoch 1 (history.json never ahead of last.pt), the others keep what
+    they wrote whole, and every run records `failed`."""
     from vae_runner.training.runner import MemberRun, run_stack
 
     real = runner_module.save_checkpoint

@@ -150,17 +150,19 @@ def test_a_failed_record_fits_over_a_running_one_on_a_full_disk(tmp_path):
     assert json.loads(text) == running and json_value(1.5) == "1.5"
 
 
-def test_a_stack_holds_at_most_in_flight_runs_files_and_writes_every_run(tmp_path, monkeypatch):
+def test_a_stack_holds_at_most_in_flight_runs_files_and_writes_every_run(
+    tmp_path, monkeypatch, split_stack
+):
     import io
 
     from rich.console import Console
 
-    from vae_runner.training import runner
+    from vae_runner.training import epoch_writes
     from vae_runner.training.runner import MemberRun, run_stack
 
     from helpers import typed_config
 
-    monkeypatch.setattr(runner, "IN_FLIGHT", 1)
+    monkeypatch.setattr(epoch_writes, "IN_FLIGHT", 1)
     cfgs = [
         typed_config("epochs=2", "eval.iw_samples=0", "pictures=false", f"seed={s}")
         for s in range(3)

@@ -18,9 +18,11 @@ the process holds at the places it names (comma-separated), writes a marker
   the hold, never after the run ended.
 
 SIGKILL and SIGSTOP find the run held. Every process of a sweep (joblib's workers, submitit's
-jobs) inherits the environment. A run directory holds once at each place: a requeued or
-resumed job runs through. A hold has no time limit of its own (it would be a guess at the
-machine's speed): the test's end kills the run's whole session (tests/conftest.py).
+jobs) inherits the environment; a stack's parts (training/engine_process.py) are forked
+processes that train and write their members' files: they hold there, under their own pid.
+A run directory holds once at each place: a requeued or resumed job runs through. A hold has
+no time limit of its own (it would be a guess at the machine's speed): the test's end kills
+the run's whole session (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -44,7 +46,6 @@ def _install(spec: str, marks: str) -> None:
     state = {"run_dir": None, "epochs": -1, "seen": 0, "request": None}
 
     save_history = history.save_history
-    check = signals.StopRequest.check
 
     def hold(at: str, until) -> None:
         """Mark the run held at `at`, then wait until `until()` is true."""
@@ -80,26 +81,40 @@ def _install(spec: str, marks: str) -> None:
         if epochs != state["epochs"]:
             state.update(epochs=epochs, seen=0)  # boundaries are counted from this record on
 
-    def holding_check(self) -> None:
-        state["request"] = self
-        check(self)
-        if "batch" not in points or (state["run_dir"], "batch") in held:
-            return
-        epochs, boundary = (int(n) for n in points["batch"].split(":"))
-        if state["run_dir"] is None or state["epochs"] != epochs:
-            return
-        state["seen"] += 1
-        if state["seen"] == boundary:
+    def holding(check):
+        """`check` (a stop request's, at each batch boundary) that holds at `batch`."""
 
-            def stop_requested() -> bool:
-                check(self)  # raises Interrupted once a stop is requested
-                return False
+        def holding_check(self) -> None:
+            check(self)
+            if "batch" not in points or (state["run_dir"], "batch") in held:
+                return
+            epochs, boundary = (int(n) for n in points["batch"].split(":"))
+            if state["run_dir"] is None or state["epochs"] != epochs:
+                return
+            state["seen"] += 1
+            if state["seen"] == boundary:
 
-            hold("batch", stop_requested)
+                def stop_requested() -> bool:
+                    check(self)  # raises Interrupted once a stop is requested
+                    return False
+
+                hold("batch", stop_requested)
+
+        return holding_check
+
+    pending = signals.StopRequest.pending
+
+    def recording_pending(self):
+        state["request"] = self  # the run's stop request (check asks it too)
+        return pending(self)
 
     # runner.py imports save_history by name: this runs before it is imported
     history.save_history = recording_save_history
-    signals.StopRequest.check = holding_check
+    signals.StopRequest.pending = recording_pending
+    signals.StopRequest.check = holding(signals.StopRequest.check)
+    # A stack's parts train in processes of their own, which save their members' history.json
+    # and check this stop at their batch boundaries (training/engine_process.py)
+    signals.SharedStop.check = holding(signals.SharedStop.check)
 
 
 def _mark_start(marks: str) -> None:

@@ -76,9 +76,9 @@ class BatchProgress:
                 self._progress.remove_task(self._task)
                 self._task = None
 
-    def advance(self) -> None:
+    def advance(self, batches: int = 1) -> None:
         if self._task is not None:
-            self._progress.advance(self._task)
+            self._progress.advance(self._task, batches)
 
 
 def print_epoch(console: Console, epochs: int, record: dict[str, Any]) -> None:

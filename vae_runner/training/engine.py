@@ -169,11 +169,12 @@ class Engine:
         self.shuffles[member].set_state(rng["shuffle"])
         self.noise.restore(member, rng)
 
-    def member_model(self, member: int) -> VAE:
-        """A plain model holding member's weights (for the final estimate and the pictures)."""
+    def member_model(self, member: int, weights: dict[str, Any] | None = None) -> VAE:
+        """A plain model holding member's weights (for the final estimate and the pictures):
+        the stack's, or `weights` (its state_dict, from the process that trains it)."""
         cfg = self.cfgs[member]
         model = build_model(cfg.model, cfg.likelihood, self.data.image_shape)
-        model.load_state_dict(member_state_dict(self.model, member))
+        model.load_state_dict(member_state_dict(self.model, member) if weights is None else weights)
         return model.to(self.device, self.dtype).eval()
 
     def release_training_state(self) -> None:

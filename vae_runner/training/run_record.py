@@ -90,6 +90,30 @@ class EpochFiles:
     data: io.BytesIO  # last.pt's bytes
 
 
+def epoch_files(
+    history: dict[str, Any], text: str, state: dict[str, Any], kl_w: float, config: dict
+) -> EpochFiles:
+    """An epoch's files from the history with the epoch, its text, and the member's state
+    (model, optimizer, scheduler, rng: Engine.member_state, after the test pass, which samples
+    z). Also made in a stack's training process (training/engine_process.py)."""
+    checkpoint = dict(
+        epoch=history["epoch"][-1],
+        **state,
+        kl_weight=kl_w,
+        history=text,
+        config=config,
+    )
+    return EpochFiles(history, text, checkpoint, checkpoint_bytes(checkpoint))
+
+
+def write_epoch_files(run_dir: Path, files: EpochFiles) -> None:
+    """Checkpoint first, history second: history.json never runs ahead of last.pt."""
+    epoch = files.checkpoint["epoch"]
+    is_best = files.history["best_epoch"] == epoch
+    save_checkpoint(run_dir, files.checkpoint, is_best, files.data)
+    save_history(run_dir, files.history, text=files.text)
+
+
 @dataclass
 class RunRecord:
     """A member's run: its directory, config and history, and where it stands."""
@@ -271,29 +295,23 @@ class RunRecord:
     def watched_loss(self, record: dict[str, Any]) -> float:
         return record[f"{selected_on(self.history)}_loss"]
 
+    def epoch_history(self, record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The history with the epoch, and history.json's text (the checkpoint's history too).
+        Nothing is written, and the record is as it was."""
+        updated = with_epoch(self.history, record)
+        return updated, self._text(updated)
+
     def epoch_files(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> EpochFiles:
         """What keeping the epoch writes: the history with it, history.json's text, and the
         checkpoint with its bytes. Nothing is written, and the record is as it was."""
-        updated = with_epoch(self.history, record)
-        text = self._text(updated)  # history.json's text, the checkpoint's history too
-        checkpoint = dict(
-            epoch=record["epoch"],
-            **state,  # model, optimizer, scheduler, rng (after the test pass, which samples z)
-            kl_weight=kl_w,
-            history=text,
-            config=self.config,
-        )
-        return EpochFiles(updated, text, checkpoint, checkpoint_bytes(checkpoint))
+        updated, text = self.epoch_history(record)
+        return epoch_files(updated, text, state, kl_w, self.config)
 
     def write_epoch(self, files: EpochFiles) -> None:
         """The epoch joins the history only once last.pt holds it: a failed write leaves the
         record at the previous epoch. The caller holds the stop's critical section around it
         (a second signal waits for both files: training/runner.py)."""
-        epoch = files.checkpoint["epoch"]
-        # Checkpoint first, history second: history.json never runs ahead of last.pt.
-        is_best = files.history["best_epoch"] == epoch
-        save_checkpoint(self.run_dir, files.checkpoint, is_best, files.data)
-        save_history(self.run_dir, files.history, text=files.text)
+        write_epoch_files(self.run_dir, files)
         self.history.update(files.history)
 
     def keep_epoch(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> None:

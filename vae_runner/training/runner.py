@@ -9,7 +9,6 @@ happens to each run, in its own directory, is its RunRecord's (training/run_reco
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,12 @@ from vae_runner.training.build import build_device, build_model
 from vae_runner.training.checkpoint import CheckpointError
 from vae_runner.training.engine import build_engine
 from vae_runner.training.engines import Engines, parts_for, split
+from vae_runner.training.epoch_writes import EpochRun, writer_pool
 from vae_runner.training.noise import Noise
 from vae_runner.training.run_record import RunRecord, one_line
 from vae_runner.training.signals import Interrupted, StopNow, graceful_stop
 
 __all__ = ["MemberRun", "run", "run_stack", "one_line"]
-
-# Threads that write a stack's files after each epoch (_keep_epochs)
-WRITERS = 4
-IN_FLIGHT = 2 * WRITERS  # runs' files made and not yet written, at most
 
 
 @dataclass
@@ -128,8 +124,9 @@ def run_stack(
         if training:
             stacked = [records[m] for m in training]
             engine = _build(stacked, data, noise, dtype)
-            heap.freeze_long_lived()
+            heap.freeze_long_lived()  # before its parts fork: they share what it froze
             try:
+                engine.start()
                 trained = _train(engine, stacked, stop)
             finally:
                 engine.close()
@@ -215,7 +212,7 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
         for record in records:
             started.append(record)
             record.begin(stop, printed)
-        with ThreadPoolExecutor(WRITERS) if len(records) > 1 else nullcontext() as writer:
+        with writer_pool() if len(records) > 1 else nullcontext() as writer:
             _train_epochs(engine, records, stop, writer)
         finishing = [m for m, r in enumerate(records) if r.history["status"] == "running"]
         if finishing:
@@ -240,29 +237,26 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
 
 
 def _keep_epochs(engine: Engines, records: list[RunRecord], kept, kl_weights, pool) -> None:
-    """Write each kept run's epoch (`kept`: (member, epoch values) pairs). With several runs,
-    this thread makes one run's files after another (pickling a checkpoint holds the GIL:
-    threads would only take turns) while `pool`'s threads write those already made (their
-    fsyncs wait on the disk together). Once all writes have ended, the first failure rises."""
+    """Write each kept run's epoch (`kept`: (member, epoch values) pairs): its last.pt, then its
+    history.json, where its member trains (Engines.write_epochs). An epoch joins a record only
+    once both are written; once all writes have ended, the first failure rises."""
     if pool is None:
         for m, values in kept:
             records[m].keep_epoch(values, engine.member_state(m), kl_weights[m])
         return
-    # Every run's state first, before any thread writes: copying a state out of the stack is
-    # a few dozen small torch calls, each of which hands the GIL to a waiting writer.
-    states = [engine.member_state(m) for m, _ in kept]
-    writes = []
-    try:
-        for i, (m, values) in enumerate(kept):
-            if len(writes) >= IN_FLIGHT:  # a large stack's bytes are not all held at once
-                writes[-IN_FLIGHT].exception()
-            files = records[m].epoch_files(values, states[i], kl_weights[m])
-            states[i] = None  # in `files` now, freed once written
-            writes.append(pool.submit(records[m].write_epoch, files))
-    finally:
-        wait(writes)
-    for write in writes:
-        write.result()
+    runs = []
+    for m, values in kept:
+        history, text = records[m].epoch_history(values)
+        runs.append(
+            EpochRun(m, records[m].run_dir, history, text, kl_weights[m], records[m].config)
+        )
+    outcomes = engine.write_epochs(runs, pool)
+    for run, outcome in zip(runs, outcomes, strict=True):
+        if outcome is None:
+            records[run.member].history.update(run.history)
+    failures = [outcome for outcome in outcomes if outcome is not None]
+    if failures:
+        raise failures[0]
 
 
 def _train_epochs(engine: Engines, records: list[RunRecord], stop, writer) -> None:

@@ -86,6 +86,11 @@ class StopRequest:
 
     def check(self) -> None:
         """At a batch boundary: raise Interrupted once a stop was requested."""
+        if self.pending() is not None:
+            raise Interrupted(self.signum)
+
+    def pending(self) -> int | None:
+        """The signal that asked this run to stop (or its sweep's stop file's), if one did."""
         if self.signum is None:
             self.signum = requested()  # a signal to this process, or request_stop()
         if self.signum is None and self._stop_file is not None:
@@ -96,8 +101,7 @@ class StopRequest:
                 if from_sweep is not None:
                     self.signum = from_sweep
                     _note(from_sweep)
-        if self.signum is not None:
-            raise Interrupted(self.signum)
+        return self.signum
 
     @contextmanager
     def critical(self) -> Iterator[None]:
@@ -132,6 +136,19 @@ class StopRequest:
             print(f"\n{name}: stopping once this epoch's checkpoint is written", file=sys.stderr)
         else:
             raise StopNow(signum)
+
+
+class SharedStop:
+    """The stop request of a stack's training process (training/engine_process.py): a byte of
+    memory it shares with the stack's process, which sets it to the signal that stops it."""
+
+    def __init__(self, flag) -> None:
+        self._flag = flag
+
+    def check(self) -> None:
+        """At a batch boundary, as StopRequest.check."""
+        if self._flag[0]:
+            raise Interrupted(self._flag[0])
 
 
 @contextmanager
