@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import Iterator
 
 import pytest
 
@@ -41,14 +42,20 @@ def stacks(monkeypatch) -> list[list]:
 
 
 @pytest.fixture(params=["processes", "threads"])
-def split_stack(request, monkeypatch) -> str:
+def split_stack(request, monkeypatch) -> Iterator[str]:
     """A stack trained in two parts, in forked processes (Linux) or in threads (elsewhere):
     training/engines.py. The fixture's value says which."""
+    import torch
+
     from vae_runner.training import engine_process, runner
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # processes take one torch thread each (engine_process.available)
     if request.param == "processes" and not engine_process.available():
+        torch.set_num_threads(threads)
         pytest.skip("a stack's parts train in processes only on Linux")
     monkeypatch.setattr(runner, "parts_for", lambda cfgs, device, fixed_noise: min(2, len(cfgs)))
     if request.param == "threads":
         monkeypatch.setattr(engine_process, "available", lambda: False)
-    return request.param
+    yield request.param
+    torch.set_num_threads(threads)

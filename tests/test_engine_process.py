@@ -4,6 +4,7 @@ no process left behind, whatever ended the stack."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -25,7 +26,7 @@ from vae_runner.training.runner import MemberRun, run_stack
 from helpers import typed_config
 
 pytestmark = pytest.mark.skipif(
-    not engine_process.available(), reason="a stack's parts train in processes only on Linux"
+    not sys.platform.startswith("linux"), reason="a stack's parts train in processes on Linux"
 )
 
 TINY = ("data=digits", "eval.iw_samples=0", "pictures=false", "device.threads=1")
@@ -116,33 +117,56 @@ def test_the_progress_bar_counts_every_parts_batches(tmp_path, monkeypatch):
     assert len(advanced) == sum(advanced)  # one report per batch
 
 
-def test_a_stop_reaches_every_part_at_a_batch_boundary_and_leaves_each_run_resumable(
+class StopMidEpoch:
+    """A part's stop request that, at the 3rd batch boundary of its epoch, writes the sweep's
+    stop file (as `kill -TERM <sweep>` does) and then waits there until the stack's process has
+    passed the stop on (the part then raises it), at most a minute."""
+
+    def __init__(self, stop, stop_file: Path) -> None:
+        self.stop, self.stop_file, self.batches = stop, stop_file, 0
+
+    def check(self) -> None:
+        self.batches += 1
+        if self.batches == 3:
+            self.stop_file.write_text("SIGTERM\n")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                self.stop.check()
+                time.sleep(0.01)
+            raise AssertionError("the stop never reached the part")
+        self.stop.check()
+
+
+def test_a_stop_reaches_a_part_inside_its_epoch_and_leaves_each_run_resumable(
     tmp_path, monkeypatch, forks
 ):
-    """The sweep's stop file appears during epoch 2 (as `kill -TERM <sweep>` writes it): every
-    member records `interrupted` at the same last whole epoch, with last.pt and history.json
-    at it, and both parts have ended."""
-    from vae_runner.training import run_record, runner
+    """The sweep's stop file appears while part 0 is at the 3rd batch of epoch 3: the stop
+    reaches it there (it waits for nothing else), epoch 3 is kept for nobody, every member
+    records `interrupted` at epoch 2 with last.pt and history.json at it, and both parts end."""
+    from vae_runner.training import engine, runner
 
     monkeypatch.setattr(runner, "parts_for", lambda *args: 2)
     monkeypatch.setitem(signals._process, "signum", None)  # this process's stop, put back
     stop_file = tmp_path / signals.STOP_FILE
-    real = run_record.RunRecord.after_epoch
+    parent, epochs = os.getpid(), []
+    real = engine.Engine.train_epoch
 
-    def stop_after_epoch_2(self, record, model_of, data):
-        real(self, record, model_of, data)
-        if record["epoch"] == 2:
-            stop_file.write_text("SIGTERM\n")
+    def stopped_in_epoch_3_of_part_0(self, kl_weights, active, progress=None, stop=None):
+        if os.getpid() != parent and self.cfgs[0].seed == 0:  # in part 0's process
+            epochs.append(len(epochs) + 1)
+            if epochs[-1] == 3:
+                stop = StopMidEpoch(stop, stop_file)
+        return real(self, kl_weights, active, progress, stop)
 
-    monkeypatch.setattr(run_record.RunRecord, "after_epoch", stop_after_epoch_2)
+    monkeypatch.setattr(engine.Engine, "train_epoch", stopped_in_epoch_3_of_part_0)
     results = run_stack(_members(tmp_path, "epochs=40"), quiet_console()[0], stop_file=stop_file)
-    epochs = {len(r["epoch"]) for r in results}
-    assert len(epochs) == 1 and 2 <= epochs.pop() < 40
     for i, result in enumerate(results):
         assert result["status"] == "interrupted" and result["interrupted_by"] == "SIGTERM"
+        assert result["epoch"] == [1, 2]
         on_disk = _history(tmp_path / str(i))
         last = load_checkpoint(tmp_path / str(i) / CHECKPOINT_DIR / LAST)
-        assert on_disk["status"] == "interrupted" and last["epoch"] == on_disk["epoch"][-1]
+        assert on_disk["status"] == "interrupted" and on_disk["epoch"] == [1, 2]
+        assert last["epoch"] == 2
     assert len(forks) == 2 and all(_gone(part.pid) for part in forks)
 
 
@@ -207,6 +231,35 @@ def test_a_part_that_dies_fails_the_stack_in_one_line(tmp_path, monkeypatch, for
     assert all(_gone(part.pid) for part in forks)
 
 
+def test_a_part_that_dies_while_writing_leaves_no_record_running(tmp_path, monkeypatch, forks):
+    """Part 1 dies as it is asked to write epoch 2's files; part 0 writes its members' whole.
+    The stack fails once part 0 has answered (not before: its writes would race the failed
+    records), every record says `failed` with the line naming the dead process, and no
+    history.json is ahead of its last.pt."""
+    from vae_runner.training import runner
+
+    monkeypatch.setattr(runner, "parts_for", lambda *args: 2)
+    real = engine_process._Part.write_epochs
+
+    def dies_at_epoch_2_in_part_1(self, runs):
+        if self.engine.cfgs[0].seed == 2 and runs[0].history["epoch"][-1] == 2:
+            os._exit(3)
+        return real(self, runs)
+
+    monkeypatch.setattr(engine_process._Part, "write_epochs", dies_at_epoch_2_in_part_1)
+    results = run_stack(_members(tmp_path, "epochs=3"), quiet_console()[0])
+    for i, result in enumerate(results):
+        assert isinstance(result, RuntimeError)
+        record = _history(tmp_path / str(i))
+        assert record["status"] == "failed"
+        assert record["error"]["message"].startswith("RuntimeError: a training process of the")
+        assert "exit status 3" in record["error"]["message"]
+        saved = load_checkpoint(tmp_path / str(i) / CHECKPOINT_DIR / LAST)["epoch"]
+        assert record["epoch"] == list(range(1, saved + 1))  # at its last.pt: part 0's at 2
+        assert saved == (2 if i < 2 else 1)
+    assert all(_gone(part.pid) for part in forks)
+
+
 def test_an_exception_crosses_as_itself_or_as_a_runtime_error_naming_it():
     from vae_runner.files import WriteError
 
@@ -220,7 +273,8 @@ def test_an_exception_crosses_as_itself_or_as_a_runtime_error_naming_it():
 @pytest.mark.e2e
 def test_a_sigkilled_stack_process_leaves_no_part_behind(tmp_path):
     """The parts die with the stack's process (PR_SET_PDEATHSIG): nothing trains on, and
-    nothing writes into the runs, once `kill -9` has ended it."""
+    nothing writes into the runs, once `kill -9` has ended it, even a part that would not
+    notice its pipe is gone (here asleep inside epoch 2)."""
     script = tmp_path / "stack.py"
     script.write_text(
         textwrap.dedent(
@@ -230,8 +284,17 @@ def test_a_sigkilled_stack_process_leaves_no_part_behind(tmp_path):
             from vae_runner.training import runner
             from vae_runner.training.runner import MemberRun, run_stack
             from helpers import typed_config
+            import time
+            from vae_runner.training import engine
+            real = engine.Engine.train_epoch
+            def asleep_in_epoch_2(self, *args, **kwargs):
+                if getattr(self, "trained", False):
+                    time.sleep(3600)  # sends nothing, reads nothing: only a signal ends it
+                self.trained = True
+                return real(self, *args, **kwargs)
+            engine.Engine.train_epoch = asleep_in_epoch_2
             runner.parts_for = lambda *args: 2
-            cfgs = [typed_config(*{TINY!r}, "epochs=500", f"seed={{s}}") for s in range(4)]
+            cfgs = [typed_config(*{TINY!r}, "epochs=3", f"seed={{s}}") for s in range(4)]
             run_stack([MemberRun(c, {str(tmp_path)!r} + f"/{{i}}") for i, c in enumerate(cfgs)])
             """
         )
@@ -239,9 +302,10 @@ def test_a_sigkilled_stack_process_leaves_no_part_behind(tmp_path):
     stack = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    children: list[str] = []
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "0" / "history.json").exists():  # its first epoch is written
+        while not (tmp_path / "0" / CHECKPOINT_DIR / LAST).exists():  # epoch 1 is written
             assert stack.poll() is None, stack.stderr.read().decode()
             assert time.monotonic() < deadline
             time.sleep(0.1)
@@ -260,6 +324,9 @@ def test_a_sigkilled_stack_process_leaves_no_part_behind(tmp_path):
         if stack.poll() is None:
             stack.kill()
             stack.wait()
+        for pid in children:  # what a failure of this test would leave asleep
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def test_closing_a_stack_whose_parts_still_train_stops_them_at_their_next_batch(
@@ -274,27 +341,44 @@ def test_closing_a_stack_whose_parts_still_train_stops_them_at_their_next_batch(
     from vae_runner.training.engine import build_engine
     from vae_runner.training.engines import Engines, split
 
-    def endless_epoch(self, kl_weights, active, progress=None, stop=None):
+    real, parent = engine.Engine.train_epoch, os.getpid()
+
+    def endless_after_the_first(self, kl_weights, active, progress=None, stop=None):
+        if os.getpid() == parent or not hasattr(self, "trained"):
+            self.trained = True
+            return real(self, kl_weights, active, progress, stop)
         while True:  # an epoch that only a stop ends
             stop.check()
             time.sleep(0.01)
 
-    monkeypatch.setattr(engine.Engine, "train_epoch", endless_epoch)
-    cfgs = [member.cfg for member in _members(tmp_path)]
-    data = load_data(cfgs[0].data, cfgs[0].likelihood)
-    engines = Engines([build_engine(part, data, torch.device("cpu")) for part in split(cfgs, 2)])
-    before = engines.engines[1].member_state(1)  # member 3: the second part's second
-    engines.start()
+    monkeypatch.setattr(engine.Engine, "train_epoch", endless_after_the_first)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as a stack's parts train (engine_process.available)
     try:
-        assert engines.in_processes and len(forks) == 2
-        state = engines.member_state(3)
-        for key, value in before["model"].items():
-            assert torch.equal(state["model"][key], value), key
-        assert torch.equal(state["rng"]["shuffle"], before["rng"]["shuffle"])
-        for part in forks:
-            part.ask("train_epoch", [1.0, 1.0], [True, True])
+        cfgs = [member.cfg for member in _members(tmp_path)]
+        data = load_data(cfgs[0].data, cfgs[0].likelihood)
+
+        def stack() -> Engines:
+            return Engines([build_engine(p, data, torch.device("cpu")) for p in split(cfgs, 2)])
+
+        here = stack()  # never started: trained here, one engine after the other
+        here.train_epoch([1.0] * 4, [True] * 4)
+        engines = stack()
+        engines.start()
+        try:
+            assert engines.in_processes and len(forks) == 2
+            engines.train_epoch([1.0] * 4, [True] * 4)
+            state, want = engines.member_state(3), here.member_state(3)  # part 1's second
+            for key, value in want["model"].items():
+                assert torch.equal(state["model"][key], value), key
+                assert not torch.equal(value, engines.engines[1].member_state(1)["model"][key])
+            assert torch.equal(state["rng"]["shuffle"], want["rng"]["shuffle"])
+            for part in forks:
+                part.ask("train_epoch", [1.0, 1.0], [True, True])
+        finally:
+            engines.close()
     finally:
-        engines.close()
+        torch.set_num_threads(threads)
     assert [part._status for part in forks] == [0, 0]
     with pytest.raises(RuntimeError, match="a training process of the stack"):
         engines.lr(0)  # ended: nothing is answered from the stale copy here

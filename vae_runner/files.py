@@ -61,8 +61,8 @@ def replace_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     so that `path` is always either the old or the new complete file, whatever happens.
 
     Few system calls (open, write, fsync, close, rename): in a stack the files of many runs are
-    written by threads while the main thread pickles the next run's, and every call a thread
-    returns from takes the GIL back from it."""
+    written by threads while another thread pickles the next run's (training/epoch_writes.py),
+    and every call a thread returns from takes the GIL back from it."""
     path = os.fspath(path)
     with writing(path):
         tmp, fd = _create(path)

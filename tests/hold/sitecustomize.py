@@ -19,7 +19,9 @@ the process holds at the places it names (comma-separated), writes a marker
 
 SIGKILL and SIGSTOP find the run held. Every process of a sweep (joblib's workers, submitit's
 jobs) inherits the environment; a stack's parts (training/engine_process.py) are forked
-processes that train and write their members' files: they hold there, under their own pid.
+processes that train and write their members' files: they hold there, under their own pid,
+once they have written a history.json (a part is forked before its runs' first record, so
+`batch:0:B` holds none of them: use `batch:E:B` with E of 1 or more).
 A run directory holds once at each place: a requeued or resumed job runs through. A hold has
 no time limit of its own (it would be a guess at the machine's speed): the test's end kills
 the run's whole session (tests/conftest.py).

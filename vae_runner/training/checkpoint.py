@@ -53,7 +53,7 @@ def save_checkpoint(
 ) -> Path:
     """Write last.pt (and best.pt when `is_best`); each file is always complete. `data`:
     checkpoint_bytes(payload), when the caller made it already (a stack makes its runs' bytes
-    in its main thread and writes them in others: training/runner.py)."""
+    in one thread and writes them in others: training/epoch_writes.py)."""
     folder = Path(run_dir) / CHECKPOINT_DIR
     last = folder / LAST
     buffer = checkpoint_bytes(payload) if data is None else data

@@ -13,8 +13,10 @@ by itself: signals are blocked in it, it stops at a batch boundary when the stac
 the shared stop flag, and it dies with the stack's process (PR_SET_PDEATHSIG), so a SIGKILLed
 sweep leaves no trainer behind.
 
-Linux only, from the main thread: forking after torch's import is safe there with one torch
-thread per process, as torch's own DataLoader workers do. Elsewhere the parts train in threads.
+Linux only, from the main thread, with one torch thread per part (the default on a machine of
+1-2 cores, where parts pay most): forking after torch's import is safe there, as torch's own
+DataLoader workers do (GNU OpenMP is not fork-safe once a process has used more than one
+thread). Elsewhere the parts train in threads.
 """
 
 from __future__ import annotations
@@ -57,8 +59,18 @@ BLOCKED = {
 def available() -> bool:
     """Whether a stack's parts train in processes here (else in threads)."""
     return (
-        sys.platform.startswith("linux") and threading.current_thread() is threading.main_thread()
+        sys.platform.startswith("linux")
+        and threading.current_thread() is threading.main_thread()
+        and torch.get_num_threads() == 1
     )
+
+
+def _prctl():
+    """libc's prctl, looked up before a fork (never in the part's process)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def stop_flag() -> mmap.mmap:
@@ -71,41 +83,43 @@ class EngineProcess:
     handles forked before it, whose ends of their pipes the new process closes."""
 
     def __init__(self, engine: Engine, flag: mmap.mmap, others: list[EngineProcess]) -> None:
-        threads = torch.get_num_threads()
         ours, theirs = Pipe()
-        parent = os.getpid()
+        parent, prctl = os.getpid(), _prctl()
         for stream in (sys.stdout, sys.stderr):  # or the part would write their buffers again
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: "multi-threaded fork"
-            pid = os.fork()
-        if pid == 0:  # the part's process: it never returns from here
-            code = 1
-            try:
-                ours.close()
-                for other in others:
-                    other.conn.close()
-                _become_part(parent, threads)
-                _Part(engine, theirs, flag).serve()
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
+        # Blocked across the fork: a signal then waits for this process's handlers, and the
+        # part keeps them blocked (the stack's process decides: `flag`).
+        unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # 3.12+: threads and fork
+                pid = os.fork()
+            if pid == 0:  # the part's process: it never returns from here
+                code = 1
+                try:
+                    ours.close()
+                    for other in others:
+                        other.conn.close()
+                    _become_part(parent, prctl)
+                    _Part(engine, theirs, flag).serve()
+                    code = 0
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)  # the part never gets here
         theirs.close()
         self.pid = pid
         self.conn = ours
         self.members = engine.members
-        self._status: int | None = None
+        self._ended = False  # reaped
+        self._status: int | None = None  # its exit status, when known
 
     def ask(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Ask the part to do `method`; `answer` (or gather) reads what it answers."""
         self._send(("ask", method, args, kwargs))
-
-    def tell(self, method: str, *args: Any) -> None:
-        """Have the part do `method` without an answer: a failure is its next answer."""
-        self._send(("tell", method, args, {}))
 
     def answer(self) -> Any:
         """The answer to the last question (progress reports skipped)."""
@@ -121,20 +135,23 @@ class EngineProcess:
             raise self._gone() from err
 
     def close(self) -> None:
-        """Ask the part to end, and wait for it (killed if it does not end in EXIT_SECONDS)."""
-        if self._status is not None:
-            return
+        """Ask the part to end, and wait for it (killed if it does not end in EXIT_SECONDS, or
+        if this wait is itself cut short: a second signal)."""
         with contextlib.suppress(OSError):
-            self.conn.send_bytes(pickle.dumps(("exit", None, (), {})))
+            if not self.conn.closed:
+                self.conn.send_bytes(pickle.dumps(("exit", None, (), {})))
         self.conn.close()
         deadline = time.monotonic() + EXIT_SECONDS
-        while self._reap() is None:
-            if time.monotonic() >= deadline:
-                os.kill(self.pid, signal.SIGKILL)
-                os.waitpid(self.pid, 0)
-                self._status = -signal.SIGKILL
-                return
-            time.sleep(0.005)
+        try:
+            while not self._reap():
+                if time.monotonic() >= deadline:
+                    break
+                time.sleep(0.005)
+        finally:
+            if not self._ended:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self._reap(block=True)
 
     def _send(self, message: tuple) -> None:
         try:
@@ -142,43 +159,60 @@ class EngineProcess:
         except OSError as err:
             raise self._gone() from err
 
-    def _reap(self) -> int | None:
-        if self._status is None:
+    def _reap(self, block: bool = False) -> bool:
+        """Whether the part has ended (reaped here, its exit status kept)."""
+        if not self._ended:
             try:
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                pid, status = self.pid, 0
+                pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is not known
+                pid, status = self.pid, None
             if pid:
-                self._status = os.waitstatus_to_exitcode(status)
-        return self._status
+                self._ended = True
+                self._status = None if status is None else os.waitstatus_to_exitcode(status)
+        return self._ended
 
     def _gone(self) -> RuntimeError:
         time.sleep(0.05)  # its exit status, when it has one
-        status = self._reap()
-        how = "" if status is None else f", exit status {status}"
+        self._reap()
+        how = "" if self._status is None else f", exit status {self._status}"
         return RuntimeError(f"a training process of the stack (pid {self.pid}) ended{how}")
 
 
-def gather(parts: list[EngineProcess], progress=None, stop=None, flag=None) -> list[Any]:
-    """Every part's answer to its question, in order, once all have answered; the first failure
-    then rises. While they train: their batches advance `progress`, and a stop requested of this
-    process (`stop`: training/signals.StopRequest) is passed on to them through `flag`."""
+def gather(
+    parts: list[EngineProcess], progress=None, stop=None, flag=None, settle: bool = True
+) -> list[Any]:
+    """Every part's answer to its question, in order, once all have answered (a part that died
+    answers the RuntimeError that says so); the first failure then rises, or with `settle`
+    false each answer is returned as (kind, value). While they train: their batches advance
+    `progress`, and a stop requested of this process (`stop`: training/signals.StopRequest)
+    is passed on to them through `flag`."""
     waiting = {part.conn: part for part in parts}
     answers: dict[int, tuple[str, Any]] = {}
     while waiting:
-        if stop is not None and not flag[0] and stop.pending() is not None:
-            flag[0] = stop.pending()  # each part raises it at its next batch boundary
+        pass_stop_on(stop, flag)
         ready = wait_for(list(waiting), POLL_SECONDS if stop is not None else None)
         for conn in ready:
             part = waiting[conn]
-            kind, value = part.receive()
+            try:
+                kind, value = part.receive()
+            except RuntimeError as gone:  # the part died: its answer (the others still work)
+                kind, value = "error", gone
             if kind == "advance":
                 if progress is not None:
                     progress.advance(value)
                 continue
             answers[id(part)] = (kind, value)
             del waiting[conn]
+    if not settle:
+        return [answers[id(part)] for part in parts]
     return [settled(*answers[id(part)]) for part in parts]
+
+
+def pass_stop_on(stop, flag) -> None:
+    """A stop requested of this process (`stop`: a training/signals.StopRequest) goes to the
+    parts: each raises it at its next batch boundary."""
+    if stop is not None and not flag[0] and stop.pending() is not None:
+        flag[0] = stop.pending()
 
 
 def settled(kind: str, value: Any) -> Any:
@@ -221,16 +255,11 @@ def portable(err: BaseException) -> BaseException:
 # -- in the part's process ---------------------------------------------------------------------
 
 
-def _become_part(parent: int, threads: int) -> None:
-    signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)  # the stack's process decides: `flag`
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+def _become_part(parent: int, prctl) -> None:
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the stack's process ended before prctl took
         os._exit(1)
-    torch.set_num_threads(threads)
 
 
 class _Progress:
@@ -280,7 +309,6 @@ class _Part:
         self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
     def serve(self) -> None:
-        told: BaseException | None = None  # a failure of something told: the next answer
         while True:
             try:
                 kind, method, args, kwargs = pickle.loads(self.conn.recv_bytes())
@@ -288,27 +316,14 @@ class _Part:
                 return
             if kind == "exit":
                 return
-            if kind == "tell":
-                if told is None:
-                    try:
-                        if method not in self.QUESTIONS:
-                            raise ValueError(f"a stack's part has no {method!r}")
-                        getattr(self, method)(*args, **kwargs)
-                    except BaseException as err:
-                        told = err
-                continue
-            if told is not None:
-                answer: tuple[str, Any] = ("error", portable(told))
-                told = None
-            else:
-                try:
-                    if method not in self.QUESTIONS:
-                        raise ValueError(f"a stack's part has no {method!r}")
-                    answer = ("ok", getattr(self, method)(*args, **kwargs))
-                except Interrupted as stopped:
-                    answer = ("interrupted", stopped.signum)
-                except BaseException as err:
-                    answer = ("error", portable(err))
+            try:
+                if method not in self.QUESTIONS:
+                    raise ValueError(f"a stack's part has no {method!r}")
+                answer: tuple[str, Any] = ("ok", getattr(self, method)(*args, **kwargs))
+            except Interrupted as stopped:
+                answer = ("interrupted", stopped.signum)
+            except BaseException as err:
+                answer = ("error", portable(err))
             try:
                 self.send(answer)
             except OSError:  # the stack's process no longer listens: it ended, or ends us

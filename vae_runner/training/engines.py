@@ -25,9 +25,10 @@ import torch
 from vae_runner.cpu_threads import cpu_count
 from vae_runner.training import engine_process
 from vae_runner.training.engine import Engine
-from vae_runner.training.engine_process import EngineProcess, from_bytes, gather
+from vae_runner.training.engine_process import EngineProcess, from_bytes, gather, pass_stop_on
 from vae_runner.training.epoch import TestSums, TrainSums
 from vae_runner.training.epoch_writes import EpochRun, write_epochs
+from vae_runner.training.signals import Interrupted
 
 
 def parts_for(cfgs: list, device: torch.device, fixed_noise: bool) -> int:
@@ -113,6 +114,7 @@ class Engines:
         at rest (a stop: each at its next batch boundary), the first failure rises."""
         shares = self._shares(per_member)
         if self._parts is not None:
+            pass_stop_on(stop, self._flag)  # a stop already requested: not a batch trained
             for part, args in zip(self._parts, shares, strict=True):
                 part.ask(method, *args, **shared)  # a part's progress and stop are its own
             results = gather(self._parts, progress, stop, self._flag)
@@ -153,22 +155,14 @@ class Engines:
         self._parts[i].ask(method, local, *args)
         return self._parts[i].answer()
 
-    def _tell(self, member: int, method: str, *args: Any) -> None:
-        """As _ask, without waiting: a process's failure rises with its next answer."""
-        i, local = self._where[member]
-        if self._parts is None:
-            getattr(self.engines[i], method)(local, *args)
-        else:
-            self._parts[i].tell(method, local, *args)
-
     def lr(self, member: int) -> float:
         return self._ask(member, "lr")
 
     def set_lr(self, member: int, lr: float) -> None:
-        self._tell(member, "set_lr", lr)
+        self._ask(member, "set_lr", lr)
 
     def step_scheduler(self, member: int, watched_loss: float) -> None:
-        self._tell(member, "step_scheduler", watched_loss)
+        self._ask(member, "step_scheduler", watched_loss)
 
     def member_state(self, member: int) -> dict[str, Any]:
         state = self._ask(member, "member_state")
@@ -204,10 +198,13 @@ class Engines:
         for i, its in asked.items():
             self._parts[i].ask("write_epochs", [run for _, run in its])
         outcomes: list[BaseException | None] = [None] * len(runs)
-        answers = gather([self._parts[i] for i in asked])
-        for its, answer in zip(asked.values(), answers, strict=True):
-            for (number, _), outcome in zip(its, answer, strict=True):
-                outcomes[number] = outcome
+        answers = gather([self._parts[i] for i in asked], settle=False)
+        for its, (kind, answer) in zip(asked.values(), answers, strict=True):
+            for position, (number, _) in enumerate(its):
+                if kind == "ok":
+                    outcomes[number] = answer[position]
+                else:  # the part failed as a whole (or died): none of its runs is known written
+                    outcomes[number] = answer if kind == "error" else Interrupted(answer)
         return outcomes
 
     def release_training_state(self) -> None:
@@ -220,8 +217,13 @@ class Engines:
         trains (the stack ends on a failure or a second signal) stops at its next batch."""
         if self._flag is not None and not self._flag[0]:
             self._flag[0] = signal.SIGTERM
-        for part in self._parts or []:
-            part.close()
+        parts = list(self._parts or [])
+        try:
+            while parts:
+                parts.pop(0).close()
+        finally:
+            for part in parts:  # what a second signal cut short: each is still ended
+                part.close()
 
     def close(self) -> None:
         self._end_parts()
