@@ -55,7 +55,16 @@ def split_stack(request, monkeypatch) -> Iterator[str]:
         torch.set_num_threads(threads)
         pytest.skip("a stack's parts train in processes only on Linux")
     monkeypatch.setattr(runner, "parts_for", lambda cfgs, device, fixed_noise: min(2, len(cfgs)))
+    forked: list[int] = []
     if request.param == "threads":
         monkeypatch.setattr(engine_process, "available", lambda: False)
+    else:
+        fork = engine_process.EngineProcess.fork
+        monkeypatch.setattr(
+            engine_process.EngineProcess,
+            "fork",
+            lambda self, *args: forked.append(1) or fork(self, *args),
+        )
     yield request.param
     torch.set_num_threads(threads)
+    assert forked or request.param == "threads", "the stack's parts trained in threads"

@@ -93,7 +93,7 @@ def test_a_stack_in_processes_trains_and_writes_what_it_does_in_threads(
         assert ours["history"]["test_loss"] == p["test_loss"]
 
 
-def test_the_progress_bar_counts_every_parts_batches(tmp_path, monkeypatch):
+def test_the_progress_bar_counts_every_parts_batches(tmp_path, monkeypatch, forks):
     """Each part says its batches (at most every PROGRESS_SECONDS, the rest at its epoch's
     end): an epoch advances the stack's bar by exactly Engines.batches."""
     from vae_runner.report import console
@@ -113,7 +113,7 @@ def test_the_progress_bar_counts_every_parts_batches(tmp_path, monkeypatch):
     monkeypatch.setattr(console.BatchProgress, "advance", lambda self, n=1: advanced.append(n))
     results = run_stack(_members(tmp_path, "epochs=2", n=3), quiet_console()[0])
     assert all(r["status"] == "completed" for r in results)
-    assert totals and sum(advanced) == 2 * totals[0]  # two epochs
+    assert len(forks) == 2 and totals and sum(advanced) == 2 * totals[0]  # two epochs
     assert len(advanced) == sum(advanced)  # one report per batch
 
 
@@ -382,3 +382,115 @@ def test_closing_a_stack_whose_parts_still_train_stops_them_at_their_next_batch(
     assert [part._status for part in forks] == [0, 0]
     with pytest.raises(RuntimeError, match="a training process of the stack"):
         engines.lr(0)  # ended: nothing is answered from the stale copy here
+
+
+@pytest.fixture
+def one_thread():
+    """torch's thread count as vae-train sets it on 2 cores (put back afterwards)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _engines(tmp_path: Path):
+    """The engines of a 4-member digits stack in 2 parts, not started."""
+    from vae_runner.data.images import load_data
+    from vae_runner.training.engine import build_engine
+    from vae_runner.training.engines import Engines, split
+
+    cfgs = [member.cfg for member in _members(tmp_path)]
+    data = load_data(cfgs[0].data, cfgs[0].likelihood)
+    return Engines([build_engine(part, data, torch.device("cpu")) for part in split(cfgs, 2)])
+
+
+def test_parts_train_in_threads_where_torch_has_more_than_one_thread(tmp_path, forks):
+    """GNU OpenMP does not support a parallel region after a fork: a part forks only with one
+    torch thread, so that it never enters one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        engines = _engines(tmp_path)
+        engines.start()
+        assert not engines.in_processes and engines._pool is not None and forks == []
+        engines.close()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_signals_are_blocked_in_a_part_and_left_as_they_were_here(tmp_path, one_thread, forks):
+    """A part never runs the stack's handlers (the stack's process decides, and passes its stop
+    on): what the stack's process handles is blocked in it from its first instruction (blocked
+    across the fork), and this process's mask is as it was."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    engines = _engines(tmp_path)
+    engines.start()
+    try:
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+        for part in forks:
+            status = Path(f"/proc/{part.pid}/status").read_text()
+            blocked = int(
+                next(line for line in status.splitlines() if line.startswith("SigBlk:")).split()[1],
+                16,
+            )
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
+                assert blocked & (1 << (signum - 1)), signal.Signals(signum).name
+    finally:
+        engines.close()
+
+
+def test_a_members_failure_in_a_part_rises_where_it_happens(tmp_path, one_thread, monkeypatch):
+    """As in threads: a part's failure to set a member's lr rises from set_lr itself, and the
+    part still answers what it is asked next."""
+    real = engine_process._Part.set_lr
+
+    def refused_above_1(self, member, lr):
+        if lr > 1:
+            raise ValueError(f"lr {lr} refused")
+        real(self, member, lr)
+
+    monkeypatch.setattr(engine_process._Part, "set_lr", refused_above_1)
+    engines = _engines(tmp_path)
+    engines.start()
+    try:
+        assert engines.in_processes
+        with pytest.raises(ValueError, match="lr 5 refused"):
+            engines.set_lr(3, 5)
+        engines.set_lr(3, 0.5)
+        assert engines.lr(3) == 0.5 and engines.lr(2) == 3e-3
+    finally:
+        engines.close()
+
+
+def test_a_second_signal_while_the_parts_end_still_ends_and_reaps_every_part(
+    tmp_path, one_thread, monkeypatch, forks
+):
+    """A StopNow (a second Ctrl-C) that lands while the stack waits for its first part to end:
+    that part is killed and reaped, the second is still ended, and the StopNow rises."""
+    from vae_runner.training import engine
+
+    def endless_deaf_epoch(self, kl_weights, active, progress=None, stop=None):
+        while True:  # neither a stop nor the pipe ends it: only a kill
+            time.sleep(0.01)
+
+    monkeypatch.setattr(engine.Engine, "train_epoch", endless_deaf_epoch)
+    engines = _engines(tmp_path)
+    engines.start()
+    for part in forks:
+        part.ask("train_epoch", [1.0, 1.0], [True, True])
+    real_sleep, calls = time.sleep, []
+
+    def second_signal_once(seconds):  # in this process only: the parts were forked already
+        calls.append(seconds)
+        if len(calls) == 1:
+            raise signals.StopNow(signal.SIGINT)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(engine_process.time, "sleep", second_signal_once)
+    monkeypatch.setattr(engine_process, "EXIT_SECONDS", 0.2)
+    with pytest.raises(signals.StopNow):
+        engines.close()
+    monkeypatch.setattr(engine_process.time, "sleep", real_sleep)
+    assert len(forks) == 2
+    for part in forks:
+        assert part._ended and part._status == -signal.SIGKILL and _gone(part.pid)

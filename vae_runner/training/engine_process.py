@@ -14,9 +14,9 @@ the shared stop flag, and it dies with the stack's process (PR_SET_PDEATHSIG), s
 sweep leaves no trainer behind.
 
 Linux only, from the main thread, with one torch thread per part (the default on a machine of
-1-2 cores, where parts pay most): forking after torch's import is safe there, as torch's own
-DataLoader workers do (GNU OpenMP is not fork-safe once a process has used more than one
-thread). Elsewhere the parts train in threads.
+1-2 cores, where parts pay most): a part then never enters an OpenMP parallel region, which GNU
+OpenMP does not support after a fork in a process that used one; torch's own DataLoader workers
+rely on the same. Elsewhere the parts train in threads.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from vae_runner.training.signals import Interrupted, SharedStop
 from vae_runner.training.stacked_model import member_state_dict
 
 PROGRESS_SECONDS = 0.1  # how often a part says how many batches it has trained
+PICKLE = pickle.HIGHEST_PROTOCOL
 POLL_SECONDS = 0.05  # how often the stack's process looks at its stop request while parts train
 EXIT_SECONDS = 5.0  # how long a part may take to end once asked, before it is killed
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -79,17 +80,27 @@ def stop_flag() -> mmap.mmap:
 
 
 class EngineProcess:
-    """The stack's handle on one part (an Engine) trained in a forked process. `others`: the
-    handles forked before it, whose ends of their pipes the new process closes."""
+    """The stack's handle on one part (an Engine) trained in a forked process: made first,
+    then `fork`ed, so that whoever holds the handle can always end the process (`close`)."""
 
-    def __init__(self, engine: Engine, flag: mmap.mmap, others: list[EngineProcess]) -> None:
+    def __init__(self, members: int) -> None:
+        self.members = members
+        self.pid: int | None = None
+        self.conn = None  # our end of the pipe, once forked
+        self._ended = False  # reaped
+        self._status: int | None = None  # its exit status, when known
+
+    def fork(self, engine: Engine, flag: mmap.mmap, others: list[EngineProcess]) -> None:
+        """Start the part's process, which trains `engine` from here on. `others`: the parts
+        forked before it, whose ends of their pipes the new process closes."""
         ours, theirs = Pipe()
         parent, prctl = os.getpid(), _prctl()
         for stream in (sys.stdout, sys.stderr):  # or the part would write their buffers again
             with contextlib.suppress(OSError, ValueError, AttributeError):
                 stream.flush()
-        # Blocked across the fork: a signal then waits for this process's handlers, and the
-        # part keeps them blocked (the stack's process decides: `flag`).
+        # Blocked across the fork: a signal then waits for this process's handlers (which run
+        # as the mask is restored, once the handle knows its process), and the part keeps
+        # them blocked (the stack's process decides: `flag`).
         unblocked = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED)
         try:
             with warnings.catch_warnings():
@@ -100,7 +111,8 @@ class EngineProcess:
                 try:
                     ours.close()
                     for other in others:
-                        other.conn.close()
+                        if other.conn is not None:
+                            other.conn.close()
                     _become_part(parent, prctl)
                     _Part(engine, theirs, flag).serve()
                     code = 0
@@ -108,18 +120,17 @@ class EngineProcess:
                     traceback.print_exc()
                 finally:
                     os._exit(code)
+            self.pid, self.conn = pid, ours
+            theirs.close()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, unblocked)  # the part never gets here
-        theirs.close()
-        self.pid = pid
-        self.conn = ours
-        self.members = engine.members
-        self._ended = False  # reaped
-        self._status: int | None = None  # its exit status, when known
 
     def ask(self, method: str, *args: Any, **kwargs: Any) -> None:
         """Ask the part to do `method`; `answer` (or gather) reads what it answers."""
-        self._send(("ask", method, args, kwargs))
+        try:
+            self.conn.send_bytes(pickle.dumps(("ask", method, args, kwargs), PICKLE))
+        except OSError as err:
+            raise self._gone() from err
 
     def answer(self) -> Any:
         """The answer to the last question (progress reports skipped)."""
@@ -136,28 +147,22 @@ class EngineProcess:
 
     def close(self) -> None:
         """Ask the part to end, and wait for it (killed if it does not end in EXIT_SECONDS, or
-        if this wait is itself cut short: a second signal)."""
-        with contextlib.suppress(OSError):
-            if not self.conn.closed:
-                self.conn.send_bytes(pickle.dumps(("exit", None, (), {})))
-        self.conn.close()
-        deadline = time.monotonic() + EXIT_SECONDS
+        if this wait is itself cut short: a second signal). Safe to call again."""
+        if self.pid is None:
+            return
         try:
-            while not self._reap():
-                if time.monotonic() >= deadline:
-                    break
+            with contextlib.suppress(OSError):
+                if not self.conn.closed:
+                    self.conn.send_bytes(pickle.dumps(("exit", None, (), {})))
+            self.conn.close()
+            deadline = time.monotonic() + EXIT_SECONDS
+            while not self._reap() and time.monotonic() < deadline:
                 time.sleep(0.005)
         finally:
             if not self._ended:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(self.pid, signal.SIGKILL)
                 self._reap(block=True)
-
-    def _send(self, message: tuple) -> None:
-        try:
-            self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-        except OSError as err:
-            raise self._gone() from err
 
     def _reap(self, block: bool = False) -> bool:
         """Whether the part has ended (reaped here, its exit status kept)."""
@@ -172,22 +177,39 @@ class EngineProcess:
         return self._ended
 
     def _gone(self) -> RuntimeError:
-        time.sleep(0.05)  # its exit status, when it has one
-        self._reap()
+        """What to say of a part whose pipe broke: its process has ended (or is ending: its
+        exit status is waited for, a second at most)."""
+        deadline = time.monotonic() + 1.0
+        while not self._reap() and time.monotonic() < deadline:
+            time.sleep(0.01)
         how = "" if self._status is None else f", exit status {self._status}"
         return RuntimeError(f"a training process of the stack (pid {self.pid}) ended{how}")
 
 
 def gather(
-    parts: list[EngineProcess], progress=None, stop=None, flag=None, settle: bool = True
+    questions: list[tuple[EngineProcess, str, tuple, dict]],
+    progress=None,
+    stop=None,
+    flag=None,
+    settle: bool = True,
 ) -> list[Any]:
-    """Every part's answer to its question, in order, once all have answered (a part that died
-    answers the RuntimeError that says so); the first failure then rises, or with `settle`
-    false each answer is returned as (kind, value). While they train: their batches advance
-    `progress`, and a stop requested of this process (`stop`: training/signals.StopRequest)
-    is passed on to them through `flag`."""
-    waiting = {part.conn: part for part in parts}
+    """Ask each part its question (part, method, args, kwargs), then every answer, in order,
+    once all have answered; a part that died answers the RuntimeError that says so, and the
+    others are still waited for (they may be writing their runs' files). The first failure
+    then rises, or with `settle` false each answer is returned as (kind, value). While they
+    train: their batches advance `progress`, and a stop requested of this process (`stop`:
+    training/signals.StopRequest) is passed on to them through `flag`."""
+    pass_stop_on(stop, flag)  # a stop already requested: not a batch trained
+    parts = [part for part, *_ in questions]
     answers: dict[int, tuple[str, Any]] = {}
+    waiting = {}
+    for part, method, args, kwargs in questions:
+        try:
+            part.ask(method, *args, **kwargs)
+        except RuntimeError as gone:  # died since its last answer
+            answers[id(part)] = ("error", gone)
+        else:
+            waiting[part.conn] = part
     while waiting:
         pass_stop_on(stop, flag)
         ready = wait_for(list(waiting), POLL_SECONDS if stop is not None else None)
@@ -306,7 +328,7 @@ class _Part:
         self.pool = None
 
     def send(self, message: tuple) -> None:
-        self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        self.conn.send_bytes(pickle.dumps(message, PICKLE))
 
     def serve(self) -> None:
         while True:

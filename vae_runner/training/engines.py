@@ -25,7 +25,7 @@ import torch
 from vae_runner.cpu_threads import cpu_count
 from vae_runner.training import engine_process
 from vae_runner.training.engine import Engine
-from vae_runner.training.engine_process import EngineProcess, from_bytes, gather, pass_stop_on
+from vae_runner.training.engine_process import EngineProcess, from_bytes, gather
 from vae_runner.training.epoch import TestSums, TrainSums
 from vae_runner.training.epoch_writes import EpochRun, write_epochs
 from vae_runner.training.signals import Interrupted
@@ -74,7 +74,9 @@ class Engines:
             self._flag = engine_process.stop_flag()
             self._parts = []
             for engine in self.engines:
-                self._parts.append(EngineProcess(engine, self._flag, list(self._parts)))
+                part = EngineProcess(engine.members)
+                self._parts.append(part)  # before its process exists: close() ends it
+                part.fork(engine, self._flag, self._parts[:-1])
         else:
             self._pool = ThreadPoolExecutor(len(self.engines))
 
@@ -113,11 +115,11 @@ class Engines:
         when there are several; the results in stack-wide member order. Once every engine is
         at rest (a stop: each at its next batch boundary), the first failure rises."""
         shares = self._shares(per_member)
-        if self._parts is not None:
-            pass_stop_on(stop, self._flag)  # a stop already requested: not a batch trained
-            for part, args in zip(self._parts, shares, strict=True):
-                part.ask(method, *args, **shared)  # a part's progress and stop are its own
-            results = gather(self._parts, progress, stop, self._flag)
+        if self._parts is not None:  # a part's progress and stop are its own
+            questions = [
+                (part, method, args, shared) for part, args in zip(self._parts, shares, strict=True)
+            ]
+            results = gather(questions, progress, stop, self._flag)
             return [item for result in results for item in result]
         if method == "train_epoch":
             shared.update(progress=progress, stop=stop)
@@ -195,10 +197,12 @@ class Engines:
         for number, run in enumerate(runs):
             i, local = self._where[run.member]
             asked.setdefault(i, []).append((number, replace(run, member=local, state=None)))
-        for i, its in asked.items():
-            self._parts[i].ask("write_epochs", [run for _, run in its])
+        questions = [
+            (self._parts[i], "write_epochs", ([run for _, run in its],), {})
+            for i, its in asked.items()
+        ]
         outcomes: list[BaseException | None] = [None] * len(runs)
-        answers = gather([self._parts[i] for i in asked], settle=False)
+        answers = gather(questions, settle=False)
         for its, (kind, answer) in zip(asked.values(), answers, strict=True):
             for position, (number, _) in enumerate(its):
                 if kind == "ok":
@@ -220,7 +224,8 @@ class Engines:
         parts = list(self._parts or [])
         try:
             while parts:
-                parts.pop(0).close()
+                parts[0].close()
+                parts.pop(0)
         finally:
             for part in parts:  # what a second signal cut short: each is still ended
                 part.close()
