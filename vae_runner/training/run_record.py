@@ -82,7 +82,7 @@ def one_line(err: BaseException) -> str:
 
 @dataclass
 class EpochFiles:
-    """An epoch's files for one run, made and not yet written (RunRecord.epoch_files)."""
+    """An epoch's files for one run, made and not yet written (epoch_writes.write_epochs)."""
 
     history: dict[str, Any]  # the record with the epoch
     text: str  # history.json's text
@@ -297,26 +297,11 @@ class RunRecord:
 
     def epoch_history(self, record: dict[str, Any]) -> tuple[dict[str, Any], str]:
         """The history with the epoch, and history.json's text (the checkpoint's history too).
-        Nothing is written, and the record is as it was."""
+        Nothing is written, and the record is as it was: the epoch joins it only once last.pt
+        and history.json hold it (training/runner.py's _keep_epochs, inside the stop's critical
+        section)."""
         updated = with_epoch(self.history, record)
         return updated, self._text(updated)
-
-    def epoch_files(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> EpochFiles:
-        """What keeping the epoch writes: the history with it, history.json's text, and the
-        checkpoint with its bytes. Nothing is written, and the record is as it was."""
-        updated, text = self.epoch_history(record)
-        return epoch_files(updated, text, state, kl_w, self.config)
-
-    def write_epoch(self, files: EpochFiles) -> None:
-        """The epoch joins the history only once last.pt holds it: a failed write leaves the
-        record at the previous epoch. The caller holds the stop's critical section around it
-        (a second signal waits for both files: training/runner.py)."""
-        write_epoch_files(self.run_dir, files)
-        self.history.update(files.history)
-
-    def keep_epoch(self, record: dict[str, Any], state: dict[str, Any], kl_w: float) -> None:
-        """epoch_files, then write_epoch."""
-        self.write_epoch(self.epoch_files(record, state, kl_w))
 
     def after_epoch(self, record: dict[str, Any], model_of, data) -> None:
         """Diagnostics and pictures of a finished epoch: none of it changes the training.

@@ -239,11 +239,8 @@ def _train(engine: Engines, records: list[RunRecord], stop) -> list[dict | BaseE
 def _keep_epochs(engine: Engines, records: list[RunRecord], kept, kl_weights, pool) -> None:
     """Write each kept run's epoch (`kept`: (member, epoch values) pairs): its last.pt, then its
     history.json, where its member trains (Engines.write_epochs). An epoch joins a record only
-    once both are written; once all writes have ended, the first failure rises."""
-    if pool is None:
-        for m, values in kept:
-            records[m].keep_epoch(values, engine.member_state(m), kl_weights[m])
-        return
+    once both are written; once all writes have ended, the first failure rises. `pool`: the
+    writer threads of a stack trained here (None for a single run)."""
     runs = []
     for m, values in kept:
         history, text = records[m].epoch_history(values)
